@@ -1,0 +1,233 @@
+"""The public API over the C module: runtime reservations, association,
+bind and release.  Policy lives here: validation, defaults, messages."""
+
+from __future__ import annotations
+
+import socket
+import sys
+import warnings
+from typing import Any, Optional, Tuple
+
+from . import _errors, _portres
+from . import _validate as check
+from ._errors import explain, is_code
+
+WINDOWS = sys.platform == "win32"
+
+_WILDCARD = {socket.AF_INET: "", socket.AF_INET6: ""}
+
+
+def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
+    """An IP literal for HOST in FAMILY ("" stays the wildcard), with the
+    flowinfo and scope id a name lookup may supply."""
+    if host == "" or host == _WILDCARD.get(family):
+        return "", 0, 0
+    try:
+        socket.inet_pton(family, host)
+        return host, 0, 0
+    except (OSError, ValueError):
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, family, 0, 0, socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve host {host!r} for "
+                         f"{socket.AddressFamily(family).name}: {exc}") from None
+    addr = infos[0][4]
+    if family == socket.AF_INET6:
+        return addr[0].split("%", 1)[0], addr[2], addr[3]
+    return addr[0], 0, 0
+
+
+def _socket_info(fd: int) -> Tuple[int, int, int]:
+    try:
+        return _portres.socket_info(fd)
+    except OSError as exc:
+        raise explain(exc, "inspecting the socket",
+                      "not a usable socket" if is_code(exc, _errors.ENOTSOCK_POSIX, _errors.WSAENOTSOCK)
+                      else None) from None
+
+
+def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0) -> OSError:
+    blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
+    if is_code(exc, _errors.EADDRINUSE, _errors.WSAEADDRINUSE):
+        detail = (f"port {port} of the block {blk} is already handed out" if port else
+                  f"no free port left in the reserved block {blk}; close a socket bound "
+                  f"from it or acquire a larger block")
+    elif is_code(exc, _errors.EISCONN, None):
+        detail = "the socket is already bound; associate it with the reservation before bind()"
+    elif is_code(exc, _errors.EPROTOTYPE, None):
+        proto = res.protocol if res is not None else "its"
+        detail = f"the socket's type does not match the reservation's protocol ({proto})"
+    elif is_code(exc, _errors.EADDRNOTAVAIL, None) and port:
+        detail = f"port {port} is outside the reserved block {blk}"
+    elif is_code(exc, _errors.EAFNOSUPPORT, None):
+        detail = "the address family does not match the socket's"
+    elif is_code(exc, _errors.EBADF, None) and res is not None:
+        detail = "the reservation is closed"
+    elif is_code(exc, _errors.EACCES, _errors.WSAEACCES):
+        detail = None
+    else:
+        detail = None
+    return explain(exc, what, detail)
+
+
+class Reservation:
+    """A block of ports held by this process (a runtime reservation).
+
+    Sockets bound from it take its ports; no other program can bind them.
+    It ends when closed (also by ``with``), when collected, or at exit.
+    """
+
+    __slots__ = ("_res", "start", "count", "token", "protocol", "ports", "_type", "__weakref__")
+
+    def __init__(self, res: Any, protocol: str) -> None:
+        self._res = res
+        self.start: int = res.start
+        self.count: int = res.count
+        self.token: int = res.token
+        self.protocol: str = protocol
+        self.ports: range = range(self.start, self.start + self.count)
+        self._type = check.SOCK_TYPES[protocol]
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._res.closed)
+
+    def socket(self, family: int = socket.AF_INET, host: str = "") -> socket.socket:
+        """A new socket of this reservation's protocol, bound to a free port
+        of the block on HOST ("" = all addresses of FAMILY)."""
+        if self._res.closed:
+            raise ValueError(f"{self!r} is closed")
+        family = check.family(family)
+        h, flowinfo, scope_id = _numeric_host(family, check.host(host))
+        try:
+            fd, _port = self._res.socket(family, h, 0, flowinfo, scope_id)
+        except OSError as exc:
+            raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+        return socket.socket(family, self._type, 0, fd)
+
+    def bind(self, sock: Any, host: str = "") -> int:
+        """Bind the unbound SOCK to a free port of the block on HOST and
+        return the port (associate + bind)."""
+        if self._res.closed:
+            raise ValueError(f"{self!r} is closed")
+        fd = check.fileno(sock)
+        h = check.host(host)
+        family = getattr(sock, "family", None)
+        if not isinstance(family, int):
+            family = _socket_info(fd)[0]
+        if family not in check.FAMILIES:
+            raise ValueError(f"sock must be an AF_INET or AF_INET6 socket, not family {family}")
+        h, flowinfo, scope_id = _numeric_host(family, h)
+        try:
+            return int(self._res.bind(fd, family, h, 0, flowinfo, scope_id))
+        except OSError as exc:
+            raise _bind_error(exc, "binding the socket from the reservation", self) from None
+
+    def close(self) -> None:
+        """Release the reservation.  Idempotent."""
+        try:
+            self._res.close()
+        except OSError as exc:
+            raise explain(exc, "releasing the reservation") from None
+
+    def __enter__(self) -> "Reservation":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        res = getattr(self, "_res", None)
+        if res is not None and not res.closed:
+            warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
+            res.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._res.closed else "held"
+        return (f"<portres.Reservation {self.protocol} {self.start}-{self.start + self.count - 1} "
+                f"({self.count} ports) token={self.token:#x} {state}>")
+
+
+def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation:
+    """Reserve COUNT consecutive ports for this process (start 0: any free
+    block of the ephemeral range)."""
+    protocol = check.protocol(protocol)
+    start, count = check.block(start, count)
+    try:
+        res = _portres.acquire_port_reservation(check.PROTOCOLS[protocol], start, count)
+    except OSError as exc:
+        raise _acquire_error(exc, protocol, start, count) from None
+    return Reservation(res, protocol)
+
+
+def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSError:
+    what = f"reserving {count} {protocol.upper()} port{'s' if count > 1 else ''}"
+    detail = None
+    conflict = getattr(exc, "conflict_port", 0)
+    if is_code(exc, _errors.EADDRINUSE, _errors.WSAEADDRINUSE):
+        if start:
+            at = f"port {conflict}" if conflict else "a port"
+            detail = f"{at} of the block {start}-{start + count - 1} is in use or reserved"
+        else:
+            detail = "no free block of that size in the ephemeral port range"
+    elif is_code(exc, _errors.EMFILE, None):
+        detail = ("the process cannot open one socket per port: raise the hard "
+                  "RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports")
+    elif is_code(exc, _errors.EACCES, _errors.WSAEACCES):
+        detail = (f"the block {start}-{start + count - 1} needs privileges "
+                  "(ports below 1024 need CAP_NET_BIND_SERVICE)" if not WINDOWS else None)
+    return explain(exc, what, detail)
+
+
+def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None:
+    """Associate the unbound SOCK with the reservation TOKEN: its next bind
+    to port 0 takes a port of the block (SIO_ASSOCIATE_PORT_RESERVATION)."""
+    fd = check.fileno(sock)
+    token = check.token(token)
+    check.timeout(timeout)
+    try:
+        _portres.associate_port_reservation(fd, token)
+    except OSError as exc:
+        raise _associate_error(exc, token) from None
+
+
+def _associate_error(exc: OSError, token: int) -> OSError:
+    what = "associating the socket with the reservation"
+    if is_code(exc, _errors.EISCONN, None):
+        return explain(exc, what, "the socket is already bound; associate it before bind()")
+    if is_code(exc, _errors.ENOENT, None):
+        return explain(exc, what, f"no reservation with token {token:#x} is held by this process")
+    if is_code(exc, _errors.EPROTOTYPE, None):
+        return explain(exc, what, "the socket's type does not match the reservation's protocol")
+    return explain(exc, what)
+
+
+def bind(sock: Any, address: Any) -> int:
+    """Bind SOCK to ADDRESS like ``sock.bind``, from its reservation when it
+    is associated (port 0 takes a free port of the block).  Returns the port."""
+    fd = check.fileno(sock)
+    family = getattr(sock, "family", None)
+    if not isinstance(family, int):
+        family = _socket_info(fd)[0]
+    if family not in check.FAMILIES:
+        raise ValueError(f"sock must be an AF_INET or AF_INET6 socket, not family {family}")
+    h, port, flowinfo, scope_id = check.address(family, address)
+    h, fi, sc = _numeric_host(family, h)
+    try:
+        return int(_portres.bind(fd, family, h, port, flowinfo or fi, scope_id or sc))
+    except OSError as exc:
+        raise _bind_error(exc, f"bind to {address!r}", None, port) from None
+
+
+def release(sock: Any, token: int) -> None:
+    """End the runtime reservation TOKEN of this process
+    (SIO_RELEASE_PORT_RESERVATION, issued on SOCK)."""
+    fd = check.fileno(sock)
+    token = check.token(token)
+    try:
+        _portres.release_port_reservation(fd, token)
+    except OSError as exc:
+        detail = (f"no reservation with token {token:#x} is held by this process"
+                  if is_code(exc, _errors.ENOENT, None) else None)
+        raise explain(exc, "releasing the reservation", detail) from None

@@ -1,0 +1,552 @@
+/*
+ * _portres.c - the CPython module portres._portres: argument parsing, the
+ * PortReservation type, and OSError raising.  Every OS call is made by a
+ * backend (windows.c or linux.c, through portres.h) with the GIL released.
+ *
+ * The functions mirror the Win32 calls one for one; policy (validation,
+ * messages with hints, defaults) lives in the portres package.
+ *
+ * Modern extension practice: multi-phase init, a heap type, per-module
+ * state, Py_mod_gil for free-threaded builds, no private CPython API.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "portres.h"
+
+#include <string.h>
+#ifdef _WIN32
+#  include <mstcpip.h>
+#else
+#  include <arpa/inet.h>
+#  include <errno.h>
+#  include <netinet/in.h>
+#endif
+
+typedef struct {
+    PyTypeObject *PortReservation_Type;
+} module_state;
+
+static inline module_state *get_state(PyObject *module)
+{
+    return (module_state *)PyModule_GetState(module);
+}
+
+/* --------------------------------------------------------------- errors */
+
+/* OSError(errno, strerror, CALL[, winerror]): the call names itself in the
+ * `filename` slot; the package rewrites the message with a hint. */
+static PyObject *raise_os_error(int err, const char *call)
+{
+#ifdef _WIN32
+    return PyErr_SetExcFromWindowsErrWithFilename(PyExc_OSError, err, call);
+#else
+    errno = err;
+    return PyErr_SetFromErrnoWithFilename(PyExc_OSError, call);
+#endif
+}
+
+/* ------------------------------------------------------------ converters */
+
+static int socket_converter(PyObject *obj, void *out)
+{
+#ifdef _WIN32
+    unsigned long long v;
+#else
+    long v;
+#endif
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "socket must be an int file descriptor, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+#ifdef _WIN32
+    v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred())
+        return 0;
+    if (v == (unsigned long long)INVALID_SOCKET) {
+        PyErr_SetString(PyExc_ValueError, "socket is INVALID_SOCKET");
+        return 0;
+    }
+#else
+    v = PyLong_AsLong(obj);
+    if (v == -1 && PyErr_Occurred())
+        return 0;
+    if (v < 0 || v > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "socket file descriptor out of range: %ld", v);
+        return 0;
+    }
+#endif
+    *(portres_socket *)out = (portres_socket)v;
+    return 1;
+}
+
+static int token_converter(PyObject *obj, void *out)
+{
+    unsigned long long v;
+    if (!PyLong_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "token must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    v = PyLong_AsUnsignedLongLong(obj);
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "token must be an unsigned 64-bit int");
+        }
+        return 0;
+    }
+    if (v == 0) {
+        PyErr_SetString(PyExc_ValueError, "token must not be 0");
+        return 0;
+    }
+    *(uint64_t *)out = (uint64_t)v;
+    return 1;
+}
+
+/* Build a sockaddr from (family, numeric host, port, flowinfo, scope_id).
+ * HOST must be an IP literal or "" for the wildcard: the package resolves
+ * names before calling. */
+static int make_sockaddr(int family, const char *host, unsigned port, unsigned long flowinfo,
+                         unsigned long scope_id, struct sockaddr_storage *ss, int *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (port > 65535) {
+        PyErr_Format(PyExc_ValueError, "port must be in 0..65535, not %u", port);
+        return -1;
+    }
+    if (family == AF_INET) {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((unsigned short)port);
+        if (*host && inet_pton(AF_INET, host, &a->sin_addr) != 1) {
+            PyErr_Format(PyExc_ValueError, "not an IPv4 address: %.200s", host);
+            return -1;
+        }
+        *len = (int)sizeof *a;
+    } else if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((unsigned short)port);
+        a->sin6_flowinfo = htonl((uint32_t)flowinfo);
+        a->sin6_scope_id = (uint32_t)scope_id;
+        if (*host && inet_pton(AF_INET6, host, &a->sin6_addr) != 1) {
+            PyErr_Format(PyExc_ValueError, "not an IPv6 address: %.200s", host);
+            return -1;
+        }
+        *len = (int)sizeof *a;
+    } else {
+        PyErr_Format(PyExc_ValueError, "family must be AF_INET or AF_INET6, not %d", family);
+        return -1;
+    }
+    return 0;
+}
+
+#define SOCKADDR_KWLIST "family", "host", "port", "flowinfo", "scope_id"
+
+/* ------------------------------------------------------ PortReservation */
+
+typedef struct {
+    PyObject_HEAD
+    portres_block *block;
+    portres_block_info info;
+} PortReservationObject;
+
+static void PortReservation_dealloc(PyObject *op)
+{
+    PortReservationObject *self = (PortReservationObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    if (self->block) {
+        Py_BEGIN_ALLOW_THREADS
+        portres_block_free(self->block);
+        Py_END_ALLOW_THREADS
+        self->block = NULL;
+    }
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *PortReservation_get_start(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(((PortReservationObject *)op)->info.start);
+}
+
+static PyObject *PortReservation_get_count(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLong(((PortReservationObject *)op)->info.count);
+}
+
+static PyObject *PortReservation_get_token(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyLong_FromUnsignedLongLong(((PortReservationObject *)op)->info.token);
+}
+
+static PyObject *PortReservation_get_protocol(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyLong_FromLong(((PortReservationObject *)op)->info.protocol);
+}
+
+static PyObject *PortReservation_get_closed(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(portres_block_closed(((PortReservationObject *)op)->block));
+}
+
+static PyGetSetDef PortReservation_getset[] = {
+    {"start", PortReservation_get_start, NULL, "First port of the block (host order).", NULL},
+    {"count", PortReservation_get_count, NULL, "Number of ports in the block.", NULL},
+    {"token", PortReservation_get_token, NULL, "The reservation token (unsigned 64-bit).", NULL},
+    {"protocol", PortReservation_get_protocol, NULL, "TCP or UDP (module constants).", NULL},
+    {"closed", PortReservation_get_closed, NULL, "True once released.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+PyDoc_STRVAR(PortReservation_bind_doc,
+"bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
+"Bind the unbound socket (a file descriptor / SOCKET) to a free port of the\n"
+"block on host, or to `port` when it is a port of the block.  On Windows:\n"
+"SIO_ASSOCIATE_PORT_RESERVATION then bind().  Returns the port bound.");
+
+static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"socket", SOCKADDR_KWLIST, NULL};
+    PortReservationObject *self = (PortReservationObject *)op;
+    portres_socket s;
+    int family, len, err;
+    const char *host;
+    unsigned port = 0, bound = 0;
+    unsigned long flowinfo = 0, scope_id = 0;
+    struct sockaddr_storage ss;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, socket_converter,
+                                     &s, &family, &host, &port, &flowinfo, &scope_id))
+        return NULL;
+    if (make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_block_bind(self->block, s, (struct sockaddr *)&ss, len, &bound);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "bind");
+    return PyLong_FromUnsignedLong(bound);
+}
+
+PyDoc_STRVAR(PortReservation_socket_doc,
+"socket(family, host, port=0, flowinfo=0, scope_id=0) -> (fd, port)\n\n"
+"Create a non-inheritable socket of the block's protocol and bind it in the\n"
+"block.  Returns its file descriptor (SOCKET) and port.");
+
+static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {SOCKADDR_KWLIST, NULL};
+    PortReservationObject *self = (PortReservationObject *)op;
+    int family, len, err;
+    const char *host;
+    unsigned port = 0, bound = 0;
+    unsigned long flowinfo = 0, scope_id = 0;
+    struct sockaddr_storage ss;
+    portres_socket s;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "is|Ikk:socket", kwlist, &family, &host,
+                                     &port, &flowinfo, &scope_id))
+        return NULL;
+    if (make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_block_socket(self->block, family, (struct sockaddr *)&ss, len, &s, &bound);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "bind");
+#ifdef _WIN32
+    return Py_BuildValue("(KI)", (unsigned long long)s, bound);
+#else
+    return Py_BuildValue("(iI)", s, bound);
+#endif
+}
+
+PyDoc_STRVAR(PortReservation_close_doc,
+"close()\n\n"
+"Release the reservation (SIO_RELEASE_PORT_RESERVATION and closesocket of\n"
+"the acquiring socket on Windows).  Idempotent.");
+
+static PyObject *PortReservation_close(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    PortReservationObject *self = (PortReservationObject *)op;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_block_close(self->block);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)");
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef PortReservation_methods[] = {
+    {"bind", (PyCFunction)(void (*)(void))PortReservation_bind, METH_VARARGS | METH_KEYWORDS,
+     PortReservation_bind_doc},
+    {"socket", (PyCFunction)(void (*)(void))PortReservation_socket, METH_VARARGS | METH_KEYWORDS,
+     PortReservation_socket_doc},
+    {"close", PortReservation_close, METH_NOARGS, PortReservation_close_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(PortReservation_doc,
+"A runtime port reservation held by this process (SIO_ACQUIRE_PORT_RESERVATION).\n"
+"Created by acquire_port_reservation(); released by close() or when collected.");
+
+static PyType_Slot PortReservation_slots[] = {
+    {Py_tp_dealloc, PortReservation_dealloc},
+    {Py_tp_getset, PortReservation_getset},
+    {Py_tp_methods, PortReservation_methods},
+    {Py_tp_doc, (void *)PortReservation_doc},
+    {0, NULL},
+};
+
+static PyType_Spec PortReservation_spec = {
+    "portres._portres.PortReservation",
+    sizeof(PortReservationObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    PortReservation_slots,
+};
+
+/* ------------------------------------------------------ module functions */
+
+PyDoc_STRVAR(acquire_port_reservation_doc,
+"acquire_port_reservation(protocol, start, count) -> PortReservation\n\n"
+"WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) on a new socket of `protocol` (TCP or\n"
+"UDP): reserve `count` ports from `start` (0: the system picks the start).\n"
+"On failure the OSError carries `conflict_port` (the port that was taken,\n"
+"when known; else 0).");
+
+static PyObject *acquire_port_reservation(PyObject *module, PyObject *args)
+{
+    module_state *st = get_state(module);
+    int protocol, err;
+    unsigned start, count, conflict = 0;
+    portres_block *block = NULL;
+    PortReservationObject *obj;
+
+    if (!PyArg_ParseTuple(args, "iII:acquire_port_reservation", &protocol, &start, &count))
+        return NULL;
+    if (protocol != PORTRES_TCP && protocol != PORTRES_UDP) {
+        PyErr_Format(PyExc_ValueError, "protocol must be TCP (0) or UDP (1), not %d", protocol);
+        return NULL;
+    }
+    if (count < 1 || count > 65535 || start > 65535 || (start && start + count - 1 > 65535)) {
+        PyErr_Format(PyExc_ValueError, "invalid block: start %u, count %u", start, count);
+        return NULL;
+    }
+    obj = PyObject_New(PortReservationObject, st->PortReservation_Type);
+    if (!obj)
+        return NULL;
+    obj->block = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_block_acquire(protocol, start, count, &block, &conflict);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        Py_DECREF(obj);
+        raise_os_error(err, "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)");
+        if (conflict) {
+            PyObject *type, *value, *tb, *port;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            port = PyLong_FromUnsignedLong(conflict);
+            if (port && value)
+                PyObject_SetAttrString(value, "conflict_port", port);
+            Py_XDECREF(port);
+            PyErr_Clear();
+            PyErr_Restore(type, value, tb);
+        }
+        return NULL;
+    }
+    obj->block = block;
+    portres_block_get_info(block, &obj->info);
+    return (PyObject *)obj;
+}
+
+PyDoc_STRVAR(associate_port_reservation_doc,
+"associate_port_reservation(socket, token)\n\n"
+"WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION): the socket's next bind to port 0\n"
+"takes a port from the reservation `token`.  Synchronous; the GIL is released.");
+
+static PyObject *associate_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    portres_socket s;
+    uint64_t token;
+    int err;
+    if (!PyArg_ParseTuple(args, "O&O&:associate_port_reservation", socket_converter, &s,
+                          token_converter, &token))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_associate(s, token);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(release_port_reservation_doc,
+"release_port_reservation(socket, token)\n\n"
+"WSAIoctl(SIO_RELEASE_PORT_RESERVATION): end the runtime reservation `token`\n"
+"of this process.");
+
+static PyObject *release_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    portres_socket s;
+    uint64_t token;
+    int err;
+    if (!PyArg_ParseTuple(args, "O&O&:release_port_reservation", socket_converter, &s,
+                          token_converter, &token))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_release(s, token);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(bind_doc,
+"bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
+"bind() that honours an association (plain bind() on Windows, where the\n"
+"kernel does it).  Returns the port bound.");
+
+static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"socket", SOCKADDR_KWLIST, NULL};
+    portres_socket s;
+    int family, len, err;
+    const char *host;
+    unsigned port = 0, bound = 0;
+    unsigned long flowinfo = 0, scope_id = 0;
+    struct sockaddr_storage ss;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, socket_converter,
+                                     &s, &family, &host, &port, &flowinfo, &scope_id))
+        return NULL;
+    if (make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_bind(s, (struct sockaddr *)&ss, len, &bound);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "bind");
+    return PyLong_FromUnsignedLong(bound);
+}
+
+PyDoc_STRVAR(socket_info_doc,
+"socket_info(socket) -> (family, type, bound_port)\n\n"
+"The socket's address family, type and local port (0 when unbound).");
+
+static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    portres_socket s;
+    int family = 0, type = 0, err;
+    unsigned port = 0;
+    if (!socket_converter(arg, &s))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_socket_info(s, &family, &type, &port);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return raise_os_error(err, "getsockname");
+    return Py_BuildValue("(iiI)", family, type, port);
+}
+
+static PyMethodDef module_methods[] = {
+    {"acquire_port_reservation", acquire_port_reservation, METH_VARARGS,
+     acquire_port_reservation_doc},
+    {"associate_port_reservation", associate_port_reservation, METH_VARARGS,
+     associate_port_reservation_doc},
+    {"release_port_reservation", release_port_reservation, METH_VARARGS,
+     release_port_reservation_doc},
+    {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
+    {"socket_info", socket_info, METH_O, socket_info_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+/* ------------------------------------------------------------ module */
+
+static int module_exec(PyObject *module)
+{
+    module_state *st = get_state(module);
+    int err;
+
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_backend_init();
+    Py_END_ALLOW_THREADS
+    if (err) {
+        raise_os_error(err, "WSAStartup");
+        return -1;
+    }
+    st->PortReservation_Type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &PortReservation_spec, NULL);
+    if (!st->PortReservation_Type)
+        return -1;
+    if (PyModule_AddType(module, st->PortReservation_Type) < 0)
+        return -1;
+    if (PyModule_AddIntConstant(module, "TCP", PORTRES_TCP) < 0
+        || PyModule_AddIntConstant(module, "UDP", PORTRES_UDP) < 0
+        || PyModule_AddIntConstant(module, "SIO_ACQUIRE_PORT_RESERVATION", (long)0x98000064UL) < 0
+        || PyModule_AddIntConstant(module, "SIO_RELEASE_PORT_RESERVATION", (long)0x98000065UL) < 0
+        || PyModule_AddIntConstant(module, "SIO_ASSOCIATE_PORT_RESERVATION", (long)0x98000066UL) < 0)
+        return -1;
+#ifdef _WIN32
+    if (PyModule_AddStringConstant(module, "BACKEND", "windows") < 0)
+        return -1;
+#else
+    if (PyModule_AddStringConstant(module, "BACKEND", "linux") < 0)
+        return -1;
+#endif
+    return 0;
+}
+
+static int module_traverse(PyObject *module, visitproc visit, void *arg)
+{
+    Py_VISIT(get_state(module)->PortReservation_Type);
+    return 0;
+}
+
+static int module_clear(PyObject *module)
+{
+    Py_CLEAR(get_state(module)->PortReservation_Type);
+    return 0;
+}
+
+static void module_free(void *module)
+{
+    module_clear((PyObject *)module);
+}
+
+static PyModuleDef_Slot module_slots[] = {
+    {Py_mod_exec, module_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    /* Shared state is the backends' own, guarded by their locks. */
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+PyDoc_STRVAR(module_doc,
+"Low-level port reservations: one function per Win32 call.\n"
+"Use the portres package; it validates arguments and explains errors.");
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "portres._portres",
+    module_doc,
+    sizeof(module_state),
+    module_methods,
+    module_slots,
+    module_traverse,
+    module_clear,
+    module_free,
+};
+
+PyMODINIT_FUNC PyInit__portres(void)
+{
+    return PyModuleDef_Init(&module_def);
+}

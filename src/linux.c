@@ -1,0 +1,1002 @@
+/*
+ * linux.c - the Linux backend: every kernel call portres makes on Linux.
+ *
+ * Linux has no port-reservation facility, so a runtime reservation is held
+ * by one placeholder socket per port (DESIGN.md, "Linux backend"):
+ *
+ *   - dual-stack [::] (IPV6_V6ONLY=0; AF_INET when the host has no IPv6), so
+ *     no other program can bind the port in any family;
+ *   - bound BEFORE SO_REUSEPORT is set: a second reservation of the same
+ *     block (which binds without SO_REUSEPORT) is refused even from the same
+ *     uid, while a socket of ours that sets SO_REUSEPORT before its bind can
+ *     still share the port (same-uid reuseport rule of inet_bind_conflict);
+ *   - never listening (a TCP placeholder takes no connection), never
+ *     SO_REUSEADDR, close-on-exec.
+ *
+ * A socket bound from the reservation shares its port with the placeholder,
+ * which stays: the port remains reserved after that socket closes.  UDP
+ * needs care, because a placeholder in the same reuseport group would take
+ * a share of the datagrams: each UDP placeholder drops whatever reaches it
+ * (SO_ATTACH_FILTER), and a group a caller's socket joins is steered to the
+ * caller (SO_ATTACH_REUSEPORT_CBPF returning index 1: the placeholder, first
+ * in the group, is index 0).  See steer_udp() for the one case that needs a
+ * different placeholder layout.
+ *
+ * Tokens are random 64-bit values kept in a process-wide registry, and an
+ * association (portres_associate) is kept by socket inode until the bind.
+ */
+#ifdef __linux__
+
+#ifndef _GNU_SOURCE
+#  define _GNU_SOURCE
+#endif
+
+#include "portres.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <linux/filter.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#ifndef SO_ATTACH_REUSEPORT_CBPF
+#  define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+
+/* Per-port state flags. */
+enum {
+    PORT_USED = 1,     /* handed to a caller's socket (may have closed since) */
+    PORT_STEERED = 2,  /* the placeholder's reuseport group steers to index 1 */
+    PORT_PAIR = 4,     /* UDP: held by an AF_INET + a V6ONLY AF_INET6 pair */
+    PORT_STEERED4 = 8, /* PAIR mode: the AF_INET placeholder's group steered */
+};
+
+struct portres_block {
+    pthread_mutex_t lock;
+    struct portres_block *next;   /* registry list, under registry_lock */
+    uint64_t token;
+    unsigned start, count;
+    int protocol;
+    int closed;
+    int family;                   /* of the main placeholders */
+    unsigned cursor;              /* next port index to try */
+    int *fds;                     /* main placeholder per port */
+    int *fds4;                    /* UDP PAIR mode: AF_INET placeholder, or -1 */
+    unsigned char *state;
+};
+
+struct association {
+    dev_t dev;
+    ino_t ino;
+    uint64_t token;
+};
+
+static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
+static portres_block *registry;
+static struct association *associations;
+static size_t n_associations, cap_associations;
+
+/* ---------------------------------------------------------------- helpers */
+
+static int have_ipv6 = -1;        /* set once by portres_backend_init */
+static int bindv6only_default;    /* net.ipv6.bindv6only */
+
+static int read_proc_ints(const char *path, int *vals, int n)
+{
+    char buf[128];
+    int fd = open(path, O_RDONLY | O_CLOEXEC), got = 0;
+    ssize_t len;
+    char *p, *end;
+    if (fd < 0)
+        return 0;
+    len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 0)
+        return 0;
+    buf[len] = '\0';
+    for (p = buf; got < n; p = end) {
+        long v = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        vals[got++] = (int)v;
+    }
+    return got;
+}
+
+int portres_backend_init(void)
+{
+    int v = 0;
+    if (have_ipv6 < 0) {
+        int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0)
+            close(fd);
+        bindv6only_default = read_proc_ints("/proc/sys/net/ipv6/bindv6only", &v, 1) ? v : 0;
+        have_ipv6 = fd >= 0;
+    }
+    return 0;
+}
+
+static int set_int(int fd, int level, int name, int value)
+{
+    return setsockopt(fd, level, name, &value, sizeof value) ? errno : 0;
+}
+
+/* cBPF "return K": K = 0 drops (socket filter) / K = 1 picks the second
+ * socket of a reuseport group. */
+static int attach_ret(int fd, int optname, unsigned k)
+{
+    struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, k);
+    struct sock_fprog prog = { 1, &insn };
+    return setsockopt(fd, SOL_SOCKET, optname, &prog, sizeof prog) ? errno : 0;
+}
+
+static void sockaddr_for_port(int family, unsigned port, struct sockaddr_storage *ss,
+                              socklen_t *len)
+{
+    memset(ss, 0, sizeof *ss);
+    if (family == AF_INET6) {
+        struct sockaddr_in6 *a = (struct sockaddr_in6 *)ss;
+        a->sin6_family = AF_INET6;
+        a->sin6_port = htons((uint16_t)port);
+        a->sin6_addr = in6addr_any;
+        *len = sizeof *a;
+    } else {
+        struct sockaddr_in *a = (struct sockaddr_in *)ss;
+        a->sin_family = AF_INET;
+        a->sin_port = htons((uint16_t)port);
+        a->sin_addr.s_addr = htonl(INADDR_ANY);
+        *len = sizeof *a;
+    }
+}
+
+static void set_port(struct sockaddr *sa, unsigned port)
+{
+    if (sa->sa_family == AF_INET6)
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+    else
+        ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+}
+
+static unsigned get_port(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET6)
+        return ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+}
+
+static int is_wildcard(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET6)
+        return IN6_IS_ADDR_UNSPECIFIED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    return ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+static int sock_type_for(int protocol)
+{
+    return protocol == PORTRES_UDP ? SOCK_DGRAM : SOCK_STREAM;
+}
+
+/* socket() that raises the soft RLIMIT_NOFILE towards the hard limit when
+ * the process runs out of descriptors: a large block needs one per port. */
+static int new_socket(int family, int type, unsigned still_needed)
+{
+    int fd = socket(family, type | SOCK_CLOEXEC, 0);
+    if (fd < 0 && errno == EMFILE) {
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rlim_t want = rl.rlim_cur + still_needed + 64;
+            if (want < rl.rlim_cur * 2)
+                want = rl.rlim_cur * 2;
+            rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+                fd = socket(family, type | SOCK_CLOEXEC, 0);
+        }
+        if (fd < 0)
+            errno = EMFILE;
+    }
+    return fd;
+}
+
+/* One placeholder: bound first, SO_REUSEPORT after (see the top comment);
+ * or, for the UDP layouts that must form a steerable group at once,
+ * SO_REUSEPORT before the bind.  Returns the fd or -errno. */
+static int new_placeholder(int family, int v6only, int protocol, unsigned port,
+                           int reuseport_first, unsigned still_needed)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err, fd = new_socket(family, sock_type_for(protocol), still_needed);
+    if (fd < 0)
+        return -errno;
+    if (family == AF_INET6 && v6only != bindv6only_default
+            && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)))
+        goto fail;
+    if (reuseport_first && (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)))
+        goto fail;
+    sockaddr_for_port(family, port, &ss, &len);
+    if (bind(fd, (struct sockaddr *)&ss, len)) {
+        err = errno;
+        goto fail;
+    }
+    if (!reuseport_first && (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)))
+        goto fail;
+    /* A UDP placeholder drops what reaches it instead of queueing it. */
+    if (protocol == PORTRES_UDP && (err = attach_ret(fd, SO_ATTACH_FILTER, 0)))
+        goto fail;
+    return fd;
+fail:
+    close(fd);
+    return -err;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+/* ------------------------------------------------------------ acquiring */
+
+/* Ports the kernel keeps out of autobind (net.ipv4.ip_local_reserved_ports):
+ * a wildcard block never takes them, as Windows never hands out excluded
+ * ports.  Returns a 65536-bit map or NULL when there is none. */
+static unsigned char *reserved_port_map(void)
+{
+    char buf[8192];
+    unsigned char *map = NULL;
+    int fd = open("/proc/sys/net/ipv4/ip_local_reserved_ports", O_RDONLY | O_CLOEXEC);
+    ssize_t len;
+    char *p;
+    if (fd < 0)
+        return NULL;
+    len = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (len <= 1)
+        return NULL;
+    buf[len] = '\0';
+    map = calloc(65536 / 8, 1);
+    if (!map)
+        return NULL;
+    for (p = buf; *p;) {
+        char *end;
+        unsigned long lo = strtoul(p, &end, 10), hi = lo;
+        if (end == p)
+            break;
+        p = end;
+        if (*p == '-') {
+            hi = strtoul(p + 1, &end, 10);
+            p = end;
+        }
+        for (; lo <= hi && lo < 65536; lo++)
+            map[lo / 8] |= (unsigned char)(1u << (lo % 8));
+        while (*p == ',' || *p == '\n' || *p == ' ')
+            p++;
+    }
+    return map;
+}
+
+static int in_map(const unsigned char *map, unsigned port)
+{
+    return map && (map[port / 8] >> (port % 8)) & 1;
+}
+
+static uint64_t new_token(void)
+{
+    uint64_t t = 0;
+    while (t == 0) {
+        if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t) {
+            static uint64_t counter;
+            t = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&t ^ ++counter;
+        }
+    }
+    return t;
+}
+
+static void register_block(portres_block *b)
+{
+    portres_block *p;
+    pthread_mutex_lock(&registry_lock);
+    for (;;) {  /* tokens are unique among live reservations */
+        for (p = registry; p && p->token != b->token; p = p->next)
+            ;
+        if (!p)
+            break;
+        b->token = new_token();
+    }
+    b->next = registry;
+    registry = b;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* Bind placeholders for ports [first, first+count); on failure close the
+ * ones bound, set *bad to the port that failed and return errno. */
+static int hold_range(portres_block *b, unsigned first, unsigned *bad)
+{
+    unsigned i;
+    for (i = 0; i < b->count; i++) {
+        int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+        if (fd < 0) {
+            *bad = first + i;
+            while (i > 0)
+                close_fd(&b->fds[--i]);
+            return -fd;
+        }
+        b->fds[i] = fd;
+    }
+    return 0;
+}
+
+/* A wildcard block: a window of the ephemeral range whose ports are all
+ * free, starting at a random place and sliding past a taken port, so each
+ * port of the range is tried at most once. */
+static int hold_wildcard(portres_block *b, unsigned *first_out)
+{
+    int range[2] = {32768, 60999};
+    unsigned lo, hi, span, offset, tried = 0, i;
+    unsigned char *reserved = reserved_port_map();
+    uint32_t rnd = 0;
+    int err = EADDRINUSE;
+
+    read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2);
+    lo = (unsigned)range[0];
+    hi = (unsigned)range[1];
+    if (lo < 1 || hi > 65535 || lo > hi || hi - lo + 1 < b->count) {
+        free(reserved);
+        return EADDRINUSE;
+    }
+    span = hi - lo + 1;
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        rnd = (uint32_t)getpid() * 2654435761u;
+    offset = rnd % span;
+
+    while (tried < span) {
+        unsigned first = lo + offset;
+        if (first + b->count - 1 > hi) {   /* the window must not wrap */
+            tried += hi - first + 1;
+            offset = 0;
+            continue;
+        }
+        for (i = 0; i < b->count; i++) {
+            int fd = in_map(reserved, first + i) ? -EADDRINUSE
+                : new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+            if (fd < 0) {
+                err = -fd;
+                while (i > 0)
+                    close_fd(&b->fds[--i]);
+                break;
+            }
+            b->fds[i] = fd;
+        }
+        if (i == b->count) {
+            *first_out = first;
+            free(reserved);
+            return 0;
+        }
+        if (err != EADDRINUSE && err != EACCES)
+            break;   /* EMFILE, ENOMEM...: sliding will not help */
+        /* the window's port i is taken: the next window starts after it */
+        tried += i + 1;
+        offset = (first + i + 1 - lo) % span;
+        err = EADDRINUSE;
+    }
+    free(reserved);
+    return err;
+}
+
+int portres_block_acquire(int protocol, unsigned start, unsigned count,
+                          portres_block **out, unsigned *conflict_port)
+{
+    portres_block *b;
+    unsigned i, first = start;
+    int err;
+
+    *out = NULL;
+    *conflict_port = 0;
+    if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || count < 1
+            || count > 65535 || start > 65535 || (start && start + count - 1 > 65535))
+        return EINVAL;
+    portres_backend_init();
+
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return ENOMEM;
+    b->fds = malloc(count * sizeof *b->fds);
+    b->state = calloc(count, 1);
+    if (!b->fds || !b->state) {
+        free(b->fds);
+        free(b->state);
+        free(b);
+        return ENOMEM;
+    }
+    for (i = 0; i < count; i++)
+        b->fds[i] = -1;
+    pthread_mutex_init(&b->lock, NULL);
+    b->protocol = protocol;
+    b->count = count;
+    b->family = have_ipv6 ? AF_INET6 : AF_INET;
+
+    err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
+    if (err) {
+        pthread_mutex_destroy(&b->lock);
+        free(b->fds);
+        free(b->state);
+        free(b);
+        return err;
+    }
+    b->start = first;
+    b->token = new_token();
+    register_block(b);
+    *out = b;
+    return 0;
+}
+
+void portres_block_get_info(const portres_block *b, portres_block_info *info)
+{
+    info->start = b->start;
+    info->count = b->count;
+    info->token = b->token;
+    info->protocol = b->protocol;
+}
+
+int portres_block_closed(const portres_block *b)
+{
+    return __atomic_load_n(&b->closed, __ATOMIC_ACQUIRE);
+}
+
+/* Find the association of the socket (DEV, INO); registry_lock held. */
+static size_t find_association(dev_t dev, ino_t ino)
+{
+    size_t i;
+    for (i = 0; i < n_associations; i++)
+        if (associations[i].dev == dev && associations[i].ino == ino)
+            break;
+    return i;
+}
+
+/* Remove the associations of TOKEN; registry_lock held. */
+static void drop_associations(uint64_t token)
+{
+    size_t i = 0;
+    while (i < n_associations) {
+        if (associations[i].token == token)
+            associations[i] = associations[--n_associations];
+        else
+            i++;
+    }
+}
+
+/* Unlink B from the registry and close its placeholders.  Called with
+ * registry_lock held; returns with it released.  Lock order: registry, then
+ * block.  Once unlinked, no thread can find B by token; a thread already
+ * inside B holds its lock, which is waited for here. */
+static void close_block_registry_held(portres_block *b)
+{
+    portres_block **pp;
+    unsigned i;
+
+    for (pp = &registry; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            break;
+        }
+    }
+    drop_associations(b->token);
+    pthread_mutex_lock(&b->lock);
+    pthread_mutex_unlock(&registry_lock);
+    if (!b->closed) {
+        for (i = 0; i < b->count; i++) {
+            close_fd(&b->fds[i]);
+            if (b->fds4)
+                close_fd(&b->fds4[i]);
+        }
+        __atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
+    }
+    pthread_mutex_unlock(&b->lock);
+}
+
+int portres_block_close(portres_block *b)
+{
+    pthread_mutex_lock(&registry_lock);
+    close_block_registry_held(b);
+    return 0;
+}
+
+void portres_block_free(portres_block *b)
+{
+    if (!b)
+        return;
+    portres_block_close(b);
+    pthread_mutex_destroy(&b->lock);
+    free(b->fds);
+    free(b->fds4);
+    free(b->state);
+    free(b);
+}
+
+/* ------------------------------------------------- binding in the block */
+
+/* Count, per port of the block, the sockets the kernel has on it (any
+ * family, any state but TIME_WAIT, which does not stop a reuseport bind),
+ * through NETLINK_SOCK_DIAG.  Returns 0 or errno. */
+static int diag_count(const portres_block *b, int family, unsigned *counts)
+{
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+        struct nlattr attr;
+        struct inet_diag_bc_op ops[4];
+    } msg;
+    struct sockaddr_nl nladdr = { .nl_family = AF_NETLINK };
+    char buf[16384];
+    int fd, err = 0, done = 0;
+
+    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return errno;
+    memset(&msg, 0, sizeof msg);
+    msg.nlh.nlmsg_len = sizeof msg;
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.req.sdiag_family = (uint8_t)family;
+    msg.req.sdiag_protocol = b->protocol == PORTRES_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+    msg.req.idiag_states = ~(1u << 6);   /* all but TCP_TIME_WAIT */
+    /* Filter in the kernel: sport >= start && sport <= end.  A "no" jump
+     * of len + 4 rejects (inet_diag bytecode convention). */
+    msg.attr.nla_len = sizeof msg.attr + sizeof msg.ops;
+    msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
+    msg.ops[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
+    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)b->start };
+    msg.ops[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
+    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)(b->start + b->count - 1) };
+
+    if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
+        err = errno;
+        goto out;
+    }
+    while (!done) {
+        ssize_t len = recv(fd, buf, sizeof buf, 0);
+        struct nlmsghdr *h;
+        if (len < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE) {
+                done = 1;
+                break;
+            }
+            if (h->nlmsg_type == NLMSG_ERROR) {
+                struct nlmsgerr *e = NLMSG_DATA(h);
+                err = e->error ? -e->error : EPROTO;
+                done = 1;
+                break;
+            }
+            {
+                struct inet_diag_msg *m = NLMSG_DATA(h);
+                unsigned port = ntohs(m->id.idiag_sport);
+                if (port >= b->start && port - b->start < b->count)
+                    counts[port - b->start]++;
+            }
+        }
+    }
+out:
+    close(fd);
+    return err;
+}
+
+/* Return to the pool every handed-out port on which only our placeholders
+ * remain: the caller's socket closed.  Block locked.  Returns how many. */
+static unsigned reclaim(portres_block *b)
+{
+    unsigned *counts = calloc(b->count, sizeof *counts), i, n = 0;
+    if (!counts)
+        return 0;
+    if (diag_count(b, AF_INET, counts) || (have_ipv6 && diag_count(b, AF_INET6, counts))) {
+        free(counts);
+        return 0;
+    }
+    for (i = 0; i < b->count; i++) {
+        unsigned ours = (b->fds[i] >= 0) + (b->fds4 && b->fds4[i] >= 0);
+        if ((b->state[i] & PORT_USED) && counts[i] <= ours) {
+            b->state[i] &= (unsigned char)~PORT_USED;
+            n++;
+        }
+    }
+    free(counts);
+    return n;
+}
+
+/* UDP: arrange port I's placeholders so that the caller's socket (FAMILY,
+ * V6ONLY, bound on a wildcard address or not) gets every datagram meant for
+ * it.  Called before the caller's bind, block locked.
+ *
+ *   caller                      placeholders    why
+ *   AF_INET6 [::] dual-stack    one dual-stack  same reuseport group: steered
+ *   AF_INET6 [::] V6ONLY        AF_INET + V6ONLY pair: the dual-stack one
+ *                               would tie with the caller on IPv6 lookups
+ *   anything else               either          the caller's socket scores
+ *                               higher (AF_INET, or a specific address)
+ *
+ * A pair is made with SO_REUSEPORT before bind so each forms a group at
+ * once and is steered now; the layout is switched by binding the new
+ * placeholders before closing the old, so the port is never unheld. */
+static int layout_udp(portres_block *b, unsigned i, int family, int v6only, int wildcard)
+{
+    unsigned port = b->start + i;
+    int want_pair, fd4, fd6, err;
+
+    if (b->family != AF_INET6 || family != AF_INET6 || !wildcard)
+        return 0;
+    want_pair = v6only;
+    if (want_pair == !!(b->state[i] & PORT_PAIR))
+        return 0;
+    if (want_pair) {
+        if (!b->fds4) {
+            unsigned k;
+            b->fds4 = malloc(b->count * sizeof *b->fds4);
+            if (!b->fds4)
+                return ENOMEM;
+            for (k = 0; k < b->count; k++)
+                b->fds4[k] = -1;
+        }
+        fd4 = new_placeholder(AF_INET, 0, b->protocol, port, 1, 2);
+        if (fd4 < 0)
+            return -fd4;
+        fd6 = new_placeholder(AF_INET6, 1, b->protocol, port, 1, 1);
+        if (fd6 < 0) {
+            close(fd4);
+            return -fd6;
+        }
+        if ((err = attach_ret(fd4, SO_ATTACH_REUSEPORT_CBPF, 1))
+                || (err = attach_ret(fd6, SO_ATTACH_REUSEPORT_CBPF, 1))) {
+            close(fd4);
+            close(fd6);
+            return err;
+        }
+        close_fd(&b->fds[i]);
+        b->fds[i] = fd6;
+        b->fds4[i] = fd4;
+        b->state[i] |= PORT_PAIR | PORT_STEERED | PORT_STEERED4;
+    } else {
+        fd6 = new_placeholder(AF_INET6, 0, b->protocol, port, 1, 1);
+        if (fd6 < 0)
+            return -fd6;
+        if ((err = attach_ret(fd6, SO_ATTACH_REUSEPORT_CBPF, 1))) {
+            close(fd6);
+            return err;
+        }
+        close_fd(&b->fds[i]);
+        close_fd(&b->fds4[i]);
+        b->fds[i] = fd6;
+        b->state[i] = (unsigned char)((b->state[i] & ~(PORT_PAIR | PORT_STEERED4)) | PORT_STEERED);
+    }
+    return 0;
+}
+
+/* After a UDP caller's bind: if it joined the main placeholder's group and
+ * that group is not steered yet, steer it (a group exists only now, for a
+ * placeholder bound before SO_REUSEPORT). */
+static int steer_udp(portres_block *b, unsigned i, int family, int v6only, int wildcard)
+{
+    int ph_v6only = b->family == AF_INET6 && (b->state[i] & PORT_PAIR);
+    int err;
+    if (!wildcard || (b->state[i] & PORT_STEERED) || family != b->family
+            || (family == AF_INET6 && v6only != ph_v6only))
+        return 0;
+    err = attach_ret(b->fds[i], SO_ATTACH_REUSEPORT_CBPF, 1);
+    if (!err)
+        b->state[i] |= PORT_STEERED;
+    return err;
+}
+
+static int socket_v6only(int fd, int family)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (family != AF_INET6)
+        return 0;
+    if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len))
+        return 0;
+    return v != 0;
+}
+
+/* Bind FD to port index I of B, block locked. */
+static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len,
+                      unsigned i, int v6only, int wildcard)
+{
+    int err;
+    if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
+        return err;
+    set_port(sa, b->start + i);
+    if (bind(fd, sa, len))
+        return errno;
+    b->state[i] |= PORT_USED;
+    if (b->protocol == PORTRES_UDP && (err = steer_udp(b, i, sa->sa_family, v6only, wildcard)))
+        return err;   /* rare (ENOMEM); the socket stays bound, see caller */
+    return 0;
+}
+
+/* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
+ * with B locked; the caller's SO_REUSEPORT is already set. */
+static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
+                                socklen_t addrlen, unsigned *port_out)
+{
+    unsigned want = get_port(sa), n, i, pass;
+    int err, v6only, wildcard;
+
+    if (b->closed)
+        return EBADF;
+    if (want && (want < b->start || want - b->start >= b->count))
+        return EADDRNOTAVAIL;
+    v6only = socket_v6only(fd, sa->sa_family);
+    wildcard = is_wildcard(sa);
+    if (want) {
+        i = want - b->start;
+        if (b->state[i] & PORT_USED)
+            reclaim(b);
+        err = (b->state[i] & PORT_USED) ? EADDRINUSE
+            : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+    } else {
+        err = EADDRINUSE;
+        for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
+            if (pass == 1 && !reclaim(b))
+                break;
+            for (n = 0; n < b->count; n++) {
+                i = (b->cursor + n) % b->count;
+                if (b->state[i] & PORT_USED)
+                    continue;
+                err = bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+                if (err == EADDRINUSE) {
+                    /* a socket of our uid shares the port by SO_REUSEPORT
+                     * outside portres: leave the port to it */
+                    b->state[i] |= PORT_USED;
+                    continue;
+                }
+                if (!err)
+                    b->cursor = (i + 1) % b->count;
+                break;
+            }
+        }
+    }
+    if (!err)
+        *port_out = get_port(sa);
+    return err;
+}
+
+/* Bind FD in B.  REGISTRY_HELD: registry_lock is held on entry (B was just
+ * found by token) and released here once B is locked, so B cannot be
+ * closed and freed in between. */
+static int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
+                         socklen_t addrlen, unsigned *port_out, int registry_held)
+{
+    struct sockaddr_storage ss;
+    int err, one = 1, old_reuseport = 0;
+    socklen_t optlen = sizeof old_reuseport;
+
+    if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in)) {
+        if (registry_held)
+            pthread_mutex_unlock(&registry_lock);
+        return EINVAL;
+    }
+    memcpy(&ss, addr, addrlen);
+    getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, &optlen);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        err = errno;
+        if (registry_held)
+            pthread_mutex_unlock(&registry_lock);
+        return err;
+    }
+    pthread_mutex_lock(&b->lock);
+    if (registry_held)
+        pthread_mutex_unlock(&registry_lock);
+    err = bind_in_block_locked(b, fd, (struct sockaddr *)&ss, addrlen, port_out);
+    pthread_mutex_unlock(&b->lock);
+    if (err)   /* leave the caller's socket as it was */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, sizeof old_reuseport);
+    return err;
+}
+
+/* The checks every bind from a block starts with. */
+static int check_bindable(portres_block *b, int fd, const struct sockaddr *addr)
+{
+    int family, type;
+    unsigned bound;
+    int err = portres_socket_info(fd, &family, &type, &bound);
+    if (err)
+        return err;
+    if (bound)
+        return EISCONN;
+    if (type != sock_type_for(b->protocol))
+        return EPROTOTYPE;
+    if (family != addr->sa_family)
+        return EAFNOSUPPORT;
+    return 0;
+}
+
+int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr,
+                       int addrlen, unsigned *port)
+{
+    int err = check_bindable(b, s, addr);
+    return err ? err : bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0);
+}
+
+int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr,
+                         int addrlen, portres_socket *out, unsigned *port)
+{
+    int fd, err;
+    if (family != addr->sa_family)
+        return EAFNOSUPPORT;
+    if (portres_block_closed(b))
+        return EBADF;
+    fd = new_socket(family, sock_type_for(b->protocol), 1);
+    if (fd < 0)
+        return errno;
+    err = bind_in_block(b, fd, addr, (socklen_t)addrlen, port, 0);
+    if (err) {
+        close(fd);
+        return err;
+    }
+    *out = fd;
+    return 0;
+}
+
+/* ------------------------------------------------- the raw calls */
+
+static int socket_identity(int fd, dev_t *dev, ino_t *ino)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return errno;
+    if (!S_ISSOCK(st.st_mode))
+        return ENOTSOCK;
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return 0;
+}
+
+int portres_associate(portres_socket s, uint64_t token)
+{
+    int family, type, err;
+    unsigned bound;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    size_t i;
+    portres_block *b;
+
+    if ((err = portres_socket_info(s, &family, &type, &bound)))
+        return err;
+    if (bound)
+        return EISCONN;
+    if ((err = socket_identity(s, &dev, &ino)))
+        return err;
+    pthread_mutex_lock(&registry_lock);
+    for (b = registry; b && b->token != token; b = b->next)
+        ;
+    if (!b) {
+        err = ENOENT;
+    } else if (type != sock_type_for(b->protocol)) {
+        err = EPROTOTYPE;
+    } else {
+        i = find_association(dev, ino);
+        if (i == n_associations) {
+            if (n_associations == cap_associations) {
+                size_t cap = cap_associations ? cap_associations * 2 : 16;
+                struct association *a = realloc(associations, cap * sizeof *a);
+                if (!a) {
+                    pthread_mutex_unlock(&registry_lock);
+                    return ENOMEM;
+                }
+                associations = a;
+                cap_associations = cap;
+            }
+            n_associations++;
+        }
+        associations[i].dev = dev;
+        associations[i].ino = ino;
+        associations[i].token = token;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return err;
+}
+
+int portres_release(portres_socket s, uint64_t token)
+{
+    portres_block *b;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int err = socket_identity(s, &dev, &ino);
+    if (err)
+        return err;
+    pthread_mutex_lock(&registry_lock);
+    for (b = registry; b && b->token != token; b = b->next)
+        ;
+    if (!b) {
+        pthread_mutex_unlock(&registry_lock);
+        return ENOENT;
+    }
+    close_block_registry_held(b);
+    return 0;
+}
+
+int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    size_t i;
+    portres_block *b = NULL;
+    int err = socket_identity(s, &dev, &ino);
+    if (err)
+        return err;
+
+    pthread_mutex_lock(&registry_lock);
+    i = find_association(dev, ino);
+    if (i < n_associations)
+        for (b = registry; b && b->token != associations[i].token; b = b->next)
+            ;
+    if (b) {
+        if ((err = check_bindable(b, s, addr))) {
+            pthread_mutex_unlock(&registry_lock);
+            return err;
+        }
+        err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1);
+        if (!err) {   /* the association is spent once the socket is bound */
+            pthread_mutex_lock(&registry_lock);
+            i = find_association(dev, ino);
+            if (i < n_associations)
+                associations[i] = associations[--n_associations];
+            pthread_mutex_unlock(&registry_lock);
+        }
+        return err;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (bind(s, addr, (socklen_t)addrlen))
+        return errno;
+    if (getsockname(s, (struct sockaddr *)&ss, &len))
+        return errno;
+    *port = get_port((struct sockaddr *)&ss);
+    return 0;
+}
+
+int portres_socket_info(portres_socket s, int *family, int *type, unsigned *bound_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int v;
+    socklen_t vlen = sizeof v;
+
+    if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &v, &vlen))
+        return errno;
+    *family = v;
+    vlen = sizeof v;
+    if (getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &vlen))
+        return errno;
+    *type = v;
+    *bound_port = 0;
+    if (*family == AF_INET || *family == AF_INET6) {
+        if (getsockname(s, (struct sockaddr *)&ss, &len))
+            return errno;
+        *bound_port = get_port((struct sockaddr *)&ss);
+    }
+    return 0;
+}
+
+#endif /* __linux__ */
