@@ -40,6 +40,7 @@
 #define SIZEOF_OFF_T 4
 #define SIZEOF_FPOS_T 8
 #define SIZEOF_TIME_T 8         /* 64-bit time_t in the UCRT */
+#define SIZEOF_PID_T SIZEOF_INT
 #ifdef _WIN64
 #  define SIZEOF_VOID_P 8
 #  define SIZEOF_SIZE_T 8
@@ -57,8 +58,17 @@
 #define PLATFORM "win32"
 #define COMPILER "[gcc]"
 
-/* The few headers PC/pyconfig.h pulls in for every extension. */
+/* The headers PC/pyconfig.h says exist (Python.h/pyport.h include
+ * some of them), and those it pulls in for every extension. */
 #define HAVE_IO_H
+#define HAVE_STDDEF_H 1
+#define HAVE_SYS_TYPES_H 1
+#define HAVE_SYS_STAT_H 1
+#define HAVE_WCHAR_H 1
+#define HAVE_ERRNO_H 1
+#define HAVE_FCNTL_H 1
+#define HAVE_SIGNAL_H 1
+#define HAVE_PROCESS_H 1
 #include <io.h>
 #include <stdio.h>
 #include <float.h>
@@ -68,9 +78,7 @@
 #define HAVE_DYNAMIC_LOADING
 #define WITH_DOC_STRINGS 1
 #define WITH_PYMALLOC 1
-
-/* Python 3.9-3.11 name struct timeval in prototypes (cpython/pytime.h)
- * before any declaration; MSVC accepts that, GCC warns.  Declare it. */
-struct timeval;
+#define DOUBLE_IS_LITTLE_ENDIAN_IEEE754 1
+#define Py_SOCKET_FD_CAN_BE_GE_FD_SETSIZE   /* SOCKETs are handles */
 
 #endif /* Py_CONFIG_H */

@@ -1,0 +1,791 @@
+/*
+ * test_windows.c - native test of the Windows backend (src/windows.c),
+ * built with mingw-w64 and run under Wine by tests/windows/run.sh.
+ *
+ * The backend is compiled into this program with its WSAIoctl calls routed
+ * through a recorder (portres_test_WSAIoctl below) that keeps the code, the
+ * buffer sizes and a copy of the input bytes of every call, and then either
+ * forwards to the real WSAIoctl or plays a scripted result.  That checks:
+ *   - the exact bytes handed to the kernel against the documented layouts
+ *     (INET_PORT_RANGE: StartPort network order, NumberOfPorts host order;
+ *     INET_PORT_RESERVATION_TOKEN: a little-endian ULONG64);
+ *   - how the backend reads a crafted INET_PORT_RESERVATION_INSTANCE;
+ *   - the real Winsock behaviour Wine has: Wine 8 answers the three IOCTLs
+ *     with WSAEOPNOTSUPP, so the error paths run for real, and are checked
+ *     for leaks (process handles and the backend's heap blocks).
+ * Wine's iphlpapi persistent-reservation functions abort the process: they
+ * are never called here.
+ * [ASC] = Microsoft Learn "SIO_ASSOCIATE_PORT_RESERVATION Control Code".
+ *
+ * Output: one line per check, then "N passed, M failed"; exit status 1 on
+ * any failure.
+ */
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#include <mstcpip.h>
+#include <windows.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the seams, declared before the backend is included ---------------- */
+
+/* Same prototype as WSAIoctl in winsock2.h. */
+int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode,
+                                 LPVOID lpvInBuffer, DWORD cbInBuffer,
+                                 LPVOID lpvOutBuffer, DWORD cbOutBuffer,
+                                 LPDWORD lpcbBytesReturned,
+                                 LPWSAOVERLAPPED lpOverlapped,
+                                 LPWSAOVERLAPPED_COMPLETION_ROUTINE
+                                     lpCompletionRoutine);
+int WSAAPI portres_test_WSAStartup(WORD wVersionRequested,
+                                   LPWSADATA lpWSAData);
+static void *portres_test_calloc(size_t n, size_t size);
+static void portres_test_free(void *p);
+
+#define WSAIoctl portres_test_WSAIoctl
+#define WSAStartup portres_test_WSAStartup
+#define calloc portres_test_calloc
+#define free portres_test_free
+
+#include "../../src/windows.c"
+
+#undef WSAIoctl
+#undef WSAStartup
+#undef calloc
+#undef free
+
+/* ---- heap and WSAStartup accounting ------------------------------------ */
+
+static volatile LONG heap_live;      /* backend blocks not yet freed */
+static volatile LONG startup_calls;
+
+static void *
+portres_test_calloc(size_t n, size_t size)
+{
+    void *p = calloc(n, size);
+    if (p != NULL)
+        InterlockedIncrement(&heap_live);
+    return p;
+}
+
+static void
+portres_test_free(void *p)
+{
+    if (p != NULL)
+        InterlockedDecrement(&heap_live);
+    free(p);
+}
+
+int WSAAPI
+portres_test_WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData)
+{
+    InterlockedIncrement(&startup_calls);
+    Sleep(20);      /* widen the window for racing initialisers */
+    return WSAStartup(wVersionRequested, lpWSAData);
+}
+
+/* ---- the WSAIoctl recorder --------------------------------------------- */
+
+enum { MODE_FORWARD, MODE_OK, MODE_FAIL };
+
+typedef struct {
+    SOCKET s;
+    DWORD code;
+    DWORD cb_in;
+    unsigned char in[32];
+    LPVOID out;
+    DWORD cb_out;
+    LPWSAOVERLAPPED overlapped;
+    LPWSAOVERLAPPED_COMPLETION_ROUTINE routine;
+    int bound_err;      /* getsockname() error on S at call time (0: bound) */
+    int forwarded;
+    int rc;
+    int err;            /* WSAGetLastError() when rc != 0 */
+} ioctl_record;
+
+#define MAX_RECORDS 16
+static ioctl_record records[MAX_RECORDS];
+static int n_records;
+static int n_calls;     /* all calls, including those not kept */
+
+/* Script per code; acquire_out is what a scripted success writes. */
+static int mode_acquire = MODE_FORWARD, err_acquire;
+static int mode_associate = MODE_FORWARD, err_associate;
+static int mode_release = MODE_FORWARD, err_release;
+static unsigned char acquire_out[16];
+
+/* The crafted INET_PORT_RESERVATION_INSTANCE, byte by byte: StartPort
+ * 50000 in network order (C3 50), NumberOfPorts 10 in host (little-endian)
+ * order, 4 bytes of padding, Token 0x1122334455667788 little-endian. */
+static const unsigned char crafted_instance[16] = {
+    0xC3, 0x50, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
+};
+static const uint64_t crafted_token = 0x1122334455667788ULL;
+
+static void
+script(int acquire, int associate, int release)
+{
+    mode_acquire = acquire;
+    mode_associate = associate;
+    mode_release = release;
+    memcpy(acquire_out, crafted_instance, sizeof(acquire_out));
+}
+
+static void
+reset_records(void)
+{
+    n_records = 0;
+    n_calls = 0;
+}
+
+int WSAAPI
+portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
+                      DWORD cbInBuffer, LPVOID lpvOutBuffer, DWORD cbOutBuffer,
+                      LPDWORD lpcbBytesReturned, LPWSAOVERLAPPED lpOverlapped,
+                      LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine)
+{
+    ioctl_record r;
+    struct sockaddr_storage ss;
+    int len = (int)sizeof(ss);
+    int mode = MODE_FORWARD, err = 0;
+
+    memset(&r, 0, sizeof(r));
+    r.s = s;
+    r.code = dwIoControlCode;
+    r.cb_in = cbInBuffer;
+    if (lpvInBuffer != NULL)
+        memcpy(r.in, lpvInBuffer,
+               cbInBuffer < sizeof(r.in) ? cbInBuffer : sizeof(r.in));
+    r.out = lpvOutBuffer;
+    r.cb_out = cbOutBuffer;
+    r.overlapped = lpOverlapped;
+    r.routine = lpCompletionRoutine;
+    r.bound_err = getsockname(s, (struct sockaddr *)&ss, &len) == 0
+                  ? 0 : WSAGetLastError();
+
+    if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION) {
+        mode = mode_acquire;
+        err = err_acquire;
+    } else if (dwIoControlCode == SIO_ASSOCIATE_PORT_RESERVATION) {
+        mode = mode_associate;
+        err = err_associate;
+    } else if (dwIoControlCode == SIO_RELEASE_PORT_RESERVATION) {
+        mode = mode_release;
+        err = err_release;
+    }
+
+    if (mode == MODE_FORWARD) {
+        r.forwarded = 1;
+        r.rc = WSAIoctl(s, dwIoControlCode, lpvInBuffer, cbInBuffer,
+                        lpvOutBuffer, cbOutBuffer, lpcbBytesReturned,
+                        lpOverlapped, lpCompletionRoutine);
+        r.err = r.rc ? WSAGetLastError() : 0;
+    } else if (mode == MODE_OK) {
+        if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION
+                && lpvOutBuffer != NULL && cbOutBuffer >= 16) {
+            memcpy(lpvOutBuffer, acquire_out, 16);
+            if (lpcbBytesReturned != NULL)
+                *lpcbBytesReturned = 16;
+        } else if (lpcbBytesReturned != NULL) {
+            *lpcbBytesReturned = 0;
+        }
+        r.rc = 0;
+    } else {
+        r.rc = SOCKET_ERROR;
+        r.err = err;
+    }
+
+    if (n_records < MAX_RECORDS)
+        records[n_records++] = r;
+    n_calls++;
+    WSASetLastError(r.err);
+    return r.rc;
+}
+
+/* ---- reporting --------------------------------------------------------- */
+
+static int n_passed, n_failed;
+
+static void
+check(int ok, const char *what, const char *detail_fmt, ...)
+{
+    printf("%s - %s", ok ? "ok  " : "FAIL", what);
+    if (!ok && detail_fmt != NULL) {
+        va_list ap;
+        printf(" (");
+        va_start(ap, detail_fmt);
+        vprintf(detail_fmt, ap);
+        va_end(ap);
+        printf(")");
+    }
+    printf("\n");
+    fflush(stdout);
+    if (ok)
+        n_passed++;
+    else
+        n_failed++;
+}
+
+static void
+hex(char *buf, const unsigned char *p, size_t n)
+{
+    size_t i;
+    buf[0] = '\0';
+    for (i = 0; i < n; i++)
+        sprintf(buf + 3 * i, i + 1 < n ? "%02X " : "%02X", p[i]);
+}
+
+/* Compare the first N recorded input bytes with EXPECT. */
+static int
+bytes_are(const ioctl_record *r, const unsigned char *expect, size_t n,
+          char *got)
+{
+    hex(got, r->in, r->cb_in < n ? r->cb_in : n);
+    return r->cb_in == n && memcmp(r->in, expect, n) == 0;
+}
+
+/* ---- helpers on real sockets ------------------------------------------- */
+
+static SOCKET
+new_socket(int family, int type)
+{
+    return WSASocketW(family, type,
+                      type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP,
+                      NULL, 0, WSA_FLAG_OVERLAPPED);
+}
+
+/* WSAENOTSOCK once S has been closed. */
+static int
+socket_error(SOCKET s)
+{
+    int type = 0, len = (int)sizeof(type);
+    return getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0
+           ? 0 : WSAGetLastError();
+}
+
+static struct sockaddr_in
+loopback_any_port(void)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sin.sin_port = 0;
+    return sin;
+}
+
+static unsigned
+local_port(SOCKET s)
+{
+    struct sockaddr_in sin;
+    int len = (int)sizeof(sin);
+    if (getsockname(s, (struct sockaddr *)&sin, &len) != 0)
+        return 0;
+    return ntohs(sin.sin_port);
+}
+
+/* Handles of this process, from NtQuerySystemInformation(
+ * SystemHandleInformation = 16), which Wine implements.
+ * (GetProcessHandleCount reports 0 under Wine 8.) */
+typedef struct {
+    ULONG OwnerPid;
+    BYTE ObjectType;
+    BYTE HandleFlags;
+    USHORT HandleValue;
+    PVOID ObjectPointer;
+    ULONG AccessMask;
+} handle_entry;
+typedef struct {
+    ULONG Count;
+    handle_entry Handle[1];
+} handle_info;
+typedef LONG (WINAPI *nt_query_fn)(ULONG, PVOID, ULONG, PULONG);
+
+static long
+count_handles(void)
+{
+    static nt_query_fn query;
+    ULONG size = 1 << 16, ret = 0, i;
+    DWORD pid = GetCurrentProcessId();
+    long n = 0;
+    handle_info *hi;
+    LONG status;
+
+    if (query == NULL) {
+        FARPROC p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"),
+                                   "NtQuerySystemInformation");
+        memcpy(&query, &p, sizeof(query));
+        if (query == NULL)
+            return -1;
+    }
+    for (;;) {
+        hi = (handle_info *)malloc(size);
+        if (hi == NULL)
+            return -1;
+        status = query(16, hi, size, &ret);
+        if (status == (LONG)0xC0000004L && size < (1u << 26)) {
+            free(hi);                   /* STATUS_INFO_LENGTH_MISMATCH */
+            size *= 4;
+            continue;
+        }
+        break;
+    }
+    if (status != 0) {
+        free(hi);
+        return -1;
+    }
+    for (i = 0; i < hi->Count; i++)
+        if (hi->Handle[i].OwnerPid == pid)
+            n++;
+    free(hi);
+    return n;
+}
+
+/* ---- tests ------------------------------------------------------------- */
+
+static DWORD WINAPI
+init_thread(LPVOID arg)
+{
+    *(int *)arg = portres_backend_init();
+    return 0;
+}
+
+static void
+test_init(void)
+{
+    HANDLE threads[8];
+    int results[8];
+    int i, all_zero = 1, started = 0;
+
+    for (i = 0; i < 8; i++) {
+        results[i] = -1;
+        threads[i] = CreateThread(NULL, 0, init_thread, &results[i], 0, NULL);
+        if (threads[i] != NULL)
+            started++;
+    }
+    for (i = 0; i < 8; i++) {
+        if (threads[i] != NULL) {
+            WaitForSingleObject(threads[i], INFINITE);
+            CloseHandle(threads[i]);
+        }
+        if (results[i] != 0)
+            all_zero = 0;
+    }
+    check(started == 8 && all_zero,
+          "backend_init from 8 threads at once returns 0 in each", NULL);
+    check(portres_backend_init() == 0 && startup_calls == 1,
+          "WSAStartup(2.2) called exactly once", "%ld calls",
+          (long)startup_calls);
+}
+
+static void
+test_acquire_bytes(void)
+{
+    static const unsigned char in_50000_10[4] = {0xC3, 0x50, 0x0A, 0x00};
+    static const unsigned char in_0_10[4] = {0x00, 0x00, 0x0A, 0x00};
+    static const unsigned char in_1_300[4] = {0x00, 0x01, 0x2C, 0x01};
+    portres_block *b = NULL;
+    portres_block_info info;
+    unsigned conflict = 99;
+    char got[128];
+    ioctl_record *r = &records[0];
+    DWORD flags = 0;
+    int err, family = 0, type = 0;
+    unsigned bound = 1;
+
+    script(MODE_OK, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    check(err == 0 && b != NULL && n_calls == 1,
+          "acquire tcp 50000/10 (scripted success) makes one WSAIoctl call",
+          "err %d, calls %d", err, n_calls);
+    if (err || b == NULL)
+        return;
+    check(r->code == 0x98000064UL, "acquire: code 0x98000064",
+          "0x%08lX", (unsigned long)r->code);
+    check(r->cb_in == 4, "acquire: cbInBuffer 4", "%lu",
+          (unsigned long)r->cb_in);
+    check(bytes_are(r, in_50000_10, 4, got),
+          "acquire: input bytes C3 50 0A 00 (start network order, count "
+          "host order)", "got %s", got);
+    check(r->out != NULL && r->cb_out == 16,
+          "acquire: output buffer, cbOutBuffer 16", "%lu",
+          (unsigned long)r->cb_out);
+    check(r->overlapped == NULL && r->routine == NULL,
+          "acquire: synchronous (lpOverlapped, lpCompletionRoutine NULL)",
+          NULL);
+    portres_block_get_info(b, &info);
+    check(info.start == 50000,
+          "acquire: crafted StartPort C3 50 reads back as 50000 (no double "
+          "swap)", "%u", info.start);
+    check(info.count == 10, "acquire: count 10", "%u", info.count);
+    check(info.token == crafted_token, "acquire: token 0x1122334455667788",
+          "0x%08lX%08lX", (unsigned long)(info.token >> 32),
+          (unsigned long)(info.token & 0xFFFFFFFFu));
+    check(info.protocol == PORTRES_TCP && conflict == 0,
+          "acquire: protocol tcp, conflict_port 0", NULL);
+    err = portres_socket_info(r->s, &family, &type, &bound);
+    check(err == 0 && family == AF_INET && type == SOCK_STREAM && bound == 0,
+          "acquire: acquiring socket is an unbound AF_INET SOCK_STREAM",
+          "err %d family %d type %d port %u", err, family, type, bound);
+    check(GetHandleInformation((HANDLE)r->s, &flags)
+              && !(flags & HANDLE_FLAG_INHERIT),
+          "acquire: acquiring socket is not inheritable", "flags 0x%lx",
+          (unsigned long)flags);
+    portres_block_free(b);
+
+    reset_records();
+    err = portres_block_acquire(PORTRES_UDP, 0, 10, &b, &conflict);
+    check(err == 0 && n_calls == 1 && bytes_are(r, in_0_10, 4, got),
+          "acquire wildcard start 0: input bytes 00 00 0A 00", "err %d, got %s",
+          err, got);
+    if (err == 0) {
+        err = portres_socket_info(r->s, &family, &type, &bound);
+        check(err == 0 && type == SOCK_DGRAM,
+              "acquire udp: acquiring socket is SOCK_DGRAM", "type %d", type);
+        portres_block_free(b);
+    }
+
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 1, 300, &b, &conflict);
+    check(err == 0 && bytes_are(r, in_1_300, 4, got),
+          "acquire start 1 count 300: input bytes 00 01 2C 01", "got %s", got);
+    if (err == 0)
+        portres_block_free(b);
+    check(heap_live == 0, "acquire/free: no backend heap block left",
+          "%ld live", (long)heap_live);
+}
+
+static void
+test_associate_release_bytes(void)
+{
+    static const unsigned char token_bytes[8] = {
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
+    };
+    static const unsigned char raw_bytes[8] = {
+        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01
+    };
+    portres_block *b = NULL;
+    SOCKET acq, s;
+    struct sockaddr_in sin = loopback_any_port();
+    unsigned port = 0, conflict;
+    char got[128];
+    int err;
+
+    script(MODE_OK, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    if (err || b == NULL) {
+        check(0, "associate/release: scripted acquire", "err %d", err);
+        return;
+    }
+    acq = records[0].s;
+
+    s = new_socket(AF_INET, SOCK_STREAM);
+    reset_records();
+    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin),
+                             &port);
+    check(err == 0 && n_calls == 1,
+          "block_bind (scripted associate): one WSAIoctl call, then bind",
+          "err %d calls %d", err, n_calls);
+    check(records[0].code == 0x98000066UL && records[0].s == s,
+          "block_bind: ASSOCIATE code 0x98000066 on the caller's socket",
+          "0x%08lX", (unsigned long)records[0].code);
+    check(bytes_are(&records[0], token_bytes, 8, got),
+          "block_bind: cbInBuffer 8, token bytes 88 77 66 55 44 33 22 11",
+          "got %s", got);
+    check(records[0].out == NULL && records[0].cb_out == 0
+              && records[0].overlapped == NULL,
+          "block_bind: lpvOutBuffer NULL, cbOutBuffer 0, synchronous", NULL);
+    check(records[0].bound_err == WSAEINVAL,
+          "block_bind: socket still unbound when associated", "%d",
+          records[0].bound_err);
+    check(port != 0 && port == local_port(s),
+          "block_bind: reports the port bind() gave (getsockname)",
+          "%u vs %u", port, local_port(s));
+    closesocket(s);
+
+    /* family must match the address: refused before any call */
+    reset_records();
+    {
+        SOCKET out = 12345;
+        err = portres_block_socket(b, AF_INET6, (struct sockaddr *)&sin,
+                                   sizeof(sin), &out, &port);
+        check(err == WSAEAFNOSUPPORT && n_calls == 0 && out == INVALID_SOCKET,
+              "block_socket: family/address mismatch -> WSAEAFNOSUPPORT",
+              "err %d", err);
+    }
+
+    reset_records();
+    err = portres_block_close(b);
+    check(err == 0 && n_calls == 1 && records[0].code == 0x98000065UL
+              && records[0].s == acq,
+          "block_close: RELEASE code 0x98000065 on the acquiring socket",
+          "err %d calls %d code 0x%08lX", err, n_calls,
+          (unsigned long)records[0].code);
+    check(bytes_are(&records[0], token_bytes, 8, got)
+              && records[0].out == NULL && records[0].cb_out == 0,
+          "block_close: 8-byte token 88 .. 11, no output buffer", "got %s",
+          got);
+    check(socket_error(acq) == WSAENOTSOCK,
+          "block_close: acquiring socket closed after the release", "%d",
+          socket_error(acq));
+    check(portres_block_closed(b), "block_closed() is true after close",
+          NULL);
+    reset_records();
+    err = portres_block_close(b);
+    check(err == 0 && n_calls == 0, "block_close again: no call, returns 0",
+          "err %d calls %d", err, n_calls);
+    s = new_socket(AF_INET, SOCK_STREAM);
+    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin),
+                             &port);
+    check(err == WSAEBADF && n_calls == 0,
+          "block_bind on a closed block: WSAEBADF, no call", "err %d", err);
+    closesocket(s);
+    {
+        SOCKET out = 12345;
+        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
+                                   sizeof(sin), &out, &port);
+        check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0,
+              "block_socket on a closed block: WSAEBADF, no socket", "err %d",
+              err);
+    }
+    portres_block_free(b);
+    check(heap_live == 0, "block_free: no backend heap block left",
+          "%ld live", (long)heap_live);
+
+    /* the raw calls */
+    s = new_socket(AF_INET, SOCK_DGRAM);
+    reset_records();
+    err = portres_associate(s, 0x0102030405060708ULL);
+    check(err == 0 && records[0].code == 0x98000066UL
+              && bytes_are(&records[0], raw_bytes, 8, got)
+              && records[0].out == NULL && records[0].cb_out == 0,
+          "associate(0x0102030405060708): code 0x98000066, bytes 08 07 .. 01",
+          "got %s", got);
+    reset_records();
+    err = portres_release(s, 0x0102030405060708ULL);
+    check(err == 0 && records[0].code == 0x98000065UL
+              && bytes_are(&records[0], raw_bytes, 8, got)
+              && records[0].out == NULL && records[0].cb_out == 0,
+          "release(0x0102030405060708): code 0x98000065, bytes 08 07 .. 01",
+          "got %s", got);
+    closesocket(s);
+}
+
+static void
+test_acquire_failures(void)
+{
+    portres_block *b = (portres_block *)1;
+    unsigned conflict = 99;
+    long handles0 = count_handles();
+    int err;
+
+    script(MODE_FAIL, MODE_OK, MODE_OK);
+    err_acquire = WSAEADDRINUSE;
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    check(err == WSAEADDRINUSE && b == NULL && conflict == 0,
+          "acquire failing with WSAEADDRINUSE returns it, *out NULL",
+          "err %d", err);
+    check(socket_error(records[0].s) == WSAENOTSOCK && heap_live == 0,
+          "acquire failure: acquiring socket closed, block freed", NULL);
+
+    memset(acquire_out + 8, 0, 8);      /* success, but token 0 */
+    mode_acquire = MODE_OK;
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    check(err == ERROR_INVALID_DATA && b == NULL
+              && socket_error(records[0].s) == WSAENOTSOCK && heap_live == 0,
+          "acquire 'success' with token 0: ERROR_INVALID_DATA, nothing kept",
+          "err %d", err);
+
+    script(MODE_OK, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 0, &b, &conflict);
+    check(err == WSAEINVAL && n_calls == 0, "acquire count 0: WSAEINVAL, "
+          "no call", "err %d", err);
+    err = portres_block_acquire(PORTRES_TCP, 65535, 2, &b, &conflict);
+    check(err == WSAEINVAL && n_calls == 0,
+          "acquire past port 65535: WSAEINVAL, no call", "err %d", err);
+    err = portres_block_acquire(7, 50000, 10, &b, &conflict);
+    check(err == WSAEINVAL && n_calls == 0,
+          "acquire unknown protocol: WSAEINVAL, no call", "err %d", err);
+    check(handles0 >= 0 && count_handles() == handles0,
+          "acquire failures: handle count unchanged", "%ld -> %ld", handles0,
+          count_handles());
+}
+
+static void
+test_wine_real(void)
+{
+    portres_block *b = (portres_block *)1;
+    unsigned conflict, port = 0;
+    struct sockaddr_in sin = loopback_any_port();
+    long h0, h1, heap0;
+    SOCKET s, out;
+    int i, err, family, type;
+    unsigned bound;
+
+    script(MODE_FORWARD, MODE_FORWARD, MODE_FORWARD);
+
+    reset_records();
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    check(err == WSAEOPNOTSUPP && b == NULL && records[0].forwarded
+              && records[0].err == WSAEOPNOTSUPP,
+          "wine: acquire tcp -> WSAEOPNOTSUPP (10045), *out NULL", "err %d",
+          err);
+    check(socket_error(records[0].s) == WSAENOTSOCK,
+          "wine: acquire failure closed its socket", NULL);
+    err = portres_block_acquire(PORTRES_UDP, 0, 10, &b, &conflict);
+    check(err == WSAEOPNOTSUPP && b == NULL,
+          "wine: acquire udp wildcard -> WSAEOPNOTSUPP", "err %d", err);
+
+    /* warm-up done above; now 100 failing acquisitions */
+    h0 = count_handles();
+    heap0 = heap_live;
+    for (i = 0; i < 100; i++) {
+        err = portres_block_acquire(i & 1 ? PORTRES_UDP : PORTRES_TCP,
+                                    (unsigned)(40000 + i), 10, &b, &conflict);
+        if (err != WSAEOPNOTSUPP || b != NULL)
+            break;
+    }
+    h1 = count_handles();
+    check(i == 100 && h0 > 0 && h1 == h0 && heap_live == heap0,
+          "wine: 100 failed acquisitions leak no handle, no heap block",
+          "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0,
+          (long)heap_live);
+
+    s = new_socket(AF_INET, SOCK_STREAM);
+    err = portres_associate(s, crafted_token);
+    check(err == WSAEOPNOTSUPP, "wine: associate on a TCP socket -> 10045",
+          "err %d", err);
+    err = portres_release(s, crafted_token);
+    check(err == WSAEOPNOTSUPP, "wine: release on a TCP socket -> 10045",
+          "err %d", err);
+    closesocket(s);
+    s = new_socket(AF_INET, SOCK_DGRAM);
+    err = portres_associate(s, crafted_token);
+    check(err == WSAEOPNOTSUPP, "wine: associate on a UDP socket -> 10045",
+          "err %d", err);
+    closesocket(s);
+
+    /* [ASC] lists WSAENOTSOCK for a non-socket; Wine 8 checks the code
+     * first and answers WSAEOPNOTSUPP.  Check the error is passed through
+     * untouched, whichever it is. */
+    reset_records();
+    err = portres_associate(INVALID_SOCKET, crafted_token);
+    check(err != 0 && err == records[0].err,
+          "wine: associate(INVALID_SOCKET) fails with WSAIoctl's own error",
+          "err %d", err);
+    printf("     note: associate(INVALID_SOCKET) gave %d ([ASC] documents "
+           "WSAENOTSOCK 10038; Wine 8 gives 10045)\n", err);
+    err = portres_release(INVALID_SOCKET, crafted_token);
+    check(err != 0 && err == records[1].err,
+          "wine: release(INVALID_SOCKET) fails with WSAIoctl's own error",
+          "err %d", err);
+    err = portres_socket_info(INVALID_SOCKET, &family, &type, &bound);
+    check(err == WSAENOTSOCK, "wine: socket_info(INVALID_SOCKET) -> "
+          "WSAENOTSOCK (10038)", "err %d", err);
+
+    /* socket_info on real sockets */
+    s = new_socket(AF_INET, SOCK_STREAM);
+    err = portres_socket_info(s, &family, &type, &bound);
+    check(err == 0 && family == AF_INET && type == SOCK_STREAM && bound == 0,
+          "wine: socket_info unbound TCP -> AF_INET, SOCK_STREAM, port 0",
+          "err %d family %d type %d port %u", err, family, type, bound);
+    err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
+    check(err == 0 && port != 0 && port == local_port(s),
+          "wine: portres_bind 127.0.0.1:0 reports the bound port",
+          "err %d port %u", err, port);
+    err = portres_socket_info(s, &family, &type, &bound);
+    check(err == 0 && bound == port, "wine: socket_info bound TCP -> its port",
+          "err %d port %u", err, bound);
+    err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
+    check(err == WSAEINVAL, "wine: portres_bind twice -> WSAEINVAL",
+          "err %d", err);
+    closesocket(s);
+
+    s = new_socket(AF_INET, SOCK_DGRAM);
+    err = portres_socket_info(s, &family, &type, &bound);
+    check(err == 0 && family == AF_INET && type == SOCK_DGRAM && bound == 0,
+          "wine: socket_info unbound UDP -> AF_INET, SOCK_DGRAM, port 0",
+          "err %d family %d type %d port %u", err, family, type, bound);
+    err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
+    err = err ? err : portres_socket_info(s, &family, &type, &bound);
+    check(err == 0 && bound == port && port != 0,
+          "wine: socket_info bound UDP -> its port", "err %d port %u", err,
+          bound);
+    closesocket(s);
+
+    s = new_socket(AF_INET6, SOCK_STREAM);
+    if (s != INVALID_SOCKET) {
+        err = portres_socket_info(s, &family, &type, &bound);
+        check(err == 0 && family == AF_INET6 && type == SOCK_STREAM
+                  && bound == 0,
+              "wine: socket_info unbound TCP6 -> AF_INET6", "err %d family %d",
+              err, family);
+        closesocket(s);
+    }
+
+    /* block_socket error path: a scripted block, the real associate */
+    script(MODE_OK, MODE_FORWARD, MODE_OK);
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
+    if (err || b == NULL) {
+        check(0, "wine: scripted acquire for block_socket", "err %d", err);
+        return;
+    }
+    reset_records();
+    out = 12345;
+    err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
+                               sizeof(sin), &out, &port);
+    check(err == WSAEOPNOTSUPP && out == INVALID_SOCKET && n_calls == 1
+              && records[0].forwarded,
+          "wine: block_socket -> 10045 from the real associate, no socket",
+          "err %d", err);
+    check(socket_error(records[0].s) == WSAENOTSOCK,
+          "wine: block_socket closed the socket it created", NULL);
+    h0 = count_handles();
+    for (i = 0; i < 100; i++) {
+        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
+                                   sizeof(sin), &out, &port);
+        if (err != WSAEOPNOTSUPP || out != INVALID_SOCKET)
+            break;
+    }
+    h1 = count_handles();
+    check(i == 100 && h1 == h0,
+          "wine: 100 failed block_socket calls leak no handle",
+          "iter %d, handles %ld -> %ld", i, h0, h1);
+
+    mode_release = MODE_FORWARD;
+    reset_records();
+    err = portres_block_close(b);
+    check(err == WSAEOPNOTSUPP && socket_error(records[0].s) == WSAENOTSOCK,
+          "wine: block_close returns the release error, still closes",
+          "err %d", err);
+    portres_block_free(b);
+    h1 = count_handles();
+    check(heap_live == 0 && h1 == h0 - 1,
+          "wine: block_free: acquiring socket and block gone",
+          "heap %ld, handles %ld -> %ld", (long)heap_live, h0, h1);
+}
+
+int
+main(void)
+{
+    setvbuf(stdout, NULL, _IONBF, 0);
+    printf("portres Windows backend test (%d-bit)\n",
+           (int)(sizeof(void *) * 8));
+    test_init();
+    test_acquire_bytes();
+    test_associate_release_bytes();
+    test_acquire_failures();
+    test_wine_real();
+    printf("%d passed, %d failed\n", n_passed, n_failed);
+    return n_failed ? 1 : 0;
+}
