@@ -16,8 +16,8 @@ setup(
     ext_modules=[
         Extension(
             "portres._portres",
-            sources=["src/_portres.c", "src/windows.c", "src/linux.c"],
-            depends=["src/portres.h"],
+            sources=["src/_portres.c", "src/_overlapped.c", "src/windows.c", "src/linux.c"],
+            depends=["src/portres.h", "src/_module.h"],
             include_dirs=["src"],
             libraries=libraries,
             define_macros=define_macros,

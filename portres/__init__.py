@@ -11,12 +11,24 @@ kernel mechanisms (see the documentation's platform table).
         server.listen()
 """
 
-from ._core import Reservation, acquire, associate, bind, release
+from ._core import (
+    Reservation,
+    acquire,
+    associate,
+    associate_async,
+    associate_nowait,
+    bind,
+    release,
+)
+from ._overlapped import Overlapped
 
 __all__ = [
+    "Overlapped",
     "Reservation",
     "acquire",
     "associate",
+    "associate_async",
+    "associate_nowait",
     "bind",
     "release",
 ]

@@ -11,6 +11,7 @@ from typing import Any, Optional, Tuple
 from . import _errors, _portres
 from . import _validate as check
 from ._errors import explain, is_code
+from ._overlapped import Overlapped, wait_async
 
 WINDOWS = sys.platform == "win32"
 
@@ -182,14 +183,40 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
 
 def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None:
     """Associate the unbound SOCK with the reservation TOKEN: its next bind
-    to port 0 takes a port of the block (SIO_ASSOCIATE_PORT_RESERVATION)."""
+    to port 0 takes a port of the block (SIO_ASSOCIATE_PORT_RESERVATION).
+
+    Blocks until the kernel is done, with the GIL released; TIMEOUT (seconds)
+    bounds the wait: the operation is then cancelled and reaped and
+    TimeoutError raised.  Ctrl+C cancels it too."""
     fd = check.fileno(sock)
     token = check.token(token)
-    check.timeout(timeout)
+    timeout = check.timeout(timeout)
     try:
-        _portres.associate_port_reservation(fd, token)
+        if WINDOWS:  # overlapped + an interruptible wait on its event
+            _portres.associate_port_reservation(fd, token, True, sock).result(timeout)
+        else:        # completes at once: no event needed
+            _portres.associate_port_reservation(fd, token)
+    except TimeoutError:
+        raise
     except OSError as exc:
         raise _associate_error(exc, token) from None
+
+
+def associate_nowait(sock: Any, token: int) -> Overlapped:
+    """Start the association in overlapped mode; return the Overlapped."""
+    fd = check.fileno(sock)
+    token = check.token(token)
+    try:
+        op = _portres.associate_port_reservation(fd, token, True, sock)
+    except OSError as exc:
+        raise _associate_error(exc, token) from None
+    return Overlapped(op, lambda exc: _associate_error(exc, token))
+
+
+async def associate_async(sock: Any, token: int) -> None:
+    """Associate on the running asyncio loop without blocking it (proactor
+    or selector loop).  Cancelling the task cancels the I/O."""
+    await wait_async(associate_nowait(sock, token))
 
 
 def _associate_error(exc: OSError, token: int) -> OSError:

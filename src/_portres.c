@@ -9,10 +9,7 @@
  * Modern extension practice: multi-phase init, a heap type, per-module
  * state, Py_mod_gil for free-threaded builds, no private CPython API.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-
-#include "portres.h"
+#include "_module.h"
 
 #include <string.h>
 #ifdef _WIN32
@@ -23,10 +20,6 @@
 #  include <netinet/in.h>
 #endif
 
-typedef struct {
-    PyTypeObject *PortReservation_Type;
-} module_state;
-
 static inline module_state *get_state(PyObject *module)
 {
     return (module_state *)PyModule_GetState(module);
@@ -36,7 +29,7 @@ static inline module_state *get_state(PyObject *module)
 
 /* OSError(errno, strerror, CALL[, winerror]): the call names itself in the
  * `filename` slot; the package rewrites the message with a hint. */
-static PyObject *raise_os_error(int err, const char *call)
+PyObject *portres_raise_os_error(int err, const char *call)
 {
 #ifdef _WIN32
     return PyErr_SetExcFromWindowsErrWithFilename(PyExc_OSError, err, call);
@@ -48,7 +41,7 @@ static PyObject *raise_os_error(int err, const char *call)
 
 /* ------------------------------------------------------------ converters */
 
-static int socket_converter(PyObject *obj, void *out)
+int portres_socket_converter(PyObject *obj, void *out)
 {
 #ifdef _WIN32
     unsigned long long v;
@@ -81,7 +74,7 @@ static int socket_converter(PyObject *obj, void *out)
     return 1;
 }
 
-static int token_converter(PyObject *obj, void *out)
+int portres_token_converter(PyObject *obj, void *out)
 {
     unsigned long long v;
     if (!PyLong_Check(obj)) {
@@ -217,7 +210,7 @@ static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kw
     unsigned long flowinfo = 0, scope_id = 0;
     struct sockaddr_storage ss;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, socket_converter,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, portres_socket_converter,
                                      &s, &family, &host, &port, &flowinfo, &scope_id))
         return NULL;
     if (make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
@@ -226,7 +219,7 @@ static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kw
     err = portres_block_bind(self->block, s, (struct sockaddr *)&ss, len, &bound);
     Py_END_ALLOW_THREADS
     if (err)
-        return raise_os_error(err, "bind");
+        return portres_raise_os_error(err, "bind");
     return PyLong_FromUnsignedLong(bound);
 }
 
@@ -255,7 +248,7 @@ static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *
     err = portres_block_socket(self->block, family, (struct sockaddr *)&ss, len, &s, &bound);
     Py_END_ALLOW_THREADS
     if (err)
-        return raise_os_error(err, "bind");
+        return portres_raise_os_error(err, "bind");
 #ifdef _WIN32
     return Py_BuildValue("(KI)", (unsigned long long)s, bound);
 #else
@@ -276,7 +269,7 @@ static PyObject *PortReservation_close(PyObject *op, PyObject *Py_UNUSED(ignored
     err = portres_block_close(self->block);
     Py_END_ALLOW_THREADS
     if (err)
-        return raise_os_error(err, "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)");
+        return portres_raise_os_error(err, "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)");
     Py_RETURN_NONE;
 }
 
@@ -309,24 +302,40 @@ static PyType_Spec PortReservation_spec = {
     PortReservation_slots,
 };
 
+PyObject *portres_new_reservation(module_state *st, portres_block *block)
+{
+    PortReservationObject *obj = PyObject_New(PortReservationObject, st->PortReservation_Type);
+    if (!obj) {
+        Py_BEGIN_ALLOW_THREADS
+        portres_block_free(block);
+        Py_END_ALLOW_THREADS
+        return NULL;
+    }
+    obj->block = block;
+    portres_block_get_info(block, &obj->info);
+    return (PyObject *)obj;
+}
+
 /* ------------------------------------------------------ module functions */
 
 PyDoc_STRVAR(acquire_port_reservation_doc,
-"acquire_port_reservation(protocol, start, count) -> PortReservation\n\n"
+"acquire_port_reservation(protocol, start, count, overlapped=False)\n\n"
 "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) on a new socket of `protocol` (TCP or\n"
 "UDP): reserve `count` ports from `start` (0: the system picks the start).\n"
-"On failure the OSError carries `conflict_port` (the port that was taken,\n"
-"when known; else 0).");
+"Returns a PortReservation, or with overlapped=True an Overlapped whose\n"
+"result() is one.  On failure the OSError carries `conflict_port` (the port\n"
+"that was taken, when known; else 0).");
 
-static PyObject *acquire_port_reservation(PyObject *module, PyObject *args)
+static PyObject *acquire_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"protocol", "start", "count", "overlapped", NULL};
     module_state *st = get_state(module);
-    int protocol, err;
+    int protocol, err, overlapped = 0;
     unsigned start, count, conflict = 0;
     portres_block *block = NULL;
-    PortReservationObject *obj;
 
-    if (!PyArg_ParseTuple(args, "iII:acquire_port_reservation", &protocol, &start, &count))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iII|p:acquire_port_reservation", kwlist,
+                                     &protocol, &start, &count, &overlapped))
         return NULL;
     if (protocol != PORTRES_TCP && protocol != PORTRES_UDP) {
         PyErr_Format(PyExc_ValueError, "protocol must be TCP (0) or UDP (1), not %d", protocol);
@@ -336,74 +345,84 @@ static PyObject *acquire_port_reservation(PyObject *module, PyObject *args)
         PyErr_Format(PyExc_ValueError, "invalid block: start %u, count %u", start, count);
         return NULL;
     }
-    obj = PyObject_New(PortReservationObject, st->PortReservation_Type);
-    if (!obj)
-        return NULL;
-    obj->block = NULL;
+    if (overlapped)
+        return portres_start_overlapped(module, PORTRES_OP_ACQUIRE, (portres_socket)0, 0,
+                                        protocol, start, count, NULL);
     Py_BEGIN_ALLOW_THREADS
     err = portres_block_acquire(protocol, start, count, &block, &conflict);
     Py_END_ALLOW_THREADS
     if (err) {
-        Py_DECREF(obj);
-        raise_os_error(err, "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)");
+        portres_raise_os_error(err, "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)");
         if (conflict) {
             PyObject *type, *value, *tb, *port;
             PyErr_Fetch(&type, &value, &tb);
             PyErr_NormalizeException(&type, &value, &tb);
             port = PyLong_FromUnsignedLong(conflict);
-            if (port && value)
-                PyObject_SetAttrString(value, "conflict_port", port);
+            if (port && value && PyObject_SetAttrString(value, "conflict_port", port) < 0)
+                PyErr_Clear();
             Py_XDECREF(port);
-            PyErr_Clear();
             PyErr_Restore(type, value, tb);
         }
         return NULL;
     }
-    obj->block = block;
-    portres_block_get_info(block, &obj->info);
-    return (PyObject *)obj;
+    return portres_new_reservation(st, block);
+}
+
+/* associate/release: the same shape, sync or overlapped. */
+static PyObject *token_ioctl(PyObject *module, PyObject *args, PyObject *kwargs, int op,
+                             const char *format)
+{
+    static char *kwlist[] = {"socket", "token", "overlapped", "owner", NULL};
+    portres_socket s;
+    uint64_t token;
+    int err, overlapped = 0;
+    PyObject *owner = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, portres_socket_converter, &s,
+                                     portres_token_converter, &token, &overlapped, &owner))
+        return NULL;
+    if (overlapped)
+        return portres_start_overlapped(module, op, s, token, 0, 0, 0, owner);
+    Py_BEGIN_ALLOW_THREADS
+    err = op == PORTRES_OP_ASSOCIATE ? portres_associate(s, token) : portres_release(s, token);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, portres_op_call(op));
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(associate_port_reservation_doc,
-"associate_port_reservation(socket, token)\n\n"
+"associate_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
 "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION): the socket's next bind to port 0\n"
-"takes a port from the reservation `token`.  Synchronous; the GIL is released.");
+"takes a port from the reservation `token`.  Synchronous with the GIL\n"
+"released, or with overlapped=True returns an Overlapped (event-signalled);\n"
+"`owner` is kept alive while it is pending.");
 
-static PyObject *associate_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *associate_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    portres_socket s;
-    uint64_t token;
-    int err;
-    if (!PyArg_ParseTuple(args, "O&O&:associate_port_reservation", socket_converter, &s,
-                          token_converter, &token))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    err = portres_associate(s, token);
-    Py_END_ALLOW_THREADS
-    if (err)
-        return raise_os_error(err, "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)");
-    Py_RETURN_NONE;
+    return token_ioctl(module, args, kwargs, PORTRES_OP_ASSOCIATE,
+                       "O&O&|pO:associate_port_reservation");
 }
 
 PyDoc_STRVAR(release_port_reservation_doc,
-"release_port_reservation(socket, token)\n\n"
+"release_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
 "WSAIoctl(SIO_RELEASE_PORT_RESERVATION): end the runtime reservation `token`\n"
-"of this process.");
+"of this process.  Synchronous, or overlapped as associate_port_reservation.");
 
-static PyObject *release_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    portres_socket s;
-    uint64_t token;
-    int err;
-    if (!PyArg_ParseTuple(args, "O&O&:release_port_reservation", socket_converter, &s,
-                          token_converter, &token))
-        return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    err = portres_release(s, token);
-    Py_END_ALLOW_THREADS
-    if (err)
-        return raise_os_error(err, "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)");
-    Py_RETURN_NONE;
+    return token_ioctl(module, args, kwargs, PORTRES_OP_RELEASE,
+                       "O&O&|pO:release_port_reservation");
+}
+
+PyDoc_STRVAR(pending_overlapped_doc,
+"_pending_overlapped() -> Overlapped\n\n"
+"For tests of the wait machinery on Linux, where every real operation\n"
+"completes at once: an operation that stays pending until cancelled.");
+
+static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return portres_start_overlapped(module, -1, (portres_socket)0, 0, 0, 0, 0, NULL);
 }
 
 PyDoc_STRVAR(bind_doc,
@@ -421,7 +440,7 @@ static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObje
     unsigned long flowinfo = 0, scope_id = 0;
     struct sockaddr_storage ss;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, socket_converter,
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, portres_socket_converter,
                                      &s, &family, &host, &port, &flowinfo, &scope_id))
         return NULL;
     if (make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
@@ -430,7 +449,7 @@ static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObje
     err = portres_bind(s, (struct sockaddr *)&ss, len, &bound);
     Py_END_ALLOW_THREADS
     if (err)
-        return raise_os_error(err, "bind");
+        return portres_raise_os_error(err, "bind");
     return PyLong_FromUnsignedLong(bound);
 }
 
@@ -443,23 +462,24 @@ static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
     portres_socket s;
     int family = 0, type = 0, err;
     unsigned port = 0;
-    if (!socket_converter(arg, &s))
+    if (!portres_socket_converter(arg, &s))
         return NULL;
     Py_BEGIN_ALLOW_THREADS
     err = portres_socket_info(s, &family, &type, &port);
     Py_END_ALLOW_THREADS
     if (err)
-        return raise_os_error(err, "getsockname");
+        return portres_raise_os_error(err, "getsockname");
     return Py_BuildValue("(iiI)", family, type, port);
 }
 
 static PyMethodDef module_methods[] = {
-    {"acquire_port_reservation", acquire_port_reservation, METH_VARARGS,
-     acquire_port_reservation_doc},
-    {"associate_port_reservation", associate_port_reservation, METH_VARARGS,
-     associate_port_reservation_doc},
-    {"release_port_reservation", release_port_reservation, METH_VARARGS,
-     release_port_reservation_doc},
+    {"acquire_port_reservation", (PyCFunction)(void (*)(void))acquire_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, acquire_port_reservation_doc},
+    {"associate_port_reservation", (PyCFunction)(void (*)(void))associate_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, associate_port_reservation_doc},
+    {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
+    {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
     {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
     {"socket_info", socket_info, METH_O, socket_info_doc},
     {NULL, NULL, 0, NULL},
@@ -476,7 +496,7 @@ static int module_exec(PyObject *module)
     err = portres_backend_init();
     Py_END_ALLOW_THREADS
     if (err) {
-        raise_os_error(err, "WSAStartup");
+        portres_raise_os_error(err, "WSAStartup");
         return -1;
     }
     st->PortReservation_Type =
@@ -484,6 +504,12 @@ static int module_exec(PyObject *module)
     if (!st->PortReservation_Type)
         return -1;
     if (PyModule_AddType(module, st->PortReservation_Type) < 0)
+        return -1;
+    st->Overlapped_Type =
+        (PyTypeObject *)PyType_FromModuleAndSpec(module, &portres_overlapped_spec, NULL);
+    if (!st->Overlapped_Type)
+        return -1;
+    if (PyModule_AddType(module, st->Overlapped_Type) < 0)
         return -1;
     if (PyModule_AddIntConstant(module, "TCP", PORTRES_TCP) < 0
         || PyModule_AddIntConstant(module, "UDP", PORTRES_UDP) < 0
@@ -504,12 +530,14 @@ static int module_exec(PyObject *module)
 static int module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     Py_VISIT(get_state(module)->PortReservation_Type);
+    Py_VISIT(get_state(module)->Overlapped_Type);
     return 0;
 }
 
 static int module_clear(PyObject *module)
 {
     Py_CLEAR(get_state(module)->PortReservation_Type);
+    Py_CLEAR(get_state(module)->Overlapped_Type);
     return 0;
 }
 
@@ -534,7 +562,7 @@ PyDoc_STRVAR(module_doc,
 "Low-level port reservations: one function per Win32 call.\n"
 "Use the portres package; it validates arguments and explains errors.");
 
-static struct PyModuleDef module_def = {
+struct PyModuleDef portres_module_def = {
     PyModuleDef_HEAD_INIT,
     "portres._portres",
     module_doc,
@@ -548,5 +576,5 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__portres(void)
 {
-    return PyModuleDef_Init(&module_def);
+    return PyModuleDef_Init(&portres_module_def);
 }

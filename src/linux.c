@@ -47,6 +47,8 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -997,6 +999,155 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
         *bound_port = get_port((struct sockaddr *)&ss);
     }
     return 0;
+}
+
+/* ------------------------------------------------- overlapped operations
+ *
+ * Every operation completes at once on Linux; the object keeps the Windows
+ * shape (an event signalled at completion) so that event-loop integration
+ * is the same code on both platforms.  The event is an eventfd that is
+ * written once and never read: it stays readable, like a manual-reset
+ * event, for every waiter.
+ */
+
+struct portres_overlapped {
+    int efd;
+    int op;
+    int done;
+    int error;
+    portres_block *block;    /* ACQUIRE result until taken */
+};
+
+static int ov_new(int op, portres_overlapped **out)
+{
+    portres_overlapped *ov = calloc(1, sizeof *ov);
+    if (!ov)
+        return ENOMEM;
+    ov->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (ov->efd < 0) {
+        int err = errno;
+        free(ov);
+        return err;
+    }
+    ov->op = op;
+    *out = ov;
+    return 0;
+}
+
+static void ov_complete(portres_overlapped *ov, int error)
+{
+    uint64_t one = 1;
+    ov->error = error;
+    __atomic_store_n(&ov->done, 1, __ATOMIC_RELEASE);
+    /* Cannot fail: the counter is far from overflowing. */
+    if (write(ov->efd, &one, sizeof one) != (ssize_t)sizeof one)
+        ov->error = ov->error ? ov->error : EIO;
+}
+
+int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
+                     unsigned start, unsigned count, portres_overlapped **out)
+{
+    portres_overlapped *ov;
+    portres_block *block = NULL;
+    unsigned conflict = 0;
+    int err;
+
+    *out = NULL;
+    switch (op) {
+    case PORTRES_OP_ACQUIRE:
+        err = portres_block_acquire(protocol, start, count, &block, &conflict);
+        break;
+    case PORTRES_OP_ASSOCIATE:
+        err = portres_associate(s, token);
+        break;
+    case PORTRES_OP_RELEASE:
+        err = portres_release(s, token);
+        break;
+    default:
+        return EINVAL;
+    }
+    if (err)   /* an immediate failure, as WSAIoctl's non-pending error */
+        return err;
+    if ((err = ov_new(op, &ov))) {
+        portres_block_free(block);
+        return err;
+    }
+    ov->block = block;
+    ov_complete(ov, 0);
+    *out = ov;
+    return 0;
+}
+
+int portres_ov_start_pending(portres_overlapped **out)
+{
+    *out = NULL;
+    return ov_new(-1, out);
+}
+
+intptr_t portres_ov_event(const portres_overlapped *ov)
+{
+    return ov->efd;
+}
+
+int portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms)
+{
+    struct pollfd p = { ov->efd, POLLIN, 0 };
+    int n = poll(&p, 1, timeout_ms < 0 ? -1 : (timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms));
+    if (n > 0)
+        return PORTRES_WAIT_SIGNALLED;
+    if (n == 0)
+        return PORTRES_WAIT_TIMEOUT;
+    return errno == EINTR ? PORTRES_WAIT_INTERRUPTED : errno;
+}
+
+int portres_ov_reap(portres_overlapped *ov)
+{
+    return __atomic_load_n(&ov->done, __ATOMIC_ACQUIRE);
+}
+
+int portres_ov_error(const portres_overlapped *ov)
+{
+    return ov->error;
+}
+
+portres_block *portres_ov_take_block(portres_overlapped *ov)
+{
+    portres_block *b = ov->block;
+    ov->block = NULL;
+    return b;
+}
+
+int portres_ov_cancel(portres_overlapped *ov)
+{
+    if (!portres_ov_reap(ov))
+        ov_complete(ov, ECANCELED);
+    return 0;
+}
+
+int portres_ov_free(portres_overlapped *ov, long grace_ms)
+{
+    (void)grace_ms;
+    if (!ov)
+        return 0;
+    portres_ov_cancel(ov);
+    close(ov->efd);
+    portres_block_free(ov->block);
+    free(ov);
+    return 0;
+}
+
+int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
+                             void **wait_handle)
+{
+    (void)ov, (void)cb, (void)ctx;
+    *wait_handle = NULL;
+    return EOPNOTSUPP;
+}
+
+int portres_ov_unregister_wait(void *wait_handle)
+{
+    (void)wait_handle;
+    return EOPNOTSUPP;
 }
 
 #endif /* __linux__ */

@@ -85,6 +85,79 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen,
 int portres_socket_info(portres_socket s, int *family, int *type,
                         unsigned *bound_port);
 
+/* ------------------------------------------------------------ overlapped
+ *
+ * An IOCTL issued in overlapped mode.  The object owns the OVERLAPPED, its
+ * manual-reset event and the input/output buffers for as long as the kernel
+ * may use them.  On Windows the hEvent handed to WSAIoctl has its low-order
+ * bit set, so a socket bound to an I/O completion port gets no packet; the
+ * untagged handle is the one waited on.  On Linux every operation completes
+ * at once and the event is an eventfd, signalled at completion (never read:
+ * it stays readable, like a manual-reset event).
+ *
+ * Thread safety: portres_ov_wait_event may run in several threads at once;
+ * the other calls are serialised by the caller (the binding's lock).
+ */
+typedef struct portres_overlapped portres_overlapped;
+
+enum portres_op { PORTRES_OP_ACQUIRE, PORTRES_OP_ASSOCIATE, PORTRES_OP_RELEASE };
+
+/* Start OP.  ACQUIRE uses PROTOCOL/START/COUNT (S is ignored: the acquiring
+ * socket is created here); ASSOCIATE and RELEASE use S and TOKEN.  Returns
+ * an error code for an immediate failure (nothing is left allocated);
+ * otherwise 0 with *out set, the operation pending or already done. */
+int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
+                     unsigned start, unsigned count, portres_overlapped **out);
+
+/* The event: a HANDLE (as an integer) on Windows, an eventfd on Linux. */
+intptr_t portres_ov_event(const portres_overlapped *ov);
+
+enum { PORTRES_WAIT_SIGNALLED = 0, PORTRES_WAIT_TIMEOUT = -1, PORTRES_WAIT_INTERRUPTED = -2 };
+
+/* Wait up to TIMEOUT_MS (< 0: forever) for the event.  Returns one of the
+ * PORTRES_WAIT_* values (INTERRUPTED: a signal arrived, Linux) or a
+ * positive error code. */
+int portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms);
+
+/* Ask the kernel for the result without waiting (WSAGetOverlappedResult
+ * with fWait FALSE).  Returns 1 once the kernel is done (the result is then
+ * recorded), 0 while it still owns the buffers.  A provider that completes
+ * without signalling the event is seen here. */
+int portres_ov_reap(portres_overlapped *ov);
+
+/* Once reaped: 0 or the operation's error code. */
+int portres_ov_error(const portres_overlapped *ov);
+
+/* Once an ACQUIRE reaped without error: the reservation (ownership passes
+ * to the caller; NULL on a second call). */
+portres_block *portres_ov_take_block(portres_overlapped *ov);
+
+/* CancelIoEx on a pending operation.  0 when a cancel was requested or the
+ * operation had already completed. */
+int portres_ov_cancel(portres_overlapped *ov);
+
+/* Free OV.  A pending operation is cancelled and reaped first, waiting up
+ * to GRACE_MS for the kernel.  Returns 0 when freed, 1 when the kernel
+ * still owned the OVERLAPPED and it was deliberately leaked. */
+int portres_ov_free(portres_overlapped *ov, long grace_ms);
+
+/* Windows: call CB(CTX) once, from a thread-pool thread, when the event is
+ * signalled (RegisterWaitForSingleObject with WT_EXECUTEONLYONCE): event-loop
+ * integration without a thread per pending operation.  Linux: EOPNOTSUPP
+ * (watch the eventfd instead). */
+int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
+                             void **wait_handle);
+
+/* Undo portres_ov_register_wait, waiting for a callback already running to
+ * return (UnregisterWaitEx with INVALID_HANDLE_VALUE): call it without the
+ * GIL, which the callback takes. */
+int portres_ov_unregister_wait(void *wait_handle);
+
+/* Testing the wait machinery on Linux, where every real operation completes
+ * at once: an operation that stays pending until cancelled (then it
+ * completes with ECANCELED).  Windows: ERROR_NOT_SUPPORTED. */
+int portres_ov_start_pending(portres_overlapped **out);
+
 /* One-time process setup (WSAStartup on Windows).  Idempotent. */
 int portres_backend_init(void);
 

@@ -395,7 +395,7 @@ test_acquire_bytes(void)
     char got[128];
     ioctl_record *r = &records[0];
     DWORD flags = 0;
-    int err, family = 0, type = 0;
+    int err, ok, family = 0, type = 0;
     unsigned bound = 1;
 
     script(MODE_OK, MODE_OK, MODE_OK);
@@ -433,9 +433,9 @@ test_acquire_bytes(void)
     check(err == 0 && family == AF_INET && type == SOCK_STREAM && bound == 0,
           "acquire: acquiring socket is an unbound AF_INET SOCK_STREAM",
           "err %d family %d type %d port %u", err, family, type, bound);
-    check(GetHandleInformation((HANDLE)r->s, &flags)
-              && !(flags & HANDLE_FLAG_INHERIT),
-          "acquire: acquiring socket is not inheritable", "flags 0x%lx",
+    ok = GetHandleInformation((HANDLE)r->s, &flags)
+         && !(flags & HANDLE_FLAG_INHERIT);
+    check(ok, "acquire: acquiring socket is not inheritable", "flags 0x%lx",
           (unsigned long)flags);
     portres_block_free(b);
 

@@ -1,0 +1,450 @@
+/*
+ * _overlapped.c - the Overlapped type: one IOCTL issued in overlapped mode,
+ * completion signalled through an event.
+ *
+ * Like CPython's Modules/overlapped.c, the object never frees what the
+ * kernel may still write to: the backend owns the OVERLAPPED, its event and
+ * the buffers, and on dealloc a pending operation is cancelled and reaped;
+ * if the kernel does not let go, the memory is leaked with a
+ * ResourceWarning.  Every wait releases the GIL and wakes for signals
+ * (Ctrl+C): on an interrupted wait the operation is cancelled and reaped.
+ *
+ * Free-threaded builds: a lock serialises reaping and cancelling; waits on
+ * the event run in any number of threads at once.
+ */
+#include "_module.h"
+
+#include <math.h>
+
+enum { OV_PENDING, OV_DONE };
+
+/* How long a cancelled operation gets to complete before we stop waiting
+ * for it (a dealloc, a timeout, an interrupted wait). */
+#define CANCEL_GRACE_MS 2000
+/* Waits run in slices so that signals are checked at least this often (on
+ * Windows a console Ctrl+C does not interrupt a wait). */
+#define WAIT_SLICE_MS 50
+
+typedef struct {
+    PyObject_HEAD
+    portres_overlapped *ov;
+    PyThread_type_lock lock;
+    int op;
+    int state;
+    PyObject *owner;          /* the socket, kept alive while pending */
+    PyObject *reservation;    /* ACQUIRE: the PortReservation, once made */
+    void *wait_handle;        /* Windows RegisterWaitForSingleObject */
+    PyObject *wait_callback;
+} OverlappedObject;
+
+const char *portres_op_call(int op)
+{
+    switch (op) {
+    case PORTRES_OP_ACQUIRE:
+        return "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)";
+    case PORTRES_OP_ASSOCIATE:
+        return "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)";
+    case PORTRES_OP_RELEASE:
+        return "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)";
+    default:
+        return "overlapped operation";
+    }
+}
+
+/* Reap if pending; returns whether done.  Lock held by the caller. */
+static int reap_locked(OverlappedObject *self)
+{
+    if (self->state == OV_PENDING && portres_ov_reap(self->ov)) {
+        self->state = OV_DONE;
+        Py_CLEAR(self->owner);
+    }
+    return self->state == OV_DONE;
+}
+
+static int reap(OverlappedObject *self)
+{
+    int done;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    done = reap_locked(self);
+    PyThread_release_lock(self->lock);
+    return done;
+}
+
+/* Wait for completion up to TIMEOUT_MS (< 0: forever), GIL released, in
+ * slices with signal checks.  Returns 1 done, 0 not done, -1 with an
+ * exception set (a signal handler raised, e.g. KeyboardInterrupt). */
+static int wait_done(OverlappedObject *self, long long timeout_ms, int check_signals)
+{
+    long long remaining = timeout_ms;
+    if (reap(self))
+        return 1;
+    while (remaining != 0) {
+        long slice = (remaining < 0 || remaining > WAIT_SLICE_MS) ? WAIT_SLICE_MS : (long)remaining;
+        int rc;
+        Py_BEGIN_ALLOW_THREADS
+        rc = portres_ov_wait_event(self->ov, slice);
+        Py_END_ALLOW_THREADS
+        if (rc > 0) {
+            portres_raise_os_error(rc, "WaitForSingleObject");
+            return -1;
+        }
+        if (reap(self))
+            return 1;
+        if (check_signals && PyErr_CheckSignals() < 0)
+            return -1;
+        if (remaining > 0)
+            remaining = remaining > slice ? remaining - slice : 0;
+    }
+    /* The wait timed out: a provider may have completed without signalling
+     * the event (seen under Wine), so ask before calling it a timeout. */
+    return reap(self);
+}
+
+/* Cancel and give the kernel CANCEL_GRACE_MS to complete; no signal
+ * checks (we are often already handling one).  Returns whether done. */
+static int cancel_and_reap(OverlappedObject *self)
+{
+    int err = 0, done;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    done = reap_locked(self);
+    if (!done)
+        err = portres_ov_cancel(self->ov);
+    PyThread_release_lock(self->lock);
+    if (done)
+        return 1;
+    if (err)   /* nothing to wait for if the cancel itself failed */
+        return 0;
+    {
+        PyObject *exc_type, *exc_value, *exc_tb;
+        PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+        done = wait_done(self, CANCEL_GRACE_MS, 0);
+        if (done < 0) {
+            PyErr_Clear();
+            done = 0;
+        }
+        PyErr_Restore(exc_type, exc_value, exc_tb);
+    }
+    return done;
+}
+
+static int timeout_converter(PyObject *obj, void *out)
+{
+    double t;
+    if (obj == Py_None) {
+        *(long long *)out = -1;
+        return 1;
+    }
+    if (PyBool_Check(obj) || !(PyLong_Check(obj) || PyFloat_Check(obj))) {
+        PyErr_Format(PyExc_TypeError, "timeout must be None or a number of seconds, not %.100s",
+                     Py_TYPE(obj)->tp_name);
+        return 0;
+    }
+    t = PyFloat_AsDouble(obj);
+    if (t == -1.0 && PyErr_Occurred())
+        return 0;
+    if (isnan(t) || t < 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "timeout must be None or a non-negative number of seconds, not %R", obj);
+        return 0;
+    }
+    /* Round up so a small positive timeout still waits. */
+    *(long long *)out = t > 9e15 ? -1 : (long long)ceil(t * 1000.0);
+    return 1;
+}
+
+/* ------------------------------------------------------------ methods */
+
+static PyObject *Overlapped_done(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    return PyBool_FromLong(reap((OverlappedObject *)op));
+}
+
+static PyObject *Overlapped_wait(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    OverlappedObject *self = (OverlappedObject *)op;
+    long long timeout_ms = -1;
+    int done;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O&:wait", kwlist, timeout_converter,
+                                     &timeout_ms))
+        return NULL;
+    done = wait_done(self, timeout_ms, 1);
+    if (done < 0) {
+        cancel_and_reap(self);
+        return NULL;
+    }
+    return PyBool_FromLong(done);
+}
+
+static PyObject *result_locked_value(OverlappedObject *self)
+{
+    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    int err = portres_ov_error(self->ov);
+    if (err)
+        return portres_raise_os_error(err, portres_op_call(self->op));
+    if (self->op == PORTRES_OP_ACQUIRE) {
+        if (!self->reservation) {
+            portres_block *block = portres_ov_take_block(self->ov);
+            if (!block) {
+                PyErr_SetString(PyExc_RuntimeError, "the reservation was already taken");
+                return NULL;
+            }
+            self->reservation = portres_new_reservation(st, block);
+            if (!self->reservation)
+                return NULL;
+        }
+        return Py_NewRef(self->reservation);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    OverlappedObject *self = (OverlappedObject *)op;
+    long long timeout_ms = -1;
+    int done;
+    PyObject *res;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O&:result", kwlist, timeout_converter,
+                                     &timeout_ms))
+        return NULL;
+    done = wait_done(self, timeout_ms, 1);
+    if (done < 0) {   /* interrupted: cancel and reap, then propagate */
+        cancel_and_reap(self);
+        return NULL;
+    }
+    if (!done) {
+        int reaped = cancel_and_reap(self);
+        PyErr_Format(PyExc_TimeoutError, "%s did not complete in time; %s", portres_op_call(self->op),
+                     reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
+        return NULL;
+    }
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    res = result_locked_value(self);
+    PyThread_release_lock(self->lock);
+    return res;
+}
+
+static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    int err = 0;
+    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    if (!reap_locked(self))
+        err = portres_ov_cancel(self->ov);
+    PyThread_release_lock(self->lock);
+    if (err)
+        return portres_raise_os_error(err, "CancelIoEx");
+    Py_RETURN_NONE;
+}
+
+static PyObject *Overlapped_get_event(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyLong_FromLongLong((long long)portres_ov_event(((OverlappedObject *)op)->ov));
+}
+
+static PyObject *Overlapped_get_pending(PyObject *op, void *Py_UNUSED(c))
+{
+    return PyBool_FromLong(!reap((OverlappedObject *)op));
+}
+
+/* Windows: RegisterWaitForSingleObject calls this from a pool thread. */
+static void wait_callback_trampoline(void *ctx)
+{
+    OverlappedObject *self = (OverlappedObject *)ctx;
+    PyGILState_STATE g = PyGILState_Ensure();
+    PyObject *cb = self->wait_callback;
+    if (cb) {
+        PyObject *r = PyObject_CallNoArgs(cb);
+        if (!r)
+            PyErr_WriteUnraisable(cb);
+        Py_XDECREF(r);
+    }
+    PyGILState_Release(g);
+}
+
+static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    int err;
+    if (!PyCallable_Check(callback)) {
+        PyErr_SetString(PyExc_TypeError, "callback must be callable");
+        return NULL;
+    }
+    if (self->wait_handle) {
+        PyErr_SetString(PyExc_RuntimeError, "a wait is already registered");
+        return NULL;
+    }
+    Py_INCREF(callback);
+    Py_XDECREF(self->wait_callback);
+    self->wait_callback = callback;
+    err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
+    if (err) {
+        Py_CLEAR(self->wait_callback);
+        return portres_raise_os_error(err, "RegisterWaitForSingleObject");
+    }
+    Py_RETURN_NONE;
+}
+
+static void unregister_wait(OverlappedObject *self)
+{
+    void *h = self->wait_handle;
+    if (h) {
+        self->wait_handle = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        portres_ov_unregister_wait(h);
+        Py_END_ALLOW_THREADS
+    }
+    Py_CLEAR(self->wait_callback);
+}
+
+static PyObject *Overlapped_unregister_wait(PyObject *op, PyObject *Py_UNUSED(ignored))
+{
+    unregister_wait((OverlappedObject *)op);
+    Py_RETURN_NONE;
+}
+
+static int Overlapped_traverse(PyObject *op, visitproc visit, void *arg)
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(self->reservation);
+    Py_VISIT(self->wait_callback);
+    /* owner (the socket) is not visited: it must stay alive while the kernel
+     * may use it, even inside a reference cycle. */
+    return 0;
+}
+
+static int Overlapped_clear(PyObject *op)
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    Py_CLEAR(self->reservation);
+    Py_CLEAR(self->wait_callback);
+    return 0;
+}
+
+static void Overlapped_dealloc(PyObject *op)
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    unregister_wait(self);
+    if (self->ov) {
+        int leaked;
+        Py_BEGIN_ALLOW_THREADS
+        leaked = portres_ov_free(self->ov, CANCEL_GRACE_MS);
+        Py_END_ALLOW_THREADS
+        self->ov = NULL;
+        if (leaked) {
+            PyObject *exc_type, *exc_value, *exc_tb;
+            PyErr_Fetch(&exc_type, &exc_value, &exc_tb);
+            if (PyErr_WarnEx(PyExc_ResourceWarning,
+                             "portres: an overlapped operation was still pending in the kernel "
+                             "after CancelIoEx; its OVERLAPPED and buffers were leaked rather "
+                             "than freed", 1) < 0)
+                PyErr_WriteUnraisable(op);
+            PyErr_Restore(exc_type, exc_value, exc_tb);
+            /* The socket must outlive the kernel's use of it, too. */
+            self->owner = NULL;
+        }
+    }
+    Py_XDECREF(self->owner);
+    Overlapped_clear(op);
+    if (self->lock)
+        PyThread_free_lock(self->lock);
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyObject *Overlapped_repr(PyObject *op)
+{
+    OverlappedObject *self = (OverlappedObject *)op;
+    return PyUnicode_FromFormat("<portres._portres.Overlapped %s %s event=%lld>",
+                                portres_op_call(self->op), reap(self) ? "done" : "pending",
+                                (long long)portres_ov_event(self->ov));
+}
+
+static PyMethodDef Overlapped_methods[] = {
+    {"done", Overlapped_done, METH_NOARGS,
+     "done() -> bool\n\nWhether the operation has completed (reaps it without waiting)."},
+    {"wait", (PyCFunction)(void (*)(void))Overlapped_wait, METH_VARARGS | METH_KEYWORDS,
+     "wait(timeout=None) -> bool\n\nWait for completion (GIL released; Ctrl+C cancels the "
+     "operation and raises).  Returns whether it completed."},
+    {"result", (PyCFunction)(void (*)(void))Overlapped_result, METH_VARARGS | METH_KEYWORDS,
+     "result(timeout=None)\n\nWait, then return the operation's result (a PortReservation for "
+     "ACQUIRE, else None) or raise its OSError.  On timeout the operation is cancelled and "
+     "reaped, and TimeoutError is raised."},
+    {"cancel", Overlapped_cancel, METH_NOARGS,
+     "cancel()\n\nCancelIoEx on a pending operation; no-op once done.  Idempotent."},
+    {"_register_wait", Overlapped_register_wait, METH_O,
+     "_register_wait(callback)\n\nWindows: call callback() from a thread-pool thread once the "
+     "event is signalled (RegisterWaitForSingleObject)."},
+    {"_unregister_wait", Overlapped_unregister_wait, METH_NOARGS,
+     "_unregister_wait()\n\nUndo _register_wait, waiting for a running callback."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Overlapped_getset[] = {
+    {"event", Overlapped_get_event, NULL,
+     "The completion event: a manual-reset event HANDLE (Windows) or an eventfd (Linux).", NULL},
+    {"pending", Overlapped_get_pending, NULL, "True while the kernel owns the operation.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyType_Slot Overlapped_slots[] = {
+    {Py_tp_dealloc, Overlapped_dealloc},
+    {Py_tp_traverse, Overlapped_traverse},
+    {Py_tp_clear, Overlapped_clear},
+    {Py_tp_repr, Overlapped_repr},
+    {Py_tp_methods, Overlapped_methods},
+    {Py_tp_getset, Overlapped_getset},
+    {Py_tp_doc, (void *)"An IOCTL in flight in overlapped mode, completion signalled through an event."},
+    {0, NULL},
+};
+
+PyType_Spec portres_overlapped_spec = {
+    "portres._portres.Overlapped",
+    sizeof(OverlappedObject),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE
+        | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    Overlapped_slots,
+};
+
+PyObject *portres_new_overlapped(module_state *st, portres_overlapped *ov, int op, PyObject *owner)
+{
+    OverlappedObject *self = PyObject_GC_New(OverlappedObject, st->Overlapped_Type);
+    if (!self) {
+        portres_ov_free(ov, CANCEL_GRACE_MS);
+        return NULL;
+    }
+    self->ov = ov;
+    self->op = op;
+    self->state = OV_PENDING;
+    self->owner = Py_XNewRef(owner);
+    self->reservation = NULL;
+    self->wait_handle = NULL;
+    self->wait_callback = NULL;
+    self->lock = PyThread_allocate_lock();
+    if (!self->lock) {
+        Py_DECREF(self);
+        return PyErr_NoMemory();
+    }
+    PyObject_GC_Track((PyObject *)self);
+    return (PyObject *)self;
+}
+
+PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, uint64_t token,
+                                   int protocol, unsigned start, unsigned count, PyObject *owner)
+{
+    module_state *st = PyModule_GetState(module);
+    portres_overlapped *ov = NULL;
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = op < 0 ? portres_ov_start_pending(&ov)
+                 : portres_ov_start(op, s, token, protocol, start, count, &ov);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, op < 0 ? "overlapped operation" : portres_op_call(op));
+    return portres_new_overlapped(st, ov, op, owner);
+}
