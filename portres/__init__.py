@@ -21,6 +21,12 @@ from ._core import (
     release,
 )
 from ._overlapped import Overlapped
+from ._persistent import (
+    create_persistent,
+    delete_persistent,
+    list_persistent,
+    lookup_persistent,
+)
 
 __all__ = [
     "Overlapped",
@@ -30,6 +36,10 @@ __all__ = [
     "associate_async",
     "associate_nowait",
     "bind",
+    "create_persistent",
+    "delete_persistent",
+    "list_persistent",
+    "lookup_persistent",
     "release",
 ]
 

@@ -199,7 +199,28 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     except TimeoutError:
         raise
     except OSError as exc:
-        raise _associate_error(exc, token) from None
+        if not _knows_persistent(exc, token):
+            raise _associate_error(exc, token) from None
+        try:
+            _portres.associate_port_reservation(fd, token)
+        except OSError as exc2:
+            raise _associate_error(exc2, token) from None
+
+
+def _knows_persistent(exc: OSError, token: int) -> bool:
+    """Linux: a token the C registry does not know may be a persistent
+    reservation's, which the package keeps.  If so, tell the C layer and
+    return True (the caller retries); the kernel knows them on Windows."""
+    if WINDOWS or exc.errno != _errors.ENOENT:
+        return False
+    from . import _persistent_linux
+
+    found = _persistent_linux.by_token(token)
+    if found is None:
+        return False
+    protocol, start, count = found
+    _portres.register_persistent_token(token, check.PROTOCOLS[protocol], start, count)
+    return True
 
 
 def associate_nowait(sock: Any, token: int) -> Overlapped:
@@ -209,7 +230,12 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
     try:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:
-        raise _associate_error(exc, token) from None
+        if not _knows_persistent(exc, token):
+            raise _associate_error(exc, token) from None
+        try:
+            op = _portres.associate_port_reservation(fd, token, True, sock)
+        except OSError as exc2:
+            raise _associate_error(exc2, token) from None
     return Overlapped(op, lambda exc: _associate_error(exc, token))
 
 

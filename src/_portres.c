@@ -415,6 +415,41 @@ static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyOb
                        "O&O&|pO:release_port_reservation");
 }
 
+#ifdef __linux__
+PyDoc_STRVAR(register_persistent_token_doc,
+"register_persistent_token(token, protocol, start, count)\n\n"
+"Linux: make a persistent reservation's token (kept by the package) known\n"
+"to associate_port_reservation in this process.");
+
+static PyObject *register_persistent_token(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    uint64_t token;
+    int protocol, err;
+    unsigned start, count;
+    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter,
+                          &token, &protocol, &start, &count))
+        return NULL;
+    err = portres_register_persistent(token, protocol, start, count);
+    if (err == EINVAL) {
+        PyErr_Format(PyExc_ValueError, "invalid persistent block: protocol %d, start %u, count %u",
+                     protocol, start, count);
+        return NULL;
+    }
+    if (err)
+        return portres_raise_os_error(err, "register_persistent_token");
+    Py_RETURN_NONE;
+}
+
+static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    uint64_t token;
+    if (!portres_token_converter(arg, &token))
+        return NULL;
+    portres_unregister_persistent(token);
+    Py_RETURN_NONE;
+}
+#endif
+
 PyDoc_STRVAR(pending_overlapped_doc,
 "_pending_overlapped() -> Overlapped\n\n"
 "For tests of the wait machinery on Linux, where every real operation\n"
@@ -480,6 +515,12 @@ static PyMethodDef module_methods[] = {
     {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
      METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
     {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
+#ifdef __linux__
+    {"register_persistent_token", register_persistent_token, METH_VARARGS,
+     register_persistent_token_doc},
+    {"unregister_persistent_token", unregister_persistent_token, METH_O,
+     "unregister_persistent_token(token)\n\nLinux: forget a persistent token."},
+#endif
     {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
     {"socket_info", socket_info, METH_O, socket_info_doc},
     {NULL, NULL, 0, NULL},

@@ -84,6 +84,7 @@ struct association {
     dev_t dev;
     ino_t ino;
     uint64_t token;
+    unsigned range_start, range_count;   /* a persistent block; 0 for runtime */
 };
 
 static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -873,49 +874,150 @@ static int socket_identity(int fd, dev_t *dev, ino_t *ino)
     return 0;
 }
 
-int portres_associate(portres_socket s, uint64_t token)
+/* Record (or replace) the association of the socket (DEV, INO);
+ * registry_lock held. */
+static int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
+                              unsigned range_count)
 {
-    int family, type, err;
-    unsigned bound;
-    dev_t dev = 0;
-    ino_t ino = 0;
-    size_t i;
-    portres_block *b;
+    size_t i = find_association(dev, ino);
+    if (i == n_associations) {
+        if (n_associations == cap_associations) {
+            size_t cap = cap_associations ? cap_associations * 2 : 16;
+            struct association *a = realloc(associations, cap * sizeof *a);
+            if (!a)
+                return ENOMEM;
+            associations = a;
+            cap_associations = cap;
+        }
+        n_associations++;
+    }
+    associations[i].dev = dev;
+    associations[i].ino = ino;
+    associations[i].token = token;
+    associations[i].range_start = range_start;
+    associations[i].range_count = range_count;
+    return 0;
+}
 
-    if ((err = portres_socket_info(s, &family, &type, &bound)))
+/* The checks every association starts with: an unbound socket; its type
+ * in *TYPE and its identity in *DEV, *INO. */
+static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
+{
+    int family, err;
+    unsigned bound;
+    if ((err = portres_socket_info(fd, &family, type, &bound)))
         return err;
     if (bound)
         return EISCONN;
-    if ((err = socket_identity(s, &dev, &ino)))
+    return socket_identity(fd, dev, ino);
+}
+
+/* Persistent blocks whose tokens the package has told us about. */
+struct persistent_token {
+    uint64_t token;
+    int protocol;
+    unsigned start, count;
+};
+static struct persistent_token *persistent_tokens;
+static size_t n_persistent, cap_persistent;
+
+int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count)
+{
+    size_t i;
+    int err = 0;
+    if (!token || start < 1 || count < 1 || start + count - 1 > 65535
+            || (protocol != PORTRES_TCP && protocol != PORTRES_UDP))
+        return EINVAL;
+    pthread_mutex_lock(&registry_lock);
+    for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
+        ;
+    if (i == n_persistent) {
+        if (n_persistent == cap_persistent) {
+            size_t cap = cap_persistent ? cap_persistent * 2 : 8;
+            struct persistent_token *p = realloc(persistent_tokens, cap * sizeof *p);
+            if (!p) {
+                err = ENOMEM;
+                goto out;
+            }
+            persistent_tokens = p;
+            cap_persistent = cap;
+        }
+        n_persistent++;
+    }
+    persistent_tokens[i] = (struct persistent_token){ token, protocol, start, count };
+out:
+    pthread_mutex_unlock(&registry_lock);
+    return err;
+}
+
+void portres_unregister_persistent(uint64_t token)
+{
+    size_t i;
+    pthread_mutex_lock(&registry_lock);
+    for (i = 0; i < n_persistent; i++) {
+        if (persistent_tokens[i].token == token) {
+            persistent_tokens[i] = persistent_tokens[--n_persistent];
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registry_lock);
+}
+
+int portres_associate(portres_socket s, uint64_t token)
+{
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int type = 0;
+    size_t i;
+    portres_block *b;
+    int err = check_associable(s, &type, &dev, &ino);
+    if (err)
         return err;
     pthread_mutex_lock(&registry_lock);
     for (b = registry; b && b->token != token; b = b->next)
         ;
-    if (!b) {
-        err = ENOENT;
-    } else if (type != sock_type_for(b->protocol)) {
-        err = EPROTOTYPE;
+    if (b) {
+        err = type != sock_type_for(b->protocol) ? EPROTOTYPE
+            : record_association(dev, ino, token, 0, 0);
     } else {
-        i = find_association(dev, ino);
-        if (i == n_associations) {
-            if (n_associations == cap_associations) {
-                size_t cap = cap_associations ? cap_associations * 2 : 16;
-                struct association *a = realloc(associations, cap * sizeof *a);
-                if (!a) {
-                    pthread_mutex_unlock(&registry_lock);
-                    return ENOMEM;
-                }
-                associations = a;
-                cap_associations = cap;
-            }
-            n_associations++;
-        }
-        associations[i].dev = dev;
-        associations[i].ino = ino;
-        associations[i].token = token;
+        for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
+            ;
+        if (i == n_persistent)
+            err = ENOENT;
+        else if (type != sock_type_for(persistent_tokens[i].protocol))
+            err = EPROTOTYPE;
+        else
+            err = record_association(dev, ino, token, persistent_tokens[i].start,
+                                     persistent_tokens[i].count);
     }
     pthread_mutex_unlock(&registry_lock);
     return err;
+}
+
+/* Bind to the first free port of a persistent block.  Such ports are only
+ * kept out of the kernel's automatic choice (ip_local_reserved_ports), so a
+ * plain bind is the whole mechanism. */
+static int bind_in_range(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                         unsigned start, unsigned count, unsigned *port_out)
+{
+    struct sockaddr_storage ss;
+    unsigned want, i;
+    if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in))
+        return EINVAL;
+    memcpy(&ss, addr, addrlen);
+    want = get_port(addr);
+    if (want && (want < start || want - start >= count))
+        return EADDRNOTAVAIL;
+    for (i = want ? want - start : 0; i < count; i++) {
+        set_port((struct sockaddr *)&ss, start + i);
+        if (bind(fd, (struct sockaddr *)&ss, addrlen) == 0) {
+            *port_out = start + i;
+            return 0;
+        }
+        if (errno != EADDRINUSE || want)
+            return errno;
+    }
+    return EADDRINUSE;
 }
 
 int portres_release(portres_socket s, uint64_t token)
@@ -951,6 +1053,19 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
 
     pthread_mutex_lock(&registry_lock);
     i = find_association(dev, ino);
+    if (i < n_associations && associations[i].range_count) {
+        unsigned start = associations[i].range_start, count = associations[i].range_count;
+        pthread_mutex_unlock(&registry_lock);
+        err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
+        if (!err) {
+            pthread_mutex_lock(&registry_lock);
+            i = find_association(dev, ino);
+            if (i < n_associations)
+                associations[i] = associations[--n_associations];
+            pthread_mutex_unlock(&registry_lock);
+        }
+        return err;
+    }
     if (i < n_associations)
         for (b = registry; b && b->token != associations[i].token; b = b->next)
             ;

@@ -75,6 +75,14 @@ void portres_block_free(portres_block *b);
 int portres_associate(portres_socket s, uint64_t token);
 int portres_release(portres_socket s, uint64_t token);
 
+#ifdef __linux__
+/* Linux: make TOKEN (a persistent reservation, kept by the package) known
+ * to portres_associate: a socket associated with it binds the first free
+ * port of [START, START+COUNT). */
+int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count);
+void portres_unregister_persistent(uint64_t token);
+#endif
+
 /* bind() that honours an association made by portres_associate (Linux keeps
  * associations itself; on Windows this is plain bind()). */
 int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen,

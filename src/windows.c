@@ -111,10 +111,10 @@ PORTRES_STATIC_ASSERT(code_release,
 PORTRES_STATIC_ASSERT(code_associate,
                       (DWORD)SIO_ASSOCIATE_PORT_RESERVATION == 0x98000066UL);
 
-/* Overlapped sockets, so that the binding can also issue the IOCTLs in
- * overlapped mode; synchronous calls (lpOverlapped NULL) still work on them
- * [ACQ] Remarks.  Not inheritable, so a child process cannot keep a
- * reservation alive (flag: Windows 7 SP1 and later [WSS]). */
+/* Overlapped sockets, so that the IOCTLs can also be issued in overlapped
+ * mode; synchronous calls (lpOverlapped NULL) still work on them [ACQ]
+ * Remarks.  Not inheritable, so a child process cannot keep a reservation
+ * alive (the flag exists from Windows 7 SP1 / KB2398202 on, [WSS]). */
 #define PORTRES_WSA_FLAGS (WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT)
 
 struct portres_block {
@@ -825,7 +825,7 @@ portres_ov_unregister_wait(void *wait_handle)
     if (w == NULL)
         return 0;
     /* INVALID_HANDLE_VALUE: return only once a running callback has
-     * returned ("UnregisterWaitEx function (winbase.h)"). */
+     * returned ("UnregisterWaitEx function" in the Synchronization docs). */
     if (!UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE))
         return (int)GetLastError();     /* W may still be used: leak it */
     free(w);

@@ -10,9 +10,13 @@
  *     (INET_PORT_RANGE: StartPort network order, NumberOfPorts host order;
  *     INET_PORT_RESERVATION_TOKEN: a little-endian ULONG64);
  *   - how the backend reads a crafted INET_PORT_RESERVATION_INSTANCE;
+ *   - the overlapped objects: a scripted pending operation is completed,
+ *     cancelled or left pending by hand, to drive wait/timeout/reap/cancel/
+ *     free (and the deliberate leak) deterministically;
  *   - the real Winsock behaviour Wine has: Wine 8 answers the three IOCTLs
- *     with WSAEOPNOTSUPP, so the error paths run for real, and are checked
- *     for leaks (process handles and the backend's heap blocks).
+ *     with WSAEOPNOTSUPP (overlapped: WSA_IO_PENDING, then that status,
+ *     without signalling the event), so the error paths run for real, and
+ *     are checked for leaks (process handles and the backend's heap).
  * Wine's iphlpapi persistent-reservation functions abort the process: they
  * are never called here.
  * [ASC] = Microsoft Learn "SIO_ASSOCIATE_PORT_RESERVATION Control Code".
@@ -90,7 +94,7 @@ portres_test_WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData)
 
 /* ---- the WSAIoctl recorder --------------------------------------------- */
 
-enum { MODE_FORWARD, MODE_OK, MODE_FAIL };
+enum { MODE_FORWARD, MODE_OK, MODE_FAIL, MODE_PENDING };
 
 typedef struct {
     SOCKET s;
@@ -100,6 +104,7 @@ typedef struct {
     LPVOID out;
     DWORD cb_out;
     LPWSAOVERLAPPED overlapped;
+    HANDLE hevent;      /* overlapped->hEvent at call time */
     LPWSAOVERLAPPED_COMPLETION_ROUTINE routine;
     int bound_err;      /* getsockname() error on S at call time (0: bound) */
     int forwarded;
@@ -164,6 +169,7 @@ portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
     r.out = lpvOutBuffer;
     r.cb_out = cbOutBuffer;
     r.overlapped = lpOverlapped;
+    r.hevent = lpOverlapped != NULL ? lpOverlapped->hEvent : NULL;
     r.routine = lpCompletionRoutine;
     r.bound_err = getsockname(s, (struct sockaddr *)&ss, &len) == 0
                   ? 0 : WSAGetLastError();
@@ -194,7 +200,19 @@ portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
         } else if (lpcbBytesReturned != NULL) {
             *lpcbBytesReturned = 0;
         }
+        if (lpOverlapped != NULL) {     /* completed at once */
+            lpOverlapped->Internal = 0;
+            lpOverlapped->InternalHigh = lpcbBytesReturned != NULL
+                                         ? *lpcbBytesReturned : 0;
+        }
         r.rc = 0;
+    } else if (mode == MODE_PENDING && lpOverlapped != NULL) {
+        /* What a kernel does for an operation it queues; the test then
+         * completes it by hand (complete_pending). */
+        lpOverlapped->Internal = STATUS_PENDING;
+        lpOverlapped->InternalHigh = 0;
+        r.rc = SOCKET_ERROR;
+        r.err = WSA_IO_PENDING;
     } else {
         r.rc = SOCKET_ERROR;
         r.err = err;
@@ -775,6 +793,339 @@ test_wine_real(void)
           "heap %ld, handles %ld -> %ld", (long)heap_live, h0, h1);
 }
 
+/* ---- overlapped ---------------------------------------------------------- */
+
+/* Finish, as a kernel would, an operation the recorder left pending. */
+static void
+complete_pending(const ioctl_record *r, DWORD status, const void *out,
+                 DWORD n)
+{
+    if (out != NULL && r->out != NULL && r->cb_out >= n)
+        memcpy(r->out, out, n);
+    r->overlapped->InternalHigh = n;
+    MemoryBarrier();
+    r->overlapped->Internal = status;
+    SetEvent((HANDLE)((ULONG_PTR)r->hevent & ~(ULONG_PTR)1));
+}
+
+static HANDLE callback_event;
+static volatile LONG callback_calls;
+
+static void
+on_signal(void *ctx)
+{
+    InterlockedIncrement(&callback_calls);
+    SetEvent((HANDLE)ctx);
+}
+
+/* The hEvent handed to WSAIoctl: OV's event with the low-order bit set. */
+static int
+tagged_event_ok(const ioctl_record *r, const portres_overlapped *ov)
+{
+    ULONG_PTR h = (ULONG_PTR)r->hevent;
+    return r->overlapped != NULL && (h & 1)
+           && (intptr_t)(h & ~(ULONG_PTR)1) == portres_ov_event(ov);
+}
+
+static void
+test_overlapped(void)
+{
+    static const unsigned char in_50000_10[4] = {0xC3, 0x50, 0x0A, 0x00};
+    static const unsigned char token_bytes[8] = {
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
+    };
+    portres_overlapped *ov = NULL;
+    portres_block *b;
+    portres_block_info info;
+    ioctl_record acq;
+    void *wait = NULL;
+    char got[128];
+    long heap0 = heap_live;
+    SOCKET s;
+    DWORD t0, elapsed;
+    int err, w1, w2;
+
+    callback_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+
+    /* ACQUIRE, pending, then completed by "the kernel" */
+    script(MODE_PENDING, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           50000, 10, &ov);
+    check(err == 0 && ov != NULL && n_calls == 1,
+          "ov acquire (scripted pending): started, one WSAIoctl call",
+          "err %d", err);
+    if (err || ov == NULL)
+        return;
+    acq = records[0];
+    check(acq.code == 0x98000064UL && bytes_are(&acq, in_50000_10, 4, got)
+              && acq.out != NULL && acq.cb_out == 16,
+          "ov acquire: code 0x98000064, bytes C3 50 0A 00, cbOutBuffer 16",
+          "got %s", got);
+    check(tagged_event_ok(&acq, ov) && acq.routine == NULL,
+          "ov acquire: hEvent = ov event | 1 (no IOCP packet), no routine",
+          "hEvent %p event %p", (void *)acq.hevent,
+          (void *)portres_ov_event(ov));
+    w1 = portres_ov_wait_event(ov, 0);
+    check(w1 == PORTRES_WAIT_TIMEOUT && !portres_ov_reap(ov)
+              && portres_ov_take_block(ov) == NULL,
+          "ov acquire pending: wait(0) times out, reap 0, no block", "wait %d",
+          w1);
+    err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
+    check(err == 0 && wait != NULL
+              && WaitForSingleObject(callback_event, 50) == WAIT_TIMEOUT,
+          "ov register_wait: registered, not called while pending", "err %d",
+          err);
+    complete_pending(&acq, 0, crafted_instance, 16);
+    check(WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0
+              && callback_calls == 1,
+          "ov register_wait: callback called once at completion", "%ld calls",
+          (long)callback_calls);
+    err = portres_ov_unregister_wait(wait);
+    check(err == 0, "ov unregister_wait: 0", "err %d", err);
+    w1 = portres_ov_wait_event(ov, 1000);
+    w2 = portres_ov_wait_event(ov, 0);
+    check(w1 == PORTRES_WAIT_SIGNALLED && w2 == PORTRES_WAIT_SIGNALLED,
+          "ov event: signalled, and stays so (manual-reset)", "%d %d", w1, w2);
+    check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0,
+          "ov acquire: reaped, no error", "error %d", portres_ov_error(ov));
+    b = portres_ov_take_block(ov);
+    check(b != NULL && portres_ov_take_block(ov) == NULL,
+          "ov acquire: take_block gives the block once", NULL);
+    if (b != NULL) {
+        portres_block_get_info(b, &info);
+        check(info.start == 50000 && info.count == 10
+                  && info.token == crafted_token,
+              "ov acquire: block 50000/10, token 0x1122334455667788",
+              "start %u count %u", info.start, info.count);
+        reset_records();
+        err = portres_block_close(b);
+        check(err == 0 && records[0].code == 0x98000065UL
+                  && records[0].s == acq.s
+                  && bytes_are(&records[0], token_bytes, 8, got)
+                  && socket_error(acq.s) == WSAENOTSOCK,
+              "ov acquire: its block releases and closes the acquiring "
+              "socket", "err %d", err);
+        portres_block_free(b);
+    }
+    check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
+          "ov free after completion: 0, nothing left", "heap %ld -> %ld",
+          heap0, (long)heap_live);
+
+    /* ACQUIRE completing with an error status */
+    script(MODE_PENDING, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_UDP,
+                           0, 10, &ov);
+    if (err == 0) {
+        acq = records[0];
+        complete_pending(&acq, 0xC00000BBUL, NULL, 0);  /* NOT_SUPPORTED */
+        check(portres_ov_reap(ov) == 1
+                  && portres_ov_error(ov) == WSAEOPNOTSUPP
+                  && portres_ov_take_block(ov) == NULL
+                  && socket_error(acq.s) == WSAENOTSOCK,
+              "ov acquire failing (STATUS_NOT_SUPPORTED): 10045, no block, "
+              "socket closed", "error %d", portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
+              "ov free after failure: nothing left", NULL);
+    }
+
+    /* ASSOCIATE pending, cancelled, then aborted by "the kernel" */
+    s = new_socket(AF_INET, SOCK_STREAM);
+    script(MODE_OK, MODE_PENDING, MODE_PENDING);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0,
+                           &ov);
+    check(err == 0 && records[0].code == 0x98000066UL && records[0].s == s
+              && bytes_are(&records[0], token_bytes, 8, got)
+              && records[0].out == NULL && records[0].cb_out == 0
+              && tagged_event_ok(&records[0], ov),
+          "ov associate: code 0x98000066, 8 token bytes, no output, tagged "
+          "event", "err %d got %s", err, got);
+    if (err == 0) {
+        err = portres_ov_cancel(ov);
+        check(err == 0, "ov cancel while pending: 0", "err %d", err);
+        complete_pending(&records[0], 0xC0000120UL, NULL, 0); /* CANCELLED */
+        check(portres_ov_reap(ov) == 1
+                  && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
+              "ov associate cancelled: error WSA_OPERATION_ABORTED (995)",
+              "error %d", portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0
+                  && socket_error(s) == 0,
+              "ov free: 0; the caller's socket stays open", NULL);
+    }
+
+    /* RELEASE that never completes: freeing leaks it, after the grace */
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_RELEASE, s, crafted_token, 0, 0, 0, &ov);
+    check(err == 0 && records[0].code == 0x98000065UL
+              && bytes_are(&records[0], token_bytes, 8, got),
+          "ov release: code 0x98000065, 8 token bytes", "err %d", err);
+    if (err == 0) {
+        t0 = GetTickCount();
+        err = portres_ov_free(ov, 100);
+        elapsed = GetTickCount() - t0;
+        check(err == 1 && elapsed >= 90 && heap_live == heap0 + 1,
+              "ov free of a never-completing op: waits the grace, then leaks "
+              "(returns 1)", "ret %d after %lu ms", err,
+              (unsigned long)elapsed);
+        heap0 = heap_live;      /* the deliberate leak */
+    }
+    closesocket(s);
+
+    /* completed at once (WSAIoctl returns 0) */
+    script(MODE_OK, MODE_OK, MODE_OK);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           50000, 10, &ov);
+    check(err == 0 && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0
+              && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_SIGNALLED,
+          "ov acquire completing at once: done, event set", "err %d", err);
+    if (err == 0) {
+        b = portres_ov_take_block(ov);
+        if (b != NULL)
+            portres_block_get_info(b, &info);
+        check(b != NULL && info.start == 50000 && info.token == crafted_token,
+              "ov acquire completing at once: the block", NULL);
+        portres_block_free(b);
+        portres_ov_free(ov, 0);
+    }
+    /* ... and not taken: freeing the object frees the block too */
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           50000, 10, &ov);
+    if (err == 0) {
+        acq = records[0];
+        reset_records();
+        check(portres_ov_free(ov, 0) == 0 && n_calls == 1
+                  && records[0].code == 0x98000065UL
+                  && socket_error(acq.s) == WSAENOTSOCK && heap_live == heap0,
+              "ov free with the block not taken: released, closed, freed",
+              NULL);
+    }
+
+    /* failing at once (not WSA_IO_PENDING) */
+    script(MODE_FAIL, MODE_OK, MODE_OK);
+    err_acquire = WSAEADDRINUSE;
+    reset_records();
+    ov = (portres_overlapped *)1;
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           50000, 10, &ov);
+    check(err == WSAEADDRINUSE && ov == NULL
+              && socket_error(records[0].s) == WSAENOTSOCK
+              && heap_live == heap0,
+          "ov acquire failing at once: the error, *out NULL, nothing left",
+          "err %d", err);
+
+    reset_records();
+    err = portres_ov_start(9, INVALID_SOCKET, 0, 0, 0, 0, &ov);
+    check(err == WSAEINVAL && ov == NULL && n_calls == 0,
+          "ov_start unknown op: WSAEINVAL, no call", "err %d", err);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           65000, 1000, &ov);
+    check(err == WSAEINVAL && n_calls == 0,
+          "ov_start acquire past 65535: WSAEINVAL, no call", "err %d", err);
+    ov = (portres_overlapped *)1;
+    err = portres_ov_start_pending(&ov);
+    check(err == ERROR_NOT_SUPPORTED && ov == NULL,
+          "ov_start_pending: ERROR_NOT_SUPPORTED on Windows", "err %d", err);
+    check(portres_ov_free(NULL, 0) == 0, "ov_free(NULL): 0", NULL);
+    CloseHandle(callback_event);
+}
+
+static void
+test_overlapped_wine(void)
+{
+    portres_overlapped *ov = NULL;
+    void *wait = NULL;
+    long h0, h1, heap0;
+    SOCKET s, acq_sock;
+    int err, i, w;
+
+    script(MODE_FORWARD, MODE_FORWARD, MODE_FORWARD);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
+                           50000, 10, &ov);
+    check(err == 0 && ov != NULL && records[0].forwarded
+              && records[0].err == WSA_IO_PENDING,
+          "wine: ov acquire -> WSAIoctl says WSA_IO_PENDING (997)",
+          "err %d, WSAIoctl error %d", err, records[0].err);
+    if (err || ov == NULL)
+        return;
+    acq_sock = records[0].s;
+    w = portres_ov_wait_event(ov, 0);
+    check(w == PORTRES_WAIT_SIGNALLED,
+          "wine: ov event set although Wine does not signal it (reaped at "
+          "start)", "wait %d", w);
+    check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP
+              && portres_ov_take_block(ov) == NULL,
+          "wine: ov acquire result: WSAEOPNOTSUPP, no block", "error %d",
+          portres_ov_error(ov));
+    check(portres_ov_cancel(ov) == 0, "wine: ov cancel after completion: 0",
+          NULL);
+    check(portres_ov_free(ov, 0) == 0 && socket_error(acq_sock) == WSAENOTSOCK,
+          "wine: ov free: 0, acquiring socket closed", NULL);
+
+    h0 = count_handles();
+    heap0 = heap_live;
+    for (i = 0; i < 100; i++) {
+        err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0,
+                               i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 10, &ov);
+        if (err != 0 || !portres_ov_reap(ov)
+                || portres_ov_error(ov) != WSAEOPNOTSUPP
+                || portres_ov_free(ov, 0) != 0)
+            break;
+    }
+    h1 = count_handles();
+    check(i == 100 && h1 == h0 && heap_live == heap0,
+          "wine: 100 overlapped acquisitions leak no handle (socket, event), "
+          "no heap block", "iter %d, handles %ld -> %ld, heap %ld -> %ld", i,
+          h0, h1, heap0, (long)heap_live);
+
+    s = new_socket(AF_INET, SOCK_STREAM);
+    callback_event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    callback_calls = 0;
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0,
+                           &ov);
+    if (err == 0) {
+        err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
+        check(err == 0
+                  && WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0,
+              "wine: ov associate: register_wait callback runs", "err %d",
+              err);
+        portres_ov_unregister_wait(wait);
+        check(portres_ov_reap(ov) == 1
+                  && portres_ov_error(ov) == WSAEOPNOTSUPP,
+              "wine: ov associate on a TCP socket -> 10045", "error %d",
+              portres_ov_error(ov));
+        portres_ov_free(ov, 0);
+    } else {
+        check(0, "wine: ov associate started", "err %d", err);
+    }
+    err = portres_ov_start(PORTRES_OP_RELEASE, s, crafted_token, 0, 0, 0, &ov);
+    check(err == 0 && portres_ov_reap(ov) == 1
+              && portres_ov_error(ov) == WSAEOPNOTSUPP,
+          "wine: ov release on a TCP socket -> 10045", "err %d", err);
+    if (err == 0)
+        portres_ov_free(ov, 0);
+    closesocket(s);
+    CloseHandle(callback_event);
+
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, INVALID_SOCKET, crafted_token,
+                           0, 0, 0, &ov);
+    if (err == 0) {
+        w = portres_ov_reap(ov) ? portres_ov_error(ov) : -1;
+        portres_ov_free(ov, 0);
+    } else {
+        w = err;
+    }
+    check(w > 0, "wine: ov associate(INVALID_SOCKET) ends in an error",
+          "%d", w);
+    printf("     note: ov associate(INVALID_SOCKET): %s %d\n",
+           err ? "immediate error" : "result", w);
+}
+
 int
 main(void)
 {
@@ -786,6 +1137,8 @@ main(void)
     test_associate_release_bytes();
     test_acquire_failures();
     test_wine_real();
+    test_overlapped();
+    test_overlapped_wine();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
