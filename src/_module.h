@@ -10,6 +10,12 @@
 
 #include "portres.h"
 
+#ifndef Py_TPFLAGS_IMMUTABLETYPE           /* Python 3.9 */
+#  define Py_TPFLAGS_IMMUTABLETYPE 0
+#endif
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION  /* Python 3.9: no tp_new slot has the same effect */
+#  define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#endif
 #if PY_VERSION_HEX < 0x030A0000   /* Python 3.9 */
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
 static inline PyObject *Py_XNewRef(PyObject *o) { Py_XINCREF(o); return o; }

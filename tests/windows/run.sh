@@ -125,20 +125,17 @@ PyInit__sample(void)
 }
 EOF
 
-sources=("$build/pyconfig_sample.c" src/windows.c)
-if [[ -f src/_portres.c ]]; then
-    sources+=(src/_portres.c)
-    portres_c="checked"
-else
-    portres_c="absent, not checked"
-fi
+# Every C file of the extension: the binding (src/_*.c) and both backends
+# (linux.c is empty under _WIN32, which this checks too).
+sources=("$build/pyconfig_sample.c" src/*.c)
+portres_c="checked: $(cd src && echo *.c)"
 for arch in "${archs[@]}"; do
     for src in "${sources[@]}"; do
         "$arch-w64-mingw32-gcc" "${syntax_flags[@]}" -I tests/windows \
             -I "$shadow" -I src "$src"
     done
     echo "syntax-checked with Python $pyver headers ($arch):" \
-         "sample, src/windows.c, src/_portres.c ($portres_c)"
+         "sample and every src/*.c ($portres_c)"
 done
 
 # ---- 3. run under Wine -------------------------------------------------------
@@ -182,7 +179,7 @@ fi
 
 echo "=== summary ==="
 echo "mingw-w64 builds (x86_64, i686): ok"
-echo "syntax checks with Python $pyver headers: ok (src/_portres.c: $portres_c)"
+echo "syntax checks with Python $pyver headers: ok ($portres_c)"
 echo "$i686_note"
 if [[ $status -eq 0 ]]; then
     echo "Wine test (x86_64): passed"

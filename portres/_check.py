@@ -1,0 +1,209 @@
+"""`portres check PORT`: could this program bind the port now, and if not,
+why?  Every answer comes from the system: a real bind attempt, the kernel's
+socket tables, its reserved-port list, portres's persistent entries."""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import sys
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import _persistent
+from . import _validate as check
+
+WINDOWS = sys.platform == "win32"
+
+# /proc/net/tcp state codes (include/net/tcp_states.h)
+_TCP_STATES = {
+    "01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+    "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+    "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING",
+}
+
+
+def _try_bind(port: int, protocol: str) -> Dict[str, str]:
+    """Bind the port now, as a server would, in each family."""
+    out = {}
+    sock_type = check.SOCK_TYPES[protocol]
+    forms: List[Tuple[str, int, str, Optional[int]]] = [("IPv4", socket.AF_INET, "0.0.0.0", None)]
+    if socket.has_ipv6:
+        forms.append(("IPv6", socket.AF_INET6, "::", 1))
+    for name, family, host, v6only in forms:
+        try:
+            s = socket.socket(family, sock_type)
+        except OSError as exc:
+            out[name] = f"unavailable ({exc.strerror})"
+            continue
+        try:
+            if v6only is not None:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+            s.bind((host, port))
+            out[name] = "ok"
+        except OSError as exc:
+            code = getattr(exc, "winerror", None) or exc.errno
+            out[name] = f"{errno.errorcode.get(exc.errno or 0, code)} ({exc.strerror})"
+        finally:
+            s.close()
+    return out
+
+
+def _read_int(path: str, default: int) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+def _socket_owners() -> Dict[int, Tuple[int, str]]:
+    """inode -> (pid, command) for the sockets we may look at."""
+    owners: Dict[int, Tuple[int, str]] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                comm = f.read().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    owners.setdefault(int(link[8:-1]), (int(pid), comm))
+        except OSError:
+            continue
+    return owners
+
+
+def _linux_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
+    found = []
+    for fam in ("", "6"):
+        path = f"/proc/net/{protocol}{fam}"
+        try:
+            with open(path) as f:
+                lines = f.readlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, state, uid, inode = fields[1], fields[3], fields[7], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) != port:
+                continue
+            found.append({"family": "IPv6" if fam else "IPv4",
+                          "state": _TCP_STATES.get(state, state) if protocol == "tcp"
+                          else ("CONNECTED" if state == "01" else "BOUND"),
+                          "uid": int(uid), "inode": int(inode)})
+    if found:
+        owners = _socket_owners()
+        for s in found:
+            pid, comm = owners.get(s["inode"], (None, None))
+            s["pid"], s["command"] = pid, comm
+    return found
+
+
+def _who(s: Dict[str, Any]) -> str:
+    who = f"uid {s['uid']}"
+    if s.get("pid"):
+        who = f"{s['command']} (pid {s['pid']}, uid {s['uid']})"
+    return who
+
+
+def explain(port: int, protocol: str = "tcp") -> Dict[str, Any]:
+    port = check.port(port)
+    protocol = check.protocol(protocol)
+    binds = _try_bind(port, protocol)
+    can_bind = all(v == "ok" for v in binds.values())
+    reasons: List[Dict[str, Any]] = []
+
+    def add(kind: str, message: str, **extra: Any) -> None:
+        reasons.append(dict(kind=kind, message=message, **extra))
+
+    if WINDOWS:
+        _explain_windows(port, protocol, binds, add)
+    else:
+        _explain_linux(port, protocol, add)
+    if not can_bind and not any(r["kind"] != "info" for r in reasons):
+        add("unknown", "the bind failed for a reason portres could not identify; "
+                       "see the error above")
+    verdict = (f"{protocol.upper()} port {port} can be bound by this program now"
+               if can_bind else
+               f"{protocol.upper()} port {port} cannot be bound by this program now")
+    return {"port": port, "protocol": protocol, "can_bind": can_bind, "bind": binds,
+            "verdict": verdict, "reasons": reasons}
+
+
+def _explain_linux(port: int, protocol: str, add: Any) -> None:
+    unpriv = _read_int("/proc/sys/net/ipv4/ip_unprivileged_port_start", 1024)
+    if port < unpriv and os.geteuid() != 0:
+        add("privileged", f"ports below {unpriv} are privileged: binding needs root or "
+                          f"CAP_NET_BIND_SERVICE (net.ipv4.ip_unprivileged_port_start = {unpriv})")
+    for e in _persistent_entries():
+        if e["start"] <= port < e["start"] + e["count"] and e["protocol"] in (protocol, "any"):
+            last = e["start"] + e["count"] - 1
+            if e["source"] == "portres":
+                add("persistent", f"inside the persistent {e['protocol'].upper()} reservation "
+                                  f"{e['start']}-{last} made by portres (token {e['token']:#x}); "
+                                  f"the kernel's automatic port choice skips it, an explicit bind "
+                                  f"is allowed", start=e["start"], count=e["count"], token=e["token"])
+            else:
+                add("persistent", f"inside {e['start']}-{last} of net.ipv4.ip_local_reserved_ports "
+                                  f"(not made by portres); the kernel's automatic port choice "
+                                  f"skips it, an explicit bind is allowed",
+                    start=e["start"], count=e["count"])
+    for s in _linux_sockets(port, protocol):
+        who = _who(s)
+        state = s["state"]
+        if state == "LISTEN":
+            add("listener", f"in use by a listening {s['family']} socket of {who}", **s)
+        elif state in ("CLOSE", "BOUND"):
+            add("bound", f"held by a bound {s['family']} socket of {who} that is not "
+                         f"{'listening' if protocol == 'tcp' else 'connected'}: a portres runtime "
+                         f"reservation holds its ports this way (or a socket bound before use)", **s)
+        elif state == "TIME_WAIT":
+            add("time_wait", f"a recent {s['family']} connection is in TIME_WAIT: a bind without "
+                             f"SO_REUSEADDR fails for up to 60 seconds", **s)
+        else:
+            add("connection", f"used by a {state} {s['family']} connection of {who}", **s)
+    lo, hi = (_read_ints("/proc/sys/net/ipv4/ip_local_port_range") + [32768, 60999])[:2]
+    if not lo <= port <= hi:
+        add("info", f"outside the ephemeral range {lo}-{hi}: the kernel never picks it "
+                    f"automatically; an explicit bind may")
+    else:
+        add("info", f"inside the ephemeral range {lo}-{hi}: the kernel may pick it for "
+                    f"outgoing connections unless reserved")
+
+
+def _read_ints(path: str) -> List[int]:
+    try:
+        with open(path) as f:
+            return [int(x) for x in f.read().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def _persistent_entries() -> List[Dict[str, Any]]:
+    try:
+        from . import _persistent_linux
+
+        return _persistent_linux.entries()
+    except OSError:
+        return []
+
+
+def _explain_windows(port: int, protocol: str, binds: Dict[str, str], add: Any) -> None:
+    denied = any("EACCES" in v or "10013" in v for v in binds.values())
+    try:
+        blocks = _persistent.list_persistent(protocol=protocol)
+    except OSError:
+        blocks = []
+    for start, count in blocks:
+        if start <= port < start + count:
+            add("persistent", f"inside the persistent/excluded {protocol.upper()} range "
+                              f"{start}-{start + count - 1} (netsh int ipv4 show "
+                              f"excludedportrange protocol={protocol})", start=start, count=count)
+    if denied and not blocks:
+        add("excluded", "WSAEACCES (10013): the port is most likely inside a range excluded by "
+                        "Hyper-V, WinNAT, Docker or another program; run `netsh int ipv4 show "
+                        "excludedportrange protocol=" + protocol + "` as administrator")
+    if port < 1024:
+        add("info", "ports below 1024 need no privilege on Windows, but services often hold them")
