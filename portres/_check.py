@@ -10,7 +10,7 @@ import socket
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-from . import _persistent
+from . import _persistent, _portres
 from . import _validate as check
 
 WINDOWS = sys.platform == "win32"
@@ -75,12 +75,36 @@ def _socket_owners() -> Dict[int, Tuple[int, str]]:
     return owners
 
 
+_STATE_NAMES = {int(k, 16): v for k, v in _TCP_STATES.items()}
+
+
 def _linux_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
+    """The kernel's sockets on PORT.  NETLINK_SOCK_DIAG sees bound but
+    inactive TCP sockets too (a reservation's placeholders); /proc/net,
+    the fallback, does not."""
+    found: List[Dict[str, Any]] = []
+    try:
+        for family, state, _port, uid, inode in _portres.port_sockets(
+                check.PROTOCOLS[protocol], port, port):
+            found.append({"family": "IPv6" if family == socket.AF_INET6 else "IPv4",
+                          "state": _STATE_NAMES.get(state, str(state)) if protocol == "tcp"
+                          else ("CONNECTED" if state == 1 else "BOUND"),
+                          "uid": uid, "inode": inode})
+    except OSError:
+        found = _proc_net_sockets(port, protocol)
+    if found:
+        owners = _socket_owners()
+        for s in found:
+            pid, comm = owners.get(s["inode"], (None, None))
+            s["pid"], s["command"] = pid, comm
+    return found
+
+
+def _proc_net_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
     found = []
     for fam in ("", "6"):
-        path = f"/proc/net/{protocol}{fam}"
         try:
-            with open(path) as f:
+            with open(f"/proc/net/{protocol}{fam}") as f:
                 lines = f.readlines()[1:]
         except OSError:
             continue
@@ -93,11 +117,6 @@ def _linux_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
                           "state": _TCP_STATES.get(state, state) if protocol == "tcp"
                           else ("CONNECTED" if state == "01" else "BOUND"),
                           "uid": int(uid), "inode": int(inode)})
-    if found:
-        owners = _socket_owners()
-        for s in found:
-            pid, comm = owners.get(s["inode"], (None, None))
-            s["pid"], s["command"] = pid, comm
     return found
 
 

@@ -40,8 +40,9 @@ def _other_program_binds(ports: List[int]) -> dict:
     return {int(k): v for k, v in json.loads(proc.stdout).items()}
 
 
-def run(out: TextIO = sys.stdout, count: int = 8, listeners: int = 4) -> int:
-    w = out.write
+def run(out: TextIO = sys.stdout, count: int = 8, listeners: int = 4, as_json: bool = False) -> int:
+    lines: List[str] = []
+    w = lines.append
     w(f"portres demo: {_portres.BACKEND} backend, Python {sys.version.split()[0]}\n\n")
     with acquire(count) as res:
         last = res.start + res.count - 1
@@ -89,6 +90,16 @@ def run(out: TextIO = sys.stdout, count: int = 8, listeners: int = 4) -> int:
     ok = held == res.count and after.get(res.start, "").startswith("bound")
     if not ok:
         w("UNEXPECTED: the block did not behave as a reservation.\n")
+    if as_json:
+        out.write(json.dumps({
+            "backend": _portres.BACKEND, "start": res.start, "count": res.count,
+            "token": res.token, "ok": ok,
+            "ports": [{"port": int(r[0]), "ours": r[1], "other_program": r[2], "echo": r[3]}
+                      for r in rows],
+            "after_release": after.get(res.start),
+        }, indent=2) + "\n")
+    else:
+        out.write("".join(lines))
     return 0 if ok else 1
 
 

@@ -450,6 +450,46 @@ static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObje
 }
 #endif
 
+#ifdef __linux__
+PyDoc_STRVAR(port_sockets_doc,
+"port_sockets(protocol, lo, hi) -> list of (family, state, port, uid, inode)\n\n"
+"Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
+"bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
+
+static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned lo, hi;
+    portres_port_socket *items = NULL;
+    size_t n = 0, i;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+        return NULL;
+    if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || lo > hi || hi > 65535) {
+        PyErr_Format(PyExc_ValueError, "invalid arguments: protocol %d, ports %u-%u", protocol,
+                     lo, hi);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_port_sockets(protocol, lo, hi, &items, &n);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, "NETLINK_SOCK_DIAG");
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iiIIk)", items[i].family, items[i].state, items[i].port,
+                                    items[i].uid, items[i].inode);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    free(items);
+    return list;
+}
+#endif
+
 PyDoc_STRVAR(pending_overlapped_doc,
 "_pending_overlapped() -> Overlapped\n\n"
 "For tests of the wait machinery on Linux, where every real operation\n"
@@ -516,6 +556,7 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
     {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
 #ifdef __linux__
+    {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
     {"register_persistent_token", register_persistent_token, METH_VARARGS,
      register_persistent_token_doc},
     {"unregister_persistent_token", unregister_persistent_token, METH_O,

@@ -533,10 +533,12 @@ void portres_block_free(portres_block *b)
 
 /* ------------------------------------------------- binding in the block */
 
-/* Count, per port of the block, the sockets the kernel has on it (any
- * family, any state but TIME_WAIT, which does not stop a reuseport bind),
- * through NETLINK_SOCK_DIAG.  Returns 0 or errno. */
-static int diag_count(const portres_block *b, int family, unsigned *counts)
+/* Dump the kernel's FAMILY/PROTOCOL sockets whose local port is in
+ * [LO, HI], in the states of the STATES mask (bit n: TCP state n; bound but
+ * inactive TCP sockets are state 13 since Linux 6.5), through
+ * NETLINK_SOCK_DIAG; call CB for each.  Returns 0 or errno. */
+static int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
+                     void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
 {
     struct {
         struct nlmsghdr nlh;
@@ -556,16 +558,16 @@ static int diag_count(const portres_block *b, int family, unsigned *counts)
     msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
     msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
     msg.req.sdiag_family = (uint8_t)family;
-    msg.req.sdiag_protocol = b->protocol == PORTRES_UDP ? IPPROTO_UDP : IPPROTO_TCP;
-    msg.req.idiag_states = ~(1u << 6);   /* all but TCP_TIME_WAIT */
+    msg.req.sdiag_protocol = protocol == PORTRES_UDP ? IPPROTO_UDP : IPPROTO_TCP;
+    msg.req.idiag_states = states;
     /* Filter in the kernel: sport >= start && sport <= end.  A "no" jump
      * of len + 4 rejects (inet_diag bytecode convention). */
     msg.attr.nla_len = sizeof msg.attr + sizeof msg.ops;
     msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
     msg.ops[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
-    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)b->start };
+    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)lo };
     msg.ops[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
-    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)(b->start + b->count - 1) };
+    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)hi };
 
     if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
         err = errno;
@@ -591,17 +593,34 @@ static int diag_count(const portres_block *b, int family, unsigned *counts)
                 done = 1;
                 break;
             }
-            {
-                struct inet_diag_msg *m = NLMSG_DATA(h);
-                unsigned port = ntohs(m->id.idiag_sport);
-                if (port >= b->start && port - b->start < b->count)
-                    counts[port - b->start]++;
-            }
+            cb(NLMSG_DATA(h), ctx);
         }
     }
 out:
     close(fd);
     return err;
+}
+
+struct count_ctx {
+    const portres_block *b;
+    unsigned *counts;
+};
+
+static void count_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    struct count_ctx *c = ctx;
+    unsigned port = ntohs(m->id.idiag_sport);
+    if (port >= c->b->start && port - c->b->start < c->b->count)
+        c->counts[port - c->b->start]++;
+}
+
+/* Count, per port of the block, the sockets the kernel has on it (any
+ * family, any state but TIME_WAIT, which does not stop a reuseport bind). */
+static int diag_count(const portres_block *b, int family, unsigned *counts)
+{
+    struct count_ctx c = { b, counts };
+    return diag_dump(b->protocol, family, b->start, b->start + b->count - 1,
+                     ~(1u << 6), count_cb, &c);
 }
 
 /* Return to the pool every handed-out port on which only our placeholders
@@ -1113,6 +1132,57 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
             return errno;
         *bound_port = get_port((struct sockaddr *)&ss);
     }
+    return 0;
+}
+
+/* ------------------------------------------------- port inspection */
+
+struct list_ctx {
+    portres_port_socket *items;
+    size_t n, cap;
+    int family;
+    int err;
+};
+
+static void list_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    struct list_ctx *c = ctx;
+    if (c->err)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? c->cap * 2 : 16;
+        portres_port_socket *p = realloc(c->items, cap * sizeof *p);
+        if (!p) {
+            c->err = ENOMEM;
+            return;
+        }
+        c->items = p;
+        c->cap = cap;
+    }
+    c->items[c->n++] = (portres_port_socket){
+        c->family, m->idiag_state, ntohs(m->id.idiag_sport), m->idiag_uid, m->idiag_inode,
+    };
+}
+
+int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
+                         size_t *n)
+{
+    struct list_ctx c = { NULL, 0, 0, AF_INET, 0 };
+    int err;
+    portres_backend_init();
+    err = diag_dump(protocol, AF_INET, lo, hi, ~0u, list_cb, &c);
+    if (!err && !c.err && have_ipv6) {
+        c.family = AF_INET6;
+        err = diag_dump(protocol, AF_INET6, lo, hi, ~0u, list_cb, &c);
+    }
+    if (!err)
+        err = c.err;
+    if (err) {
+        free(c.items);
+        return err;
+    }
+    *out = c.items;
+    *n = c.n;
     return 0;
 }
 

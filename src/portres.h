@@ -81,6 +81,19 @@ int portres_release(portres_socket s, uint64_t token);
  * port of [START, START+COUNT). */
 int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count);
 void portres_unregister_persistent(uint64_t token);
+
+/* Linux: the kernel's sockets of PROTOCOL whose local port is in [LO, HI],
+ * every state, bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).
+ * *OUT is malloc'ed; the caller frees it. */
+typedef struct {
+    int family;
+    int state;          /* TCP state number (include/net/tcp_states.h) */
+    unsigned port;
+    unsigned uid;
+    unsigned long inode;
+} portres_port_socket;
+int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
+                         size_t *n);
 #endif
 
 /* bind() that honours an association made by portres_associate (Linux keeps

@@ -107,9 +107,10 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if LINUX else 0
 
 
-def run_in_netns(script: str, timeout: float = 120) -> dict:
+def run_in_netns(script: str, timeout: float = 120, env: "dict | None" = None) -> dict:
     """Run SCRIPT (Python source; it prints one JSON line last) in a private
-    network namespace, so it may change sysctls without touching the host."""
+    network namespace, so it may change sysctls without touching the host.
+    ENV adds environment variables."""
     prologue = textwrap.dedent(
         """
         import json, os, socket, subprocess, sys
@@ -128,6 +129,7 @@ def run_in_netns(script: str, timeout: float = 120) -> dict:
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=dict(os.environ, **(env or {})),
     )
     if proc.returncode != 0:
         raise AssertionError(f"netns script failed ({proc.returncode}):\n{proc.stderr}")
