@@ -344,22 +344,46 @@ static int hold_range(portres_block *b, unsigned first, unsigned *bad)
     return 0;
 }
 
+static void set_in_map(unsigned char *map, unsigned port)
+{
+    map[port / 8] |= (unsigned char)(1u << (port % 8));
+}
+
+static int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
+                     void (*cb)(const struct inet_diag_msg *, void *), void *ctx);
+
+static void taken_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    set_in_map(ctx, ntohs(m->id.idiag_sport));
+}
+
+/* Mark in TAKEN every port of [LO, HI] on which the kernel has a socket of
+ * the protocol (any family, any state): one sock_diag dump instead of a
+ * failed bind per taken port. */
+static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *taken)
+{
+    if (diag_dump(protocol, AF_INET, lo, hi, ~0u, taken_cb, taken) == 0 && have_ipv6)
+        diag_dump(protocol, AF_INET6, lo, hi, ~0u, taken_cb, taken);
+}
+
 /* A wildcard block: a window of the ephemeral range whose ports are all
- * free, starting at a random place and sliding past a taken port, so each
- * port of the range is tried at most once. */
+ * free, from a random place.  The first window is tried directly (the
+ * common case: free); once a port turns out taken, one sock_diag dump maps
+ * the whole range, so a crowded range costs one pass over a bitmap plus
+ * the binds of the block, never a failed bind per taken port. */
 static int hold_wildcard(portres_block *b, unsigned *first_out)
 {
     int range[2] = {32768, 60999};
-    unsigned lo, hi, span, offset, tried = 0, i;
-    unsigned char *reserved = reserved_port_map();
+    unsigned lo, hi, span, offset, tried = 0, i, run;
+    unsigned char *taken = reserved_port_map();
+    int mapped = 0, err = EADDRINUSE;
     uint32_t rnd = 0;
-    int err = EADDRINUSE;
 
     read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2);
     lo = (unsigned)range[0];
     hi = (unsigned)range[1];
     if (lo < 1 || hi > 65535 || lo > hi || hi - lo + 1 < b->count) {
-        free(reserved);
+        free(taken);
         return EADDRINUSE;
     }
     span = hi - lo + 1;
@@ -369,14 +393,21 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
 
     while (tried < span) {
         unsigned first = lo + offset;
-        if (first + b->count - 1 > hi) {   /* the window must not wrap */
+        if (first + b->count - 1 > hi) {   /* a window never wraps */
             tried += hi - first + 1;
             offset = 0;
             continue;
         }
+        /* Skip to a window that the map says is free. */
+        for (run = 0; run < b->count && !in_map(taken, first + run); run++)
+            ;
+        if (run < b->count) {
+            tried += run + 1;
+            offset = (first + run + 1 - lo) % span;
+            continue;
+        }
         for (i = 0; i < b->count; i++) {
-            int fd = in_map(reserved, first + i) ? -EADDRINUSE
-                : new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+            int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
             if (fd < 0) {
                 err = -fd;
                 while (i > 0)
@@ -387,17 +418,23 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
         }
         if (i == b->count) {
             *first_out = first;
-            free(reserved);
+            free(taken);
             return 0;
         }
         if (err != EADDRINUSE && err != EACCES)
             break;   /* EMFILE, ENOMEM...: sliding will not help */
-        /* the window's port i is taken: the next window starts after it */
+        if (!taken && !(taken = calloc(65536 / 8, 1)))
+            return ENOMEM;
+        set_in_map(taken, first + i);
+        if (!mapped) {
+            mark_taken(b->protocol, lo, hi, taken);
+            mapped = 1;
+        }
         tried += i + 1;
         offset = (first + i + 1 - lo) % span;
         err = EADDRINUSE;
     }
-    free(reserved);
+    free(taken);
     return err;
 }
 

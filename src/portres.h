@@ -179,6 +179,40 @@ int portres_ov_unregister_wait(void *wait_handle);
  * completes with ECANCELED).  Windows: ERROR_NOT_SUPPORTED. */
 int portres_ov_start_pending(portres_overlapped **out);
 
+/* ------------------------------------------------------------ persistent
+ *
+ * Windows only: persistent, system-wide reservations (iphlpapi), one call
+ * each.  The Linux backend keeps them in Python (portres/_persistent_linux).
+ * PROTOCOL is PORTRES_TCP or PORTRES_UDP and picks the Tcp or Udp function;
+ * START (1..65535) and COUNT (1..65535, block not past 65535) are host
+ * order.  Each returns 0 or the Win32 error the function returned
+ * (ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_NOT_FOUND, ...);
+ * bad arguments give ERROR_INVALID_PARAMETER without any call. */
+#ifdef _WIN32
+typedef struct {
+    unsigned start;       /* first port, host order */
+    unsigned count;       /* number of ports */
+} portres_port_block;
+
+/* CreatePersistent{Tcp,Udp}PortReservation: *token receives the token. */
+int portres_persistent_create(int protocol, unsigned start, unsigned count,
+                              uint64_t *token);
+/* LookupPersistent{Tcp,Udp}PortReservation: the block must match exactly. */
+int portres_persistent_lookup(int protocol, unsigned start, unsigned count,
+                              uint64_t *token);
+/* DeletePersistent{Tcp,Udp}PortReservation. */
+int portres_persistent_delete(int protocol, unsigned start, unsigned count);
+
+/* The persistent reservations of PROTOCOL, sorted by start: *blocks (free
+ * it with portres_persistent_list_free) gets *n entries.  Windows has no
+ * documented enumeration; see windows.c for what this reads and how each
+ * entry is confirmed.  On failure *call names the Win32 call that failed
+ * (a static string) and *blocks is NULL. */
+int portres_persistent_list(int protocol, portres_port_block **blocks,
+                            size_t *n, const char **call);
+void portres_persistent_list_free(portres_port_block *blocks);
+#endif
+
 /* One-time process setup (WSAStartup on Windows).  Idempotent. */
 int portres_backend_init(void);
 
