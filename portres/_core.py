@@ -15,6 +15,26 @@ from ._overlapped import Overlapped, wait_async
 
 WINDOWS = sys.platform == "win32"
 
+# Windows 10 1809 (RS5, build 17763) is the first build on which the
+# port-reservation IOCTLs are safe to use; MsQuic gates the feature on the
+# same build ("Only RS5 and newer can use the port reservation feature
+# safely").  portres works on older builds but warns, once.
+WINDOWS_MIN_BUILD = 17763
+_build_checked = False
+
+
+def _check_windows_build() -> None:
+    global _build_checked
+    if _build_checked or not WINDOWS:
+        return
+    _build_checked = True
+    build = sys.getwindowsversion().build  # type: ignore[attr-defined,unused-ignore]
+    if build < WINDOWS_MIN_BUILD:
+        warnings.warn(
+            f"Windows build {build} predates Windows 10 1809 (build {WINDOWS_MIN_BUILD}); "
+            "port reservations had a bug there and are not reliable",
+            RuntimeWarning, stacklevel=3)
+
 _WILDCARD = {socket.AF_INET: "", socket.AF_INET6: ""}
 
 
@@ -155,6 +175,7 @@ def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation
     block of the ephemeral range)."""
     protocol = check.protocol(protocol)
     start, count = check.block(start, count)
+    _check_windows_build()
     try:
         res = _portres.acquire_port_reservation(check.PROTOCOLS[protocol], start, count)
     except OSError as exc:
@@ -191,6 +212,7 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     fd = check.fileno(sock)
     token = check.token(token)
     timeout = check.timeout(timeout)
+    _check_windows_build()
     try:
         if WINDOWS:  # overlapped + an interruptible wait on its event
             _portres.associate_port_reservation(fd, token, True, sock).result(timeout)
@@ -227,6 +249,7 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
     """Start the association in overlapped mode; return the Overlapped."""
     fd = check.fileno(sock)
     token = check.token(token)
+    _check_windows_build()
     try:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:

@@ -1,0 +1,89 @@
+"""Each place Linux behaviour differs from Windows (docs/platforms.md), shown
+as documented."""
+
+import errno
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import portres
+from conftest import as_uid, needs_netns, needs_root, run_in_netns
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux divergences")
+
+
+def test_sockets_bound_from_a_block_carry_so_reuseport():
+    with portres.acquire(1) as res:
+        s = res.socket()
+        assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+        s.close()
+
+
+def test_same_uid_with_so_reuseport_can_share_a_reserved_port():
+    # Windows refuses every other program; Linux cannot tell a program of the
+    # same uid that sets SO_REUSEPORT from the reservation's owner.
+    with portres.acquire(1) as res:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("0.0.0.0", res.start))
+        s.close()
+        plain = socket.socket()
+        with pytest.raises(OSError) as info:
+            plain.bind(("0.0.0.0", res.start))
+        assert info.value.errno == errno.EADDRINUSE
+        plain.close()
+
+
+def test_tokens_are_valid_only_in_the_acquiring_process():
+    with portres.acquire(1) as res:
+        code = textwrap.dedent(f"""
+            import socket, portres
+            try:
+                portres.associate(socket.socket(), {res.token})
+            except OSError as e:
+                print("refused:", e)
+        """)
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+        assert "refused:" in out.stdout and "no reservation with token" in out.stdout
+
+
+@needs_root
+def test_privileged_ports_need_cap_net_bind_service():
+    def attempt():
+        import portres as p
+
+        try:
+            p.acquire(2, start=80)
+            return "acquired"
+        except PermissionError as e:
+            return "PermissionError: " + str(e)
+
+    out = as_uid(65534, attempt)
+    assert out.startswith("PermissionError") and "CAP_NET_BIND_SERVICE" in out
+
+
+@needs_netns
+def test_persistent_ports_are_kept_from_autobind_but_not_from_explicit_binds(tmp_path):
+    out = run_in_netns(
+        """
+        import portres
+        sysctl("net.ipv4.ip_local_port_range", "43000 43009")
+        portres.create_persistent(43000, 5)
+        r, w = os.pipe()
+        if os.fork() == 0:
+            os.setgroups([]); os.setgid(65534); os.setuid(65534)
+            explicit = socket.socket(); explicit.bind(("0.0.0.0", 43001))
+            auto = [socket.socket() for _ in range(5)]
+            for s in auto:
+                s.bind(("0.0.0.0", 0))
+            os.write(w, json.dumps([s.getsockname()[1] for s in auto]).encode()); os._exit(0)
+        os.close(w)
+        got = json.loads(os.read(r, 4096)); os.wait()
+        print(json.dumps({"auto": got}))
+        """,
+        env={"PORTRES_STATE_DIR": str(tmp_path)},
+    )
+    assert sorted(out["auto"]) == list(range(43005, 43010))
