@@ -114,13 +114,10 @@ async def wait_async(op: Overlapped) -> Any:
         try:
             await fut
         except asyncio.CancelledError:
+            undo()
             op.cancel()
-            if not op.done():
-                undo()
+            if not op.done():  # the kernel has not let go yet: reap later
                 _reap_later(loop, op)
-                raise
             raise
-        finally:
-            if fut.done() and not fut.cancelled():
-                undo()
+        undo()
     return op.result(0)

@@ -547,6 +547,161 @@ static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
     return Py_BuildValue("(iiI)", family, type, port);
 }
 
+#ifdef _WIN32
+/* ------------------------------------------------- persistent (Windows) */
+
+/* The iphlpapi function a persistent call makes, for messages. */
+static const char *persistent_call_name(char op, int protocol)
+{
+    int tcp = protocol == PORTRES_TCP;
+    switch (op) {
+    case 'c':
+        return tcp ? "CreatePersistentTcpPortReservation" : "CreatePersistentUdpPortReservation";
+    case 'l':
+        return tcp ? "LookupPersistentTcpPortReservation" : "LookupPersistentUdpPortReservation";
+    default:
+        return tcp ? "DeletePersistentTcpPortReservation" : "DeletePersistentUdpPortReservation";
+    }
+}
+
+static int check_protocol(int protocol)
+{
+    if (protocol != PORTRES_TCP && protocol != PORTRES_UDP) {
+        PyErr_Format(PyExc_ValueError, "protocol must be TCP (0) or UDP (1), not %d", protocol);
+        return -1;
+    }
+    return 0;
+}
+
+/* (protocol, start, count): a block of 1..65535 ports from a port in
+ * 1..65535, not past 65535 (persistent reservations have no wildcard). */
+static int persistent_args(PyObject *args, const char *format, int *protocol, unsigned *start,
+                           unsigned *count)
+{
+    int p, s, c;
+    if (!PyArg_ParseTuple(args, format, &p, &s, &c))
+        return -1;
+    if (check_protocol(p) < 0)
+        return -1;
+    if (s < 1 || s > 65535 || c < 1 || c > 65535 || s + c - 1 > 65535) {
+        PyErr_Format(PyExc_ValueError,
+                     "invalid persistent block: start %d, count %d (start and count must be "
+                     "in 1..65535 and the block must not pass 65535)", s, c);
+        return -1;
+    }
+    *protocol = p;
+    *start = (unsigned)s;
+    *count = (unsigned)c;
+    return 0;
+}
+
+PyDoc_STRVAR(create_persistent_port_reservation_doc,
+"create_persistent_port_reservation(protocol, start, count) -> token\n\n"
+"CreatePersistentTcpPortReservation / CreatePersistentUdpPortReservation:\n"
+"reserve ports start..start+count-1 system-wide until deleted (survives\n"
+"reboots; the token may change at reboot).  Administrator only.  Windows.");
+
+static PyObject *create_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    uint64_t token = 0;
+    if (persistent_args(args, "iii:create_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_persistent_create(protocol, start, count, &token);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, persistent_call_name('c', protocol));
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+PyDoc_STRVAR(lookup_persistent_port_reservation_doc,
+"lookup_persistent_port_reservation(protocol, start, count) -> token\n\n"
+"LookupPersistentTcpPortReservation / LookupPersistentUdpPortReservation:\n"
+"the token of the persistent reservation of exactly this block.  Windows.");
+
+static PyObject *lookup_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    uint64_t token = 0;
+    if (persistent_args(args, "iii:lookup_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_persistent_lookup(protocol, start, count, &token);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, persistent_call_name('l', protocol));
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+PyDoc_STRVAR(delete_persistent_port_reservation_doc,
+"delete_persistent_port_reservation(protocol, start, count)\n\n"
+"DeletePersistentTcpPortReservation / DeletePersistentUdpPortReservation:\n"
+"delete the persistent reservation of exactly this block.  Administrator\n"
+"only.  Windows.");
+
+static PyObject *delete_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    if (persistent_args(args, "iii:delete_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_persistent_delete(protocol, start, count);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, persistent_call_name('d', protocol));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(list_persistent_port_reservations_doc,
+"list_persistent_port_reservations(protocol) -> [(start, count), ...]\n\n"
+"The persistent reservations of `protocol`, sorted by start.  Windows has no\n"
+"documented enumeration: the candidates come from the TCP/UDP module's\n"
+"persistent store in the registry (an undocumented layout) and each one is\n"
+"confirmed with LookupPersistent*PortReservation, so every block listed is\n"
+"one lookup and delete accept.  Runtime reservations (e.g. Hyper-V's or\n"
+"WinNAT's excluded ranges) are not listed.  Windows.");
+
+static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    portres_port_block *blocks = NULL;
+    size_t n = 0, i;
+    const char *call = NULL;
+    PyObject *list, *item;
+
+    if (!PyArg_ParseTuple(args, "i:list_persistent_port_reservations", &protocol))
+        return NULL;
+    if (check_protocol(protocol) < 0)
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_persistent_list(protocol, &blocks, &n, &call);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        if (err == ERROR_NOT_ENOUGH_MEMORY && call == NULL)
+            return PyErr_NoMemory();
+        return portres_raise_os_error(err, call ? call : "list_persistent_port_reservations");
+    }
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        item = Py_BuildValue("(II)", blocks[i].start, blocks[i].count);
+        if (!item) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+    }
+    portres_persistent_list_free(blocks);
+    return list;
+}
+#endif /* _WIN32 */
+
 static PyMethodDef module_methods[] = {
     {"acquire_port_reservation", (PyCFunction)(void (*)(void))acquire_port_reservation,
      METH_VARARGS | METH_KEYWORDS, acquire_port_reservation_doc},
@@ -555,6 +710,16 @@ static PyMethodDef module_methods[] = {
     {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
      METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
     {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
+#ifdef _WIN32
+    {"create_persistent_port_reservation", create_persistent_port_reservation, METH_VARARGS,
+     create_persistent_port_reservation_doc},
+    {"lookup_persistent_port_reservation", lookup_persistent_port_reservation, METH_VARARGS,
+     lookup_persistent_port_reservation_doc},
+    {"delete_persistent_port_reservation", delete_persistent_port_reservation, METH_VARARGS,
+     delete_persistent_port_reservation_doc},
+    {"list_persistent_port_reservations", list_persistent_port_reservations, METH_VARARGS,
+     list_persistent_port_reservations_doc},
+#endif
 #ifdef __linux__
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
     {"register_persistent_token", register_persistent_token, METH_VARARGS,

@@ -309,3 +309,21 @@ def test_wait_async_wakes_when_the_event_is_signalled():
             await wait_async(op)
 
     asyncio.run(main())
+
+
+def test_cancelled_wait_leaves_no_reader_on_the_loop():
+    op = pending()
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(wait_async(op))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        if LINUX:
+            # the eventfd is no longer watched: a stale registration would
+            # outlive the Overlapped and its descriptor
+            assert loop.remove_reader(op.event) is False
+
+    asyncio.run(main())

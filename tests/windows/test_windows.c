@@ -17,8 +17,13 @@
  *     with WSAEOPNOTSUPP (overlapped: WSA_IO_PENDING, then that status,
  *     without signalling the event), so the error paths run for real, and
  *     are checked for leaks (process handles and the backend's heap).
- * Wine's iphlpapi persistent-reservation functions abort the process: they
- * are never called here.
+ *   - the persistent-reservation calls (iphlpapi): Wine's functions abort
+ *     the process, so they are never called; the backend's calls reach
+ *     recording fakes instead, which check the arguments' bytes (StartPort
+ *     network order, NumberOfPorts host order), the Tcp/Udp choice, the
+ *     token pointer and the pass-through of the returned error; the
+ *     listing reads a crafted registry key (Wine's registry is real) in
+ *     place of the system's, through a recording RegOpenKeyExW.
  * [ASC] = Microsoft Learn "SIO_ASSOCIATE_PORT_RESERVATION Control Code".
  *
  * Output: one line per check, then "N passed, M failed"; exit status 1 on
@@ -28,6 +33,7 @@
 #include <ws2tcpip.h>
 #include <mstcpip.h>
 #include <windows.h>
+#include <iphlpapi.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -50,10 +56,38 @@ int WSAAPI portres_test_WSAStartup(WORD wVersionRequested,
 static void *portres_test_calloc(size_t n, size_t size);
 static void portres_test_free(void *p);
 
+/* Wine's iphlpapi persistent functions abort the process: the backend's
+ * calls go to recording fakes (test_persistent below), never to Wine.
+ * Same prototypes as in iphlpapi.h / winreg.h. */
+ULONG WINAPI portres_test_CreatePersistentTcpPortReservation(USHORT, USHORT,
+                                                             PULONG64);
+ULONG WINAPI portres_test_CreatePersistentUdpPortReservation(USHORT, USHORT,
+                                                             PULONG64);
+ULONG WINAPI portres_test_LookupPersistentTcpPortReservation(USHORT, USHORT,
+                                                             PULONG64);
+ULONG WINAPI portres_test_LookupPersistentUdpPortReservation(USHORT, USHORT,
+                                                             PULONG64);
+ULONG WINAPI portres_test_DeletePersistentTcpPortReservation(USHORT, USHORT);
+ULONG WINAPI portres_test_DeletePersistentUdpPortReservation(USHORT, USHORT);
+LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
+
 #define WSAIoctl portres_test_WSAIoctl
 #define WSAStartup portres_test_WSAStartup
 #define calloc portres_test_calloc
 #define free portres_test_free
+#define CreatePersistentTcpPortReservation \
+    portres_test_CreatePersistentTcpPortReservation
+#define CreatePersistentUdpPortReservation \
+    portres_test_CreatePersistentUdpPortReservation
+#define LookupPersistentTcpPortReservation \
+    portres_test_LookupPersistentTcpPortReservation
+#define LookupPersistentUdpPortReservation \
+    portres_test_LookupPersistentUdpPortReservation
+#define DeletePersistentTcpPortReservation \
+    portres_test_DeletePersistentTcpPortReservation
+#define DeletePersistentUdpPortReservation \
+    portres_test_DeletePersistentUdpPortReservation
+#define RegOpenKeyExW portres_test_RegOpenKeyExW
 
 #include "../../src/windows.c"
 
@@ -61,6 +95,13 @@ static void portres_test_free(void *p);
 #undef WSAStartup
 #undef calloc
 #undef free
+#undef CreatePersistentTcpPortReservation
+#undef CreatePersistentUdpPortReservation
+#undef LookupPersistentTcpPortReservation
+#undef LookupPersistentUdpPortReservation
+#undef DeletePersistentTcpPortReservation
+#undef DeletePersistentUdpPortReservation
+#undef RegOpenKeyExW
 
 /* ---- heap and WSAStartup accounting ------------------------------------ */
 
@@ -1126,6 +1167,494 @@ test_overlapped_wine(void)
            err ? "immediate error" : "result", w);
 }
 
+/* ---- persistent reservations (iphlpapi fakes) ---------------------------- */
+
+enum {
+    PF_CREATE_TCP, PF_CREATE_UDP, PF_LOOKUP_TCP, PF_LOOKUP_UDP,
+    PF_DELETE_TCP, PF_DELETE_UDP
+};
+static const char *const pf_names[] = {
+    "CreatePersistentTcpPortReservation", "CreatePersistentUdpPortReservation",
+    "LookupPersistentTcpPortReservation", "LookupPersistentUdpPortReservation",
+    "DeletePersistentTcpPortReservation", "DeletePersistentUdpPortReservation"
+};
+
+typedef struct {
+    int fn;                     /* PF_* */
+    unsigned char start[2];     /* StartPort as laid out in memory */
+    unsigned char count[2];     /* NumberOfPorts as laid out in memory */
+    PULONG64 token;             /* the Token argument (NULL for Delete) */
+} pcall_record;
+
+#define MAX_PCALLS 64
+static pcall_record pcalls[MAX_PCALLS];
+static int n_pcalls;
+static ULONG pscript_err;       /* non-zero: every call returns it */
+static int pscript_store;       /* Lookups answer from store_has() */
+static const ULONG64 ptoken = 0x1122334455667788ULL;
+
+static void
+reset_pcalls(void)
+{
+    n_pcalls = 0;
+    pscript_err = 0;
+    pscript_store = 0;
+}
+
+/* The blocks "the system" holds for the listing tests. */
+static int
+store_has(int udp, unsigned start, unsigned count)
+{
+    if (udp)
+        return start == 52311 && count == 1;
+    return (start == 50000 && count == 10) || (start == 80 && count == 20)
+           || (start >= 20000 && start < 20400 && start % 10 == 0
+               && count == 5);
+}
+
+static ULONG
+pfake(int fn, USHORT start, USHORT count, PULONG64 token)
+{
+    pcall_record r;
+    unsigned s, c;
+
+    memset(&r, 0, sizeof(r));
+    r.fn = fn;
+    memcpy(r.start, &start, 2);
+    memcpy(r.count, &count, 2);
+    r.token = token;
+    if (n_pcalls < MAX_PCALLS)
+        pcalls[n_pcalls] = r;
+    n_pcalls++;
+    /* The functions return their result; a stale "last error" must not
+     * leak into what the backend reports. */
+    SetLastError(ERROR_GEN_FAILURE);
+    if (pscript_err)
+        return pscript_err;
+    if (pscript_store && (fn == PF_LOOKUP_TCP || fn == PF_LOOKUP_UDP)) {
+        s = (unsigned)r.start[0] << 8 | r.start[1];     /* network order */
+        c = r.count[0] | (unsigned)r.count[1] << 8;     /* little-endian */
+        if (!store_has(fn == PF_LOOKUP_UDP, s, c))
+            return ERROR_NOT_FOUND;
+        *token = 0x1000 + s;
+        return NO_ERROR;
+    }
+    if (token != NULL)
+        *token = ptoken;
+    return NO_ERROR;
+}
+
+ULONG WINAPI
+portres_test_CreatePersistentTcpPortReservation(USHORT s, USHORT n,
+                                                PULONG64 t)
+{
+    return pfake(PF_CREATE_TCP, s, n, t);
+}
+
+ULONG WINAPI
+portres_test_CreatePersistentUdpPortReservation(USHORT s, USHORT n,
+                                                PULONG64 t)
+{
+    return pfake(PF_CREATE_UDP, s, n, t);
+}
+
+ULONG WINAPI
+portres_test_LookupPersistentTcpPortReservation(USHORT s, USHORT n,
+                                                PULONG64 t)
+{
+    return pfake(PF_LOOKUP_TCP, s, n, t);
+}
+
+ULONG WINAPI
+portres_test_LookupPersistentUdpPortReservation(USHORT s, USHORT n,
+                                                PULONG64 t)
+{
+    return pfake(PF_LOOKUP_UDP, s, n, t);
+}
+
+ULONG WINAPI
+portres_test_DeletePersistentTcpPortReservation(USHORT s, USHORT n)
+{
+    return pfake(PF_DELETE_TCP, s, n, NULL);
+}
+
+ULONG WINAPI
+portres_test_DeletePersistentUdpPortReservation(USHORT s, USHORT n)
+{
+    return pfake(PF_DELETE_UDP, s, n, NULL);
+}
+
+/* RegOpenKeyExW: record, then open the real key, a crafted test key
+ * instead, or fail as scripted. */
+enum { REG_FORWARD, REG_REDIRECT, REG_FAIL };
+static int reg_mode = REG_FORWARD;
+static LONG reg_err;
+static int reg_calls;
+static HKEY reg_root;
+static REGSAM reg_sam;
+static WCHAR reg_path[200];
+static const WCHAR *reg_redirect_path;      /* under HKEY_CURRENT_USER */
+
+LONG WINAPI
+portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam,
+                           PHKEY out)
+{
+    reg_calls++;
+    reg_root = root;
+    reg_sam = sam;
+    lstrcpynW(reg_path, sub != NULL ? sub : L"", 200);
+    switch (reg_mode) {
+    case REG_FORWARD:
+        return RegOpenKeyExW(root, sub, options, sam, out);
+    case REG_REDIRECT:
+        return RegOpenKeyExW(HKEY_CURRENT_USER, reg_redirect_path, 0,
+                             KEY_QUERY_VALUE, out);
+    default:
+        return reg_err;
+    }
+}
+
+/* The argument bytes of the call recorded at INDEX. */
+static int
+pcall_is(int index, int fn, const unsigned char start[2],
+         const unsigned char count[2], char *got)
+{
+    const pcall_record *r = &pcalls[index];
+    unsigned char both[4];
+
+    memcpy(both, r->start, 2);
+    memcpy(both + 2, r->count, 2);
+    hex(got, both, 4);
+    return index < n_pcalls && r->fn == fn && memcmp(r->start, start, 2) == 0
+           && memcmp(r->count, count, 2) == 0;
+}
+
+static void
+test_persistent(void)
+{
+    static const unsigned char s50000[2] = {0xC3, 0x50}, c10[2] = {0x0A, 0};
+    static const unsigned char s256[2] = {0x01, 0x00}, c256[2] = {0x00, 0x01};
+    static const unsigned char s1[2] = {0x00, 0x01}, c65535[2] = {0xFF, 0xFF};
+    static const unsigned char s65535[2] = {0xFF, 0xFF}, c1[2] = {0x01, 0};
+    static const ULONG errors[] = {
+        ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_NOT_FOUND,
+        ERROR_INVALID_PARAMETER
+    };
+    static const struct { unsigned start, count; } bad[] = {
+        {0, 10}, {50000, 0}, {65535, 2}, {65000, 1000}, {70000, 1},
+        {1, 70000}
+    };
+    uint64_t token;
+    char got[64];
+    int err, proto, fn, ok, i, j;
+
+    check(ERROR_ACCESS_DENIED == 5 && ERROR_SHARING_VIOLATION == 32
+              && ERROR_NOT_FOUND == 1168 && ERROR_INVALID_PARAMETER == 87,
+          "persistent: error codes 5, 32, 1168, 87 as portres/_persistent.py "
+          "maps them", NULL);
+
+    /* create, lookup: bytes, Tcp/Udp, token pointer, token value */
+    for (proto = PORTRES_TCP; proto <= PORTRES_UDP; proto++) {
+        const char *pname = proto == PORTRES_TCP ? "tcp" : "udp";
+
+        reset_pcalls();
+        token = 0;
+        err = portres_persistent_create(proto, 50000, 10, &token);
+        fn = proto == PORTRES_TCP ? PF_CREATE_TCP : PF_CREATE_UDP;
+        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s50000, c10, got),
+              proto == PORTRES_TCP
+                  ? "persistent create tcp 50000/10: one "
+                    "CreatePersistentTcpPortReservation call, bytes C3 50 0A 00"
+                  : "persistent create udp 50000/10: one "
+                    "CreatePersistentUdpPortReservation call, bytes C3 50 0A 00",
+              "err %d, %d calls, fn %s, got %s", err, n_pcalls,
+              n_pcalls ? pf_names[pcalls[0].fn] : "-", got);
+        check(pcalls[0].token != NULL && token == ptoken,
+              proto == PORTRES_TCP
+                  ? "persistent create tcp: Token pointer filled, token "
+                    "0x1122334455667788 returned (last error ignored)"
+                  : "persistent create udp: Token pointer filled, token "
+                    "0x1122334455667788 returned (last error ignored)",
+              "%s: token 0x%08lX%08lX", pname,
+              (unsigned long)(token >> 32), (unsigned long)(token & 0xFFFFFFFFu));
+
+        reset_pcalls();
+        token = 0;
+        err = portres_persistent_lookup(proto, 256, 256, &token);
+        fn = proto == PORTRES_TCP ? PF_LOOKUP_TCP : PF_LOOKUP_UDP;
+        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s256, c256, got)
+                  && pcalls[0].token != NULL && token == ptoken,
+              proto == PORTRES_TCP
+                  ? "persistent lookup tcp 256/256: LookupPersistentTcp..., "
+                    "bytes 01 00 00 01, token returned"
+                  : "persistent lookup udp 256/256: LookupPersistentUdp..., "
+                    "bytes 01 00 00 01, token returned",
+              "err %d, %d calls, got %s", err, n_pcalls, got);
+
+        reset_pcalls();
+        err = portres_persistent_delete(proto, 1, 65535);
+        fn = proto == PORTRES_TCP ? PF_DELETE_TCP : PF_DELETE_UDP;
+        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s1, c65535, got),
+              proto == PORTRES_TCP
+                  ? "persistent delete tcp 1/65535: DeletePersistentTcp..., "
+                    "bytes 00 01 FF FF"
+                  : "persistent delete udp 1/65535: DeletePersistentUdp..., "
+                    "bytes 00 01 FF FF",
+              "err %d, %d calls, got %s", err, n_pcalls, got);
+    }
+    reset_pcalls();
+    err = portres_persistent_create(PORTRES_TCP, 65535, 1, &token);
+    check(err == 0 && pcall_is(0, PF_CREATE_TCP, s65535, c1, got),
+          "persistent create tcp 65535/1 (last port): bytes FF FF 01 00",
+          "err %d, got %s", err, got);
+
+    /* errors come back unchanged, from every function; no token */
+    ok = 1;
+    for (i = 0; i < (int)(sizeof(errors) / sizeof(errors[0])); i++) {
+        for (proto = PORTRES_TCP; proto <= PORTRES_UDP; proto++) {
+            int results[3];
+            reset_pcalls();
+            pscript_err = errors[i];
+            token = 99;
+            results[0] = portres_persistent_create(proto, 50000, 10, &token);
+            ok &= token == 0;
+            token = 99;
+            results[1] = portres_persistent_lookup(proto, 50000, 10, &token);
+            ok &= token == 0;
+            results[2] = portres_persistent_delete(proto, 50000, 10);
+            for (j = 0; j < 3; j++)
+                ok &= results[j] == (int)errors[i];
+            ok &= n_pcalls == 3;
+        }
+    }
+    check(ok, "persistent create/lookup/delete, tcp and udp: errors 5, 32, "
+          "1168, 87 returned unchanged, token left 0", NULL);
+
+    /* bad arguments: ERROR_INVALID_PARAMETER, no call */
+    reset_pcalls();
+    ok = 1;
+    for (i = 0; i < (int)(sizeof(bad) / sizeof(bad[0])); i++) {
+        ok &= portres_persistent_create(PORTRES_TCP, bad[i].start,
+                                        bad[i].count, &token)
+              == ERROR_INVALID_PARAMETER;
+        ok &= portres_persistent_lookup(PORTRES_UDP, bad[i].start,
+                                        bad[i].count, &token)
+              == ERROR_INVALID_PARAMETER;
+        ok &= portres_persistent_delete(PORTRES_TCP, bad[i].start,
+                                        bad[i].count)
+              == ERROR_INVALID_PARAMETER;
+    }
+    ok &= portres_persistent_create(2, 50000, 10, &token)
+          == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_delete(-1, 50000, 10) == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_create(PORTRES_TCP, 50000, 10, NULL)
+          == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_lookup(PORTRES_TCP, 50000, 10, NULL)
+          == ERROR_INVALID_PARAMETER;
+    check(ok && n_pcalls == 0,
+          "persistent: start 0, count 0, past 65535, > 65535, bad protocol, "
+          "NULL token -> ERROR_INVALID_PARAMETER (87), no call",
+          "%d calls", n_pcalls);
+}
+
+/* ---- persistent listing ------------------------------------------------- */
+
+static const WCHAR list_key_tcp[] = L"Software\\portres-test\\tcp";
+static const WCHAR list_key_udp[] = L"Software\\portres-test\\udp";
+
+static int
+set_block_value(HKEY key, const WCHAR *name)
+{
+    static const BYTE data[4] = {0x12, 0x00, 0xFF, 0xFF};   /* as seen */
+    return RegSetValueExW(key, name, 0, REG_BINARY, data, sizeof(data))
+           == ERROR_SUCCESS;
+}
+
+/* The crafted stores: every kind of name the parser must take or skip. */
+static int
+make_list_keys(void)
+{
+    static const WCHAR *const tcp_names[] = {
+        L"c3500a00",    /* 50000/10: held */
+        L"00501400",    /* 80/20: held */
+        L"1F400100",    /* 8000/1, upper case: parsed, not held */
+        L"ffff0200",    /* 65535/2: past 65535, skipped */
+        L"00000100",    /* start 0: skipped */
+        L"30390000",    /* count 0: skipped */
+        L"zz500a00",    /* not hex */
+        L"c3500a",      /* 6 digits */
+        L"c3500a0000",  /* 10 digits */
+        L"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",  /* > the name buffer */
+    };
+    HKEY tcp = NULL, udp = NULL;
+    WCHAR name[16];
+    int i, ok = 1;
+    unsigned start;
+
+    RegDeleteTreeW(HKEY_CURRENT_USER, L"Software\\portres-test");
+    if (RegCreateKeyExW(HKEY_CURRENT_USER, list_key_tcp, 0, NULL, 0,
+                        KEY_SET_VALUE, NULL, &tcp, NULL) != ERROR_SUCCESS
+            || RegCreateKeyExW(HKEY_CURRENT_USER, list_key_udp, 0, NULL, 0,
+                               KEY_SET_VALUE, NULL, &udp, NULL)
+               != ERROR_SUCCESS)
+        ok = 0;
+    for (i = 0; ok && i < (int)(sizeof(tcp_names) / sizeof(tcp_names[0]));
+         i++)
+        ok &= set_block_value(tcp, tcp_names[i]);
+    /* 40 held blocks of 5 ports from 20000: the array grows past 16, 32 */
+    for (i = 0; ok && i < 40; i++) {
+        start = 20000 + 10 * (unsigned)i;
+        swprintf(name, 16, L"%02x%02x0500", start >> 8, start & 0xFF);
+        ok &= set_block_value(tcp, name);
+    }
+    if (ok) {
+        ok &= set_block_value(udp, L"cc570100");    /* 52311/1: held */
+        ok &= set_block_value(udp, L"c3500a00");    /* 50000/10: not udp */
+    }
+    if (tcp != NULL)
+        RegCloseKey(tcp);
+    if (udp != NULL)
+        RegCloseKey(udp);
+    return ok;
+}
+
+static void
+test_persistent_list(void)
+{
+    static const unsigned char s50000[2] = {0xC3, 0x50}, c10[2] = {0x0A, 0};
+    static const unsigned char s52311[2] = {0xCC, 0x57}, c1[2] = {0x01, 0};
+    portres_port_block *blocks = (portres_port_block *)1;
+    size_t n = 99, i;
+    const char *call = "x";
+    long heap0, h0, h1;
+    char got[64];
+    int err, ok, lookups_ok, found;
+
+    if (!make_list_keys()) {
+        check(0, "persistent list: crafted registry keys created", NULL);
+        return;
+    }
+    heap0 = heap_live;
+    h0 = count_handles();
+
+    /* TCP, from the crafted store */
+    reset_pcalls();
+    pscript_store = 1;
+    reg_mode = REG_REDIRECT;
+    reg_redirect_path = list_key_tcp;
+    reg_calls = 0;
+    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    check(err == 0 && call == NULL && reg_calls == 1
+              && reg_root == HKEY_LOCAL_MACHINE
+              && lstrcmpW(reg_path,
+                          L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                          L"{eb004a03-9b1a-11d4-9123-0050047759bc}\\29") == 0
+              && reg_sam == (KEY_QUERY_VALUE | KEY_WOW64_64KEY),
+          "persistent list tcp: opens HKLM\\...\\Nsi\\{eb004a03-...}\\29 "
+          "read-only (KEY_QUERY_VALUE | KEY_WOW64_64KEY)",
+          "err %d, %d opens, sam 0x%lx", err, reg_calls,
+          (unsigned long)reg_sam);
+    ok = err == 0 && blocks != NULL && n == 42 && blocks[0].start == 80
+         && blocks[0].count == 20 && blocks[41].start == 50000
+         && blocks[41].count == 10;
+    for (i = 1; ok && i < 41; i++)
+        ok = blocks[i].start == 20000 + 10 * (unsigned)(i - 1)
+             && blocks[i].count == 5;
+    check(ok, "persistent list tcp: the 42 held blocks, sorted (80/20, "
+          "20000/5 .. 20390/5, 50000/10)",
+          "err %d, n %lu, first %u/%u", err, (unsigned long)n,
+          n ? blocks[0].start : 0, n ? blocks[0].count : 0);
+    lookups_ok = n_pcalls == 43;
+    found = 0;
+    for (i = 0; lookups_ok && i < (size_t)n_pcalls && i < MAX_PCALLS; i++) {
+        lookups_ok = pcalls[i].fn == PF_LOOKUP_TCP;
+        if (pcall_is((int)i, PF_LOOKUP_TCP, s50000, c10, got))
+            found = 1;
+    }
+    check(lookups_ok && found,
+          "persistent list tcp: 43 LookupPersistentTcpPortReservation calls "
+          "(one per well-formed name; 8000/1 not found, dropped), 50000/10 as "
+          "C3 50 0A 00", "%d calls", n_pcalls);
+    portres_persistent_list_free(err == 0 ? blocks : NULL);
+
+    /* UDP */
+    reset_pcalls();
+    pscript_store = 1;
+    reg_redirect_path = list_key_udp;
+    blocks = (portres_port_block *)1;
+    err = portres_persistent_list(PORTRES_UDP, &blocks, &n, &call);
+    check(err == 0 && n == 1 && blocks[0].start == 52311
+              && blocks[0].count == 1 && n_pcalls == 2
+              && pcalls[0].fn == PF_LOOKUP_UDP && pcalls[1].fn == PF_LOOKUP_UDP
+              && (pcall_is(0, PF_LOOKUP_UDP, s52311, c1, got)
+                  || pcall_is(1, PF_LOOKUP_UDP, s52311, c1, got))
+              && lstrcmpW(reg_path,
+                          L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                          L"{eb004a02-9b1a-11d4-9123-0050047759bc}\\5") == 0,
+          "persistent list udp: Nsi\\{eb004a02-...}\\5, LookupPersistentUdp... "
+          "per name, [(52311, 1)]", "err %d, n %lu, %d calls", err,
+          (unsigned long)n, n_pcalls);
+    portres_persistent_list_free(err == 0 ? blocks : NULL);
+
+    /* a Lookup failing otherwise than ERROR_NOT_FOUND ends the listing */
+    reset_pcalls();
+    pscript_err = ERROR_ACCESS_DENIED;
+    reg_redirect_path = list_key_tcp;
+    blocks = (portres_port_block *)1;
+    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    check(err == ERROR_ACCESS_DENIED && blocks == NULL && n == 0
+              && call != NULL
+              && strcmp(call, "LookupPersistentTcpPortReservation") == 0,
+          "persistent list: a Lookup error (5) is returned, naming "
+          "LookupPersistentTcpPortReservation; nothing kept",
+          "err %d, call %s", err, call ? call : "NULL");
+
+    /* no store: no persistent reservation yet */
+    reset_pcalls();
+    reg_mode = REG_FAIL;
+    reg_err = ERROR_FILE_NOT_FOUND;
+    blocks = (portres_port_block *)1;
+    err = portres_persistent_list(PORTRES_UDP, &blocks, &n, &call);
+    check(err == 0 && blocks == NULL && n == 0 && n_pcalls == 0,
+          "persistent list, store key absent: empty list, no Lookup", "err %d",
+          err);
+    reg_err = ERROR_ACCESS_DENIED;
+    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    check(err == ERROR_ACCESS_DENIED && blocks == NULL && call != NULL
+              && strcmp(call, "RegOpenKeyExW") == 0,
+          "persistent list, key not readable: 5, naming RegOpenKeyExW",
+          "err %d", err);
+
+    reg_calls = 0;
+    err = portres_persistent_list(7, &blocks, &n, &call);
+    check(err == ERROR_INVALID_PARAMETER && reg_calls == 0
+              && portres_persistent_list(PORTRES_TCP, NULL, &n, &call)
+                 == ERROR_INVALID_PARAMETER
+              && portres_persistent_list(PORTRES_TCP, &blocks, NULL, &call)
+                 == ERROR_INVALID_PARAMETER,
+          "persistent list: bad protocol, NULL outputs -> 87, no call",
+          "err %d", err);
+
+    h1 = count_handles();
+    check(heap_live == heap0 && h1 == h0,
+          "persistent list: no heap block, no handle (registry key) left",
+          "heap %ld -> %ld, handles %ld -> %ld", heap0, (long)heap_live, h0,
+          h1);
+
+    /* Wine's own registry: no such store */
+    reset_pcalls();
+    pscript_store = 1;
+    reg_mode = REG_FORWARD;
+    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    check(err == 0, "wine: persistent list tcp on Wine's registry: no error",
+          "err %d", err);
+    printf("     note: Wine's registry holds %lu persistent TCP block(s)\n",
+           (unsigned long)n);
+    portres_persistent_list_free(err == 0 ? blocks : NULL);
+    reset_pcalls();
+    RegDeleteTreeW(HKEY_CURRENT_USER, L"Software\\portres-test");
+}
+
 int
 main(void)
 {
@@ -1136,6 +1665,8 @@ main(void)
     test_acquire_bytes();
     test_associate_release_bytes();
     test_acquire_failures();
+    test_persistent();
+    test_persistent_list();
     test_wine_real();
     test_overlapped();
     test_overlapped_wine();
