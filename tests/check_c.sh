@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Compile every C file of the extension with all warnings as errors against
+# the headers of each CPython found on this machine (Linux side; the Windows
+# side is tests/windows/run.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+checked=0
+seen=" "
+candidates=(python3 python3.9 python3.10 python3.11 python3.12 python3.13 python3.14)
+if command -v pyenv >/dev/null 2>&1; then   # every interpreter pyenv has installed
+    candidates+=("$(pyenv root)"/versions/3.*/bin/python3)
+fi
+for py in "${candidates[@]}"; do
+    [ -x "$py" ] || command -v "$py" >/dev/null 2>&1 || continue
+    # only the Pythons portres supports (3.9+)
+    inc=$("$py" -c 'import sys, sysconfig; assert sys.version_info >= (3, 9); print(sysconfig.get_paths()["include"])' 2>/dev/null) || continue
+    [ -f "$inc/Python.h" ] || continue
+    case "$seen" in *" $inc "*) continue ;; esac
+    seen="$seen$inc "
+    for f in src/*.c; do
+        gcc -std=c11 -fsyntax-only -Wall -Wextra -Werror -I "$inc" -I src "$f"
+    done
+    echo "C files clean with -Wall -Wextra -Werror against $("$py" -c 'import sys; print(sys.version.split()[0])') headers"
+    checked=$((checked + 1))
+done
+[ "$checked" -gt 0 ] || { echo "no CPython headers found" >&2; exit 1; }
