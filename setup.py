@@ -8,7 +8,7 @@ import sys
 
 from setuptools import Extension, setup
 
-libraries = ["ws2_32", "iphlpapi"] if sys.platform == "win32" else []
+libraries = ["ws2_32", "iphlpapi", "advapi32"] if sys.platform == "win32" else []
 extra_compile_args = [] if sys.platform == "win32" else ["-std=c11", "-Wall", "-Wextra"]
 define_macros = [("_WIN32_WINNT", "0x0A00")] if sys.platform == "win32" else []
 

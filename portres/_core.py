@@ -35,7 +35,7 @@ def _check_windows_build() -> None:
             "port reservations had a bug there and are not reliable",
             RuntimeWarning, stacklevel=3)
 
-_WILDCARD = {socket.AF_INET: "", socket.AF_INET6: ""}
+_WILDCARD: dict[int, str] = {socket.AF_INET: "", socket.AF_INET6: ""}
 
 
 def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
@@ -53,7 +53,7 @@ def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
     except socket.gaierror as exc:
         raise ValueError(f"cannot resolve host {host!r} for "
                          f"{socket.AddressFamily(family).name}: {exc}") from None
-    addr = infos[0][4]
+    addr: Any = infos[0][4]   # (host, port) or (host, port, flowinfo, scope_id)
     if family == socket.AF_INET6:
         return addr[0].split("%", 1)[0], addr[2], addr[3]
     return addr[0], 0, 0

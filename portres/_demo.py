@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from typing import List, TextIO
+from typing import Dict, List, TextIO
 
 from . import _portres, acquire
 
@@ -29,7 +29,7 @@ print(json.dumps(out))
 """
 
 
-def _other_program_binds(ports: List[int]) -> dict:
+def _other_program_binds(ports: List[int]) -> Dict[int, str]:
     """Ask a separate Python process to bind each port."""
     proc = subprocess.run(
         [sys.executable, "-c", _PROBE, *map(str, ports)],

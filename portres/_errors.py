@@ -46,7 +46,7 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None) -> OSError:
     if detail:
         parts.append(f": {detail}")
     parts.append(f" ({exc.strerror})" if exc.strerror else "")
-    hint = _WIN_HINTS.get(code) if WINDOWS else None
+    hint = _WIN_HINTS.get(code) if WINDOWS and code is not None else None
     if hint and not detail:
         parts.append(f"; {hint}")
     message = "".join(parts)

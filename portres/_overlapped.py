@@ -27,7 +27,7 @@ class Overlapped:
 
     __slots__ = ("_op", "_explain")
 
-    def __init__(self, op: Any, explain: Callable[[OSError], OSError]) -> None:
+    def __init__(self, op: _portres.Overlapped, explain: Callable[[OSError], OSError]) -> None:
         self._op = op
         self._explain = explain
 
@@ -69,7 +69,7 @@ class Overlapped:
 _reaping: Set[Overlapped] = set()
 
 
-def _watch(loop: asyncio.AbstractEventLoop, op: Overlapped, wake: Callable[[], None]) -> Callable[[], None]:
+def _watch(loop: asyncio.AbstractEventLoop, op: Overlapped, wake: Callable[[], None]) -> Callable[[], object]:
     """Call wake() on LOOP once OP's event is signalled; return the undo."""
     if WINDOWS:
         # RegisterWaitForSingleObject: a pool thread waits on many handles

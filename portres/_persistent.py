@@ -14,7 +14,9 @@ from . import _validate as check
 
 WINDOWS = sys.platform == "win32"
 
-if not WINDOWS:
+# The branches test sys.platform itself so that mypy checks each platform's
+# calls of _portres against that platform's stubs.
+if sys.platform != "win32":
     from . import _persistent_linux as _linux
 
 # Win32 errors of the persistent functions, in the user's terms.
@@ -40,7 +42,7 @@ def create_persistent(start: int, count: int, *, protocol: str = "tcp", boot: bo
     start, count = check.persistent_block(start, count)
     if not isinstance(boot, bool):
         raise TypeError(f"boot must be a bool, not {type(boot).__name__}")
-    if WINDOWS:
+    if sys.platform == "win32":
         try:
             return int(_portres.create_persistent_port_reservation(
                 check.PROTOCOLS[protocol], start, count))
@@ -53,7 +55,7 @@ def lookup_persistent(start: int, count: int, *, protocol: str = "tcp") -> int:
     """The token of the persistent reservation with exactly this block."""
     protocol = check.protocol(protocol)
     start, count = check.persistent_block(start, count)
-    if WINDOWS:
+    if sys.platform == "win32":
         try:
             return int(_portres.lookup_persistent_port_reservation(
                 check.PROTOCOLS[protocol], start, count))
@@ -66,7 +68,7 @@ def delete_persistent(start: int, count: int, *, protocol: str = "tcp") -> None:
     """Delete the persistent reservation with exactly this block."""
     protocol = check.protocol(protocol)
     start, count = check.persistent_block(start, count)
-    if WINDOWS:
+    if sys.platform == "win32":
         try:
             _portres.delete_persistent_port_reservation(check.PROTOCOLS[protocol], start, count)
             return
@@ -79,10 +81,10 @@ def delete_persistent(start: int, count: int, *, protocol: str = "tcp") -> None:
 def list_persistent(*, protocol: str = "tcp") -> List[Tuple[int, int]]:
     """Persistently reserved blocks that apply to PROTOCOL, as (start, count)."""
     protocol = check.protocol(protocol)
-    if WINDOWS:
+    if sys.platform == "win32":
         try:
-            return [tuple(b) for b in _portres.list_persistent_port_reservations(  # type: ignore[misc]
+            return [(start, count) for start, count in _portres.list_persistent_port_reservations(
                 check.PROTOCOLS[protocol])]
         except OSError as exc:
-            raise _errors.explain(exc, "listing persistent reservations") from None
+            raise _win_error(exc, "listing persistent reservations") from None
     return _linux.blocks(protocol)

@@ -136,7 +136,8 @@ def _paths() -> Tuple[str, str]:
 def _load(path: str) -> Dict[str, Any]:
     try:
         with open(path) as f:
-            return json.load(f)
+            data: Dict[str, Any] = json.load(f)
+            return data
     except FileNotFoundError:
         return _from_boot_file()
     except ValueError as exc:
@@ -261,7 +262,7 @@ def create(protocol: str, start: int, count: int, boot: bool = False) -> int:
                               f"failed: it overlaps the persistent reservation "
                               f"{_block_name(protocol, e['start'], e['count'])}")
         kernel = read_reserved()
-        entry = {"protocol": protocol, "start": start, "count": count,
+        entry: Dict[str, Any] = {"protocol": protocol, "start": start, "count": count,
                  "token": _new_token(), "boot": bool(boot)}
         added = block - kernel
         store.journal = {"op": "create", "entry": entry, "changed": sorted(added)}

@@ -26,14 +26,14 @@ def _int(name: str, value: Any) -> int:
     return int(value)
 
 
-def port(value: Any, name: str = "port") -> int:
+def port(value: object, name: str = "port") -> int:
     value = _int(name, value)
     if not 0 <= value <= 65535:
         raise ValueError(f"{name} must be in 0..65535, not {value}")
     return value
 
 
-def count(value: Any) -> int:
+def count(value: object) -> int:
     value = _int("count", value)
     if not 1 <= value <= 65535:
         raise ValueError(f"count must be in 1..65535, not {value}")
@@ -67,14 +67,14 @@ def protocol(value: Any) -> str:
     return name
 
 
-def token(value: Any) -> int:
+def token(value: object) -> int:
     value = _int("token", value)
     if not 0 < value <= TOKEN_MAX:
         raise ValueError(f"token must be a non-zero unsigned 64-bit int, not {value}")
     return value
 
 
-def timeout(value: Any) -> Optional[float]:
+def timeout(value: object) -> Optional[float]:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -85,7 +85,7 @@ def timeout(value: Any) -> Optional[float]:
     return value
 
 
-def family(value: Any) -> int:
+def family(value: object) -> int:
     value = _int("family", value)
     if value not in FAMILIES:
         raise ValueError(f"family must be socket.AF_INET or socket.AF_INET6, not {value}")

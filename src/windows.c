@@ -34,6 +34,11 @@
 #include <windows.h>
 #include <mstcpip.h>
 #include <iphlpapi.h>       /* the persistent functions; link iphlpapi */
+#ifdef _MSC_VER
+/* RegOpenKeyExW/RegEnumValueW (listing) live in advapi32, which a plain
+ * link.exe command line does not add by itself. */
+#  pragma comment(lib, "advapi32.lib")
+#endif
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -965,12 +970,13 @@ portres_persistent_delete(int protocol, unsigned start, unsigned count)
  * That layout is not documented, so it only supplies candidates: each is
  * confirmed with the documented Lookup*PortReservation, and only the blocks
  * it finds are listed.  So: every entry is a block lookup/delete accept
- * (never a false one); runtime reservations (SIO_ACQUIRE_PORT_RESERVATION,
- * and the Hyper-V/WinNAT ranges netsh shows without "*") are not listed,
- * being no persistent reservations; should a Windows version keep the store
- * elsewhere, the list comes out incomplete (empty), never wrong.  No key:
- * no persistent reservation was ever made, an empty list.  Read-only: the
- * key is opened with KEY_QUERY_VALUE, all RegEnumValueW needs [REV].
+ * (never a false one); runtime reservations (SIO_ACQUIRE_PORT_RESERVATION)
+ * are not in the store, and other excluded ranges netsh shows (those of
+ * Hyper-V/WinNAT, without its "*" mark) appear only if Lookup confirms
+ * them; should a Windows version keep the store elsewhere, the list comes
+ * out incomplete (empty), never wrong.  No key: no persistent reservation
+ * was ever made, an empty list.  Read-only: the key is opened with
+ * KEY_QUERY_VALUE, all RegEnumValueW needs [REV].
  */
 static const WCHAR persistent_key_tcp[] =
     L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"

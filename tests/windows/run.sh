@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/windows/run.sh - check the Windows sources without Windows:
-#   1. build src/windows.c and tests/windows/test_windows.c with mingw-w64
-#      for x86_64 and i686, all warnings as errors;
+#   1. build src/windows.c (also linked into a DLL against ws2_32, iphlpapi
+#      and advapi32) and tests/windows/test_windows.c with mingw-w64 for
+#      x86_64 and i686, all warnings as errors;
 #   2. compile-check (-fsyntax-only) src/_portres.c (if present), src/windows.c
 #      and a small Python.h sample against the installed CPython headers with
 #      our Windows pyconfig.h, for both archs;
@@ -44,9 +45,13 @@ trap cleanup EXIT
 for arch in "${archs[@]}"; do
     cc="$arch-w64-mingw32-gcc"
     "$cc" "${cflags[@]}" -I src -c src/windows.c -o "$build/windows-$arch.o"
+    # Link it for real: every Win32 import (ws2_32, iphlpapi, advapi32)
+    # must resolve, with the stdcall decorations of i686.
+    "$cc" -shared -o "$build/windows-$arch.dll" "$build/windows-$arch.o" \
+        -lws2_32 -liphlpapi -ladvapi32
     "$cc" "${cflags[@]}" -I src -o "$build/test_windows-$arch.exe" \
         tests/windows/test_windows.c -lws2_32
-    echo "built: src/windows.c, tests/windows/test_windows.c ($arch)"
+    echo "built: src/windows.c (+ linked DLL), tests/windows/test_windows.c ($arch)"
 done
 
 # ---- 2. compile-only checks against CPython's headers -----------------------

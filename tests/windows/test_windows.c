@@ -70,6 +70,8 @@ ULONG WINAPI portres_test_LookupPersistentUdpPortReservation(USHORT, USHORT,
 ULONG WINAPI portres_test_DeletePersistentTcpPortReservation(USHORT, USHORT);
 ULONG WINAPI portres_test_DeletePersistentUdpPortReservation(USHORT, USHORT);
 LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
+LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD,
+                                       LPDWORD, LPBYTE, LPDWORD);
 
 #define WSAIoctl portres_test_WSAIoctl
 #define WSAStartup portres_test_WSAStartup
@@ -88,6 +90,7 @@ LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
 #define DeletePersistentUdpPortReservation \
     portres_test_DeletePersistentUdpPortReservation
 #define RegOpenKeyExW portres_test_RegOpenKeyExW
+#define RegEnumValueW portres_test_RegEnumValueW
 
 #include "../../src/windows.c"
 
@@ -102,6 +105,7 @@ LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
 #undef DeletePersistentTcpPortReservation
 #undef DeletePersistentUdpPortReservation
 #undef RegOpenKeyExW
+#undef RegEnumValueW
 
 /* ---- heap and WSAStartup accounting ------------------------------------ */
 
@@ -1314,6 +1318,31 @@ portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam,
     }
 }
 
+/* RegEnumValueW: the real one, in the key's order, in reverse order, or
+ * with every value twice (the registry promises no order [REV]). */
+enum { ENUM_AS_IS, ENUM_REVERSE, ENUM_TWICE };
+static int enum_mode = ENUM_AS_IS;
+
+LONG WINAPI
+portres_test_RegEnumValueW(HKEY key, DWORD index, LPWSTR name,
+                           LPDWORD name_len, LPDWORD reserved, LPDWORD type,
+                           LPBYTE data, LPDWORD data_len)
+{
+    DWORD values = 0;
+
+    if (enum_mode != ENUM_AS_IS) {
+        if (RegQueryInfoKeyW(key, NULL, NULL, NULL, NULL, NULL, NULL, &values,
+                             NULL, NULL, NULL, NULL) != ERROR_SUCCESS)
+            return ERROR_INVALID_HANDLE;
+        if (enum_mode == ENUM_REVERSE)
+            index = index < values ? values - 1 - index : values;
+        else
+            index = index / 2;
+    }
+    return RegEnumValueW(key, index, name, name_len, reserved, type, data,
+                         data_len);
+}
+
 /* The argument bytes of the call recorded at INDEX. */
 static int
 pcall_is(int index, int fn, const unsigned char start[2],
@@ -1322,10 +1351,14 @@ pcall_is(int index, int fn, const unsigned char start[2],
     const pcall_record *r = &pcalls[index];
     unsigned char both[4];
 
+    if (index >= n_pcalls || index >= MAX_PCALLS) {
+        strcpy(got, "(no call)");
+        return 0;
+    }
     memcpy(both, r->start, 2);
     memcpy(both + 2, r->count, 2);
     hex(got, both, 4);
-    return index < n_pcalls && r->fn == fn && memcmp(r->start, start, 2) == 0
+    return r->fn == fn && memcmp(r->start, start, 2) == 0
            && memcmp(r->count, count, 2) == 0;
 }
 
@@ -1346,7 +1379,7 @@ test_persistent(void)
     };
     uint64_t token;
     char got[64];
-    int err, proto, fn, ok, i, j;
+    int err, proto, fn, ok, i, j, bytes_ok;
 
     check(ERROR_ACCESS_DENIED == 5 && ERROR_SHARING_VIOLATION == 32
               && ERROR_NOT_FOUND == 1168 && ERROR_INVALID_PARAMETER == 87,
@@ -1361,7 +1394,8 @@ test_persistent(void)
         token = 0;
         err = portres_persistent_create(proto, 50000, 10, &token);
         fn = proto == PORTRES_TCP ? PF_CREATE_TCP : PF_CREATE_UDP;
-        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s50000, c10, got),
+        bytes_ok = pcall_is(0, fn, s50000, c10, got);
+        check(err == 0 && n_pcalls == 1 && bytes_ok,
               proto == PORTRES_TCP
                   ? "persistent create tcp 50000/10: one "
                     "CreatePersistentTcpPortReservation call, bytes C3 50 0A 00"
@@ -1382,7 +1416,8 @@ test_persistent(void)
         token = 0;
         err = portres_persistent_lookup(proto, 256, 256, &token);
         fn = proto == PORTRES_TCP ? PF_LOOKUP_TCP : PF_LOOKUP_UDP;
-        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s256, c256, got)
+        bytes_ok = pcall_is(0, fn, s256, c256, got);
+        check(err == 0 && n_pcalls == 1 && bytes_ok
                   && pcalls[0].token != NULL && token == ptoken,
               proto == PORTRES_TCP
                   ? "persistent lookup tcp 256/256: LookupPersistentTcp..., "
@@ -1394,7 +1429,8 @@ test_persistent(void)
         reset_pcalls();
         err = portres_persistent_delete(proto, 1, 65535);
         fn = proto == PORTRES_TCP ? PF_DELETE_TCP : PF_DELETE_UDP;
-        check(err == 0 && n_pcalls == 1 && pcall_is(0, fn, s1, c65535, got),
+        bytes_ok = pcall_is(0, fn, s1, c65535, got);
+        check(err == 0 && n_pcalls == 1 && bytes_ok,
               proto == PORTRES_TCP
                   ? "persistent delete tcp 1/65535: DeletePersistentTcp..., "
                     "bytes 00 01 FF FF"
@@ -1404,7 +1440,8 @@ test_persistent(void)
     }
     reset_pcalls();
     err = portres_persistent_create(PORTRES_TCP, 65535, 1, &token);
-    check(err == 0 && pcall_is(0, PF_CREATE_TCP, s65535, c1, got),
+    bytes_ok = pcall_is(0, PF_CREATE_TCP, s65535, c1, got);
+    check(err == 0 && bytes_ok,
           "persistent create tcp 65535/1 (last port): bytes FF FF 01 00",
           "err %d, got %s", err, got);
 
@@ -1524,11 +1561,11 @@ test_persistent_list(void)
     static const unsigned char s50000[2] = {0xC3, 0x50}, c10[2] = {0x0A, 0};
     static const unsigned char s52311[2] = {0xCC, 0x57}, c1[2] = {0x01, 0};
     portres_port_block *blocks = (portres_port_block *)1;
-    size_t n = 99, i;
+    size_t n = 99, k;
     const char *call = "x";
     long heap0, h0, h1;
     char got[64];
-    int err, ok, lookups_ok, found;
+    int err, ok, lookups_ok, found, i;
 
     if (!make_list_keys()) {
         check(0, "persistent list: crafted registry keys created", NULL);
@@ -1557,18 +1594,18 @@ test_persistent_list(void)
     ok = err == 0 && blocks != NULL && n == 42 && blocks[0].start == 80
          && blocks[0].count == 20 && blocks[41].start == 50000
          && blocks[41].count == 10;
-    for (i = 1; ok && i < 41; i++)
-        ok = blocks[i].start == 20000 + 10 * (unsigned)(i - 1)
-             && blocks[i].count == 5;
+    for (k = 1; ok && k < 41; k++)
+        ok = blocks[k].start == 20000 + 10 * (unsigned)(k - 1)
+             && blocks[k].count == 5;
     check(ok, "persistent list tcp: the 42 held blocks, sorted (80/20, "
           "20000/5 .. 20390/5, 50000/10)",
           "err %d, n %lu, first %u/%u", err, (unsigned long)n,
           n ? blocks[0].start : 0, n ? blocks[0].count : 0);
     lookups_ok = n_pcalls == 43;
     found = 0;
-    for (i = 0; lookups_ok && i < (size_t)n_pcalls && i < MAX_PCALLS; i++) {
+    for (i = 0; lookups_ok && i < n_pcalls && i < MAX_PCALLS; i++) {
         lookups_ok = pcalls[i].fn == PF_LOOKUP_TCP;
-        if (pcall_is((int)i, PF_LOOKUP_TCP, s50000, c10, got))
+        if (pcall_is(i, PF_LOOKUP_TCP, s50000, c10, got))
             found = 1;
     }
     check(lookups_ok && found,
@@ -1576,6 +1613,27 @@ test_persistent_list(void)
           "(one per well-formed name; 8000/1 not found, dropped), 50000/10 as "
           "C3 50 0A 00", "%d calls", n_pcalls);
     portres_persistent_list_free(err == 0 ? blocks : NULL);
+
+    /* the registry promises no order: reversed, or each value seen twice */
+    for (i = 0; i < 2; i++) {
+        reset_pcalls();
+        pscript_store = 1;
+        enum_mode = i == 0 ? ENUM_REVERSE : ENUM_TWICE;
+        blocks = (portres_port_block *)1;
+        err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+        enum_mode = ENUM_AS_IS;
+        ok = err == 0 && n == 42 && blocks[0].start == 80
+             && blocks[41].start == 50000
+             && n_pcalls == (i == 0 ? 43 : 86);
+        for (found = 1; ok && found < 42; found++)
+            ok = blocks[found - 1].start < blocks[found].start;
+        check(ok, i == 0 ? "persistent list tcp, values enumerated in reverse: "
+                           "the same 42 blocks, sorted by start"
+                         : "persistent list tcp, every value enumerated twice: "
+                           "the same 42 blocks, no duplicate",
+              "err %d, n %lu, %d calls", err, (unsigned long)n, n_pcalls);
+        portres_persistent_list_free(err == 0 ? blocks : NULL);
+    }
 
     /* UDP */
     reset_pcalls();

@@ -1,0 +1,125 @@
+"""Type stubs for the C module portres._portres (src/_portres.c, src/_overlapped.c).
+
+One function per Win32 call; the portres package validates arguments and
+explains errors on top.  Sockets are passed as descriptors (Windows SOCKET
+values as ints), tokens as non-zero unsigned 64-bit ints, ports in host order.
+"""
+
+import sys
+from collections.abc import Callable
+from typing import Final, Literal, final, overload
+
+TCP: Final[int]
+UDP: Final[int]
+SIO_ACQUIRE_PORT_RESERVATION: Final[int]
+SIO_RELEASE_PORT_RESERVATION: Final[int]
+SIO_ASSOCIATE_PORT_RESERVATION: Final[int]
+BACKEND: Final[str]  # "windows" or "linux"
+
+@final
+class PortReservation:
+    """A runtime port reservation held by this process (not instantiable)."""
+
+    @property
+    def start(self) -> int: ...
+    @property
+    def count(self) -> int: ...
+    @property
+    def token(self) -> int: ...
+    @property
+    def protocol(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def bind(
+        self,
+        socket: int,
+        family: int,
+        host: str,
+        port: int = 0,
+        flowinfo: int = 0,
+        scope_id: int = 0,
+    ) -> int: ...
+    def socket(
+        self,
+        family: int,
+        host: str,
+        port: int = 0,
+        flowinfo: int = 0,
+        scope_id: int = 0,
+    ) -> tuple[int, int]: ...
+    def close(self) -> None: ...
+
+@final
+class Overlapped:
+    """An IOCTL in flight in overlapped mode (not instantiable)."""
+
+    @property
+    def event(self) -> int: ...
+    @property
+    def pending(self) -> bool: ...
+    def done(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+    def result(self, timeout: float | None = None) -> PortReservation | None: ...
+    def cancel(self) -> None: ...
+    def _register_wait(self, callback: Callable[[], object], /) -> None: ...
+    def _unregister_wait(self) -> None: ...
+
+@overload
+def acquire_port_reservation(
+    protocol: int, start: int, count: int, overlapped: Literal[False] = False
+) -> PortReservation: ...
+@overload
+def acquire_port_reservation(
+    protocol: int, start: int, count: int, overlapped: Literal[True]
+) -> Overlapped: ...
+@overload
+def acquire_port_reservation(
+    protocol: int, start: int, count: int, overlapped: bool
+) -> PortReservation | Overlapped: ...
+@overload
+def associate_port_reservation(
+    socket: int, token: int, overlapped: Literal[False] = False, owner: object = None
+) -> None: ...
+@overload
+def associate_port_reservation(
+    socket: int, token: int, overlapped: Literal[True], owner: object = None
+) -> Overlapped: ...
+@overload
+def associate_port_reservation(
+    socket: int, token: int, overlapped: bool, owner: object = None
+) -> Overlapped | None: ...
+@overload
+def release_port_reservation(
+    socket: int, token: int, overlapped: Literal[False] = False, owner: object = None
+) -> None: ...
+@overload
+def release_port_reservation(
+    socket: int, token: int, overlapped: Literal[True], owner: object = None
+) -> Overlapped: ...
+@overload
+def release_port_reservation(
+    socket: int, token: int, overlapped: bool, owner: object = None
+) -> Overlapped | None: ...
+def _pending_overlapped() -> Overlapped: ...
+def bind(
+    socket: int,
+    family: int,
+    host: str,
+    port: int = 0,
+    flowinfo: int = 0,
+    scope_id: int = 0,
+) -> int: ...
+def socket_info(socket: int, /) -> tuple[int, int, int]:
+    """(family, type, bound port or 0)."""
+
+if sys.platform == "win32":
+    def create_persistent_port_reservation(protocol: int, start: int, count: int, /) -> int: ...
+    def lookup_persistent_port_reservation(protocol: int, start: int, count: int, /) -> int: ...
+    def delete_persistent_port_reservation(protocol: int, start: int, count: int, /) -> None: ...
+    def list_persistent_port_reservations(protocol: int, /) -> list[tuple[int, int]]: ...
+
+if sys.platform == "linux":
+    def port_sockets(protocol: int, lo: int, hi: int, /) -> list[tuple[int, int, int, int, int]]:
+        """(family, TCP state, port, uid, inode) of every socket on a port in [lo, hi]."""
+    def register_persistent_token(token: int, protocol: int, start: int, count: int, /) -> None: ...
+    def unregister_persistent_token(token: int, /) -> None: ...
