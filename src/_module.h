@@ -28,6 +28,10 @@ typedef struct {
 
 extern struct PyModuleDef portres_module_def;
 
+/* TypeError("WHAT, not TYPENAME"). Returns NULL.  Reads the type's
+ * __name__: the limited API hides PyTypeObject's fields (tp_name). */
+PyObject *portres_type_error(const char *what, PyObject *obj);
+
 /* OSError(errno, strerror, CALL[, winerror]). Returns NULL. */
 PyObject *portres_raise_os_error(int err, const char *call);
 

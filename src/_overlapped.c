@@ -135,8 +135,7 @@ static int timeout_converter(PyObject *obj, void *out)
         return 1;
     }
     if (PyBool_Check(obj) || !(PyLong_Check(obj) || PyFloat_Check(obj))) {
-        PyErr_Format(PyExc_TypeError, "timeout must be None or a number of seconds, not %.100s",
-                     Py_TYPE(obj)->tp_name);
+        portres_type_error("timeout must be None or a number of seconds", obj);
         return 0;
     }
     t = PyFloat_AsDouble(obj);
@@ -178,7 +177,7 @@ static PyObject *Overlapped_wait(PyObject *op, PyObject *args, PyObject *kwargs)
 
 static PyObject *result_locked_value(OverlappedObject *self)
 {
-    module_state *st = PyType_GetModuleState(Py_TYPE(self));
+    module_state *st = PyType_GetModuleState(Py_TYPE((PyObject *)self));
     int err = portres_ov_error(self->ov);
     if (err)
         return portres_raise_os_error(err, portres_op_call(self->op));
@@ -352,7 +351,7 @@ static void Overlapped_dealloc(PyObject *op)
     Overlapped_clear(op);
     if (self->lock)
         PyThread_free_lock(self->lock);
-    tp->tp_free(op);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(op);
     Py_DECREF(tp);
 }
 

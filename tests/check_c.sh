@@ -17,8 +17,14 @@ for py in "${candidates[@]}"; do
     [ -f "$inc/Python.h" ] || continue
     case "$seen" in *" $inc "*) continue ;; esac
     seen="$seen$inc "
+    limited=()
+    # 3.12+: also as the cp312-abi3 wheel is built (setup.py)
+    if "$py" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+        limited=(-DPy_LIMITED_API=0x030C0000)
+    fi
     for f in src/*.c; do
         gcc -std=c11 -fsyntax-only -Wall -Wextra -Werror -I "$inc" -I src "$f"
+        [ ${#limited[@]} -eq 0 ] || gcc -std=c11 -fsyntax-only -Wall -Wextra -Werror "${limited[@]}" -I "$inc" -I src "$f"
     done
     echo "C files clean with -Wall -Wextra -Werror against $("$py" -c 'import sys; print(sys.version.split()[0])') headers"
     checked=$((checked + 1))

@@ -222,7 +222,7 @@ def cli(*args, user=None):
     # Another uid may not be able to exec this interpreter, nor read its
     # modules (they may live under /root): import everything, fork, switch
     # uid and run the command's entry point.
-    import traceback, portres.__main__, portres._check, portres._persistent_linux
+    import locale, shutil, traceback, portres.__main__, portres._check, portres._persistent_linux
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
