@@ -11,6 +11,7 @@
  */
 #include "_module.h"
 
+#include <stdlib.h>
 #include <string.h>
 #ifdef _WIN32
 #  include <mstcpip.h>
@@ -39,6 +40,16 @@ PyObject *portres_raise_os_error(int err, const char *call)
 #endif
 }
 
+PyObject *portres_type_error(const char *what, PyObject *obj)
+{
+    PyObject *name = PyObject_GetAttrString((PyObject *)Py_TYPE(obj), "__name__");
+    if (name) {
+        PyErr_Format(PyExc_TypeError, "%s, not %.100U", what, name);
+        Py_DECREF(name);
+    }
+    return NULL;
+}
+
 /* ------------------------------------------------------------ converters */
 
 int portres_socket_converter(PyObject *obj, void *out)
@@ -49,8 +60,7 @@ int portres_socket_converter(PyObject *obj, void *out)
     long v;
 #endif
     if (!PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "socket must be an int file descriptor, not %.100s",
-                     Py_TYPE(obj)->tp_name);
+        portres_type_error("socket must be an int file descriptor", obj);
         return 0;
     }
 #ifdef _WIN32
@@ -78,7 +88,7 @@ int portres_token_converter(PyObject *obj, void *out)
 {
     unsigned long long v;
     if (!PyLong_Check(obj)) {
-        PyErr_Format(PyExc_TypeError, "token must be an int, not %.100s", Py_TYPE(obj)->tp_name);
+        portres_type_error("token must be an int", obj);
         return 0;
     }
     v = PyLong_AsUnsignedLongLong(obj);
@@ -155,7 +165,7 @@ static void PortReservation_dealloc(PyObject *op)
         Py_END_ALLOW_THREADS
         self->block = NULL;
     }
-    tp->tp_free(op);
+    ((freefunc)PyType_GetSlot(tp, Py_tp_free))(op);
     Py_DECREF(tp);
 }
 
@@ -483,7 +493,7 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
             Py_CLEAR(list);
             break;
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
     }
     free(items);
     return list;
@@ -695,10 +705,98 @@ static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), 
             Py_CLEAR(list);
             break;
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, item);
+        PyList_SetItem(list, (Py_ssize_t)i, item);  /* steals item; cannot fail */
     }
     portres_persistent_list_free(blocks);
     return list;
+}
+
+/* ---------------------------------------------- port owners (Windows) */
+
+PyDoc_STRVAR(win_port_sockets_doc,
+"port_sockets(protocol, lo, hi) -> list of (family, state, port, pid, 0)\n\n"
+"Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
+"GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
+"GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
+"state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
+"...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
+"7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
+"TCP sockets bound but not listening are not in these tables.");
+
+static PyObject *win_port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned lo, hi;
+    portres_win_socket *items = NULL;
+    size_t n = 0, i;
+    const char *call = NULL;
+    PyObject *list;
+
+    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+        return NULL;
+    if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || lo > hi || hi > 65535) {
+        PyErr_Format(PyExc_ValueError, "invalid arguments: protocol %d, ports %u-%u", protocol,
+                     lo, hi);
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_win_port_sockets(protocol, lo, hi, &items, &n, &call);
+    Py_END_ALLOW_THREADS
+    if (err) {
+        if (err == ERROR_NOT_ENOUGH_MEMORY && call == NULL)
+            return PyErr_NoMemory();
+        return portres_raise_os_error(err, call ? call : "port_sockets");
+    }
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iiIkk)", items[i].family, items[i].state, items[i].port,
+                                    items[i].pid, 0UL);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+    }
+    portres_win_port_sockets_free(items);
+    return list;
+}
+
+PyDoc_STRVAR(process_name_doc,
+"process_name(pid) -> str | None\n\n"
+"Windows: the full path of the process's executable (OpenProcess with\n"
+"PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW), or None\n"
+"when it cannot be had (no such process, access denied, PID 0, ...).");
+
+static PyObject *process_name(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long pid;
+    char *name = NULL;
+    size_t len = 0;
+    int err;
+    PyObject *result;
+
+    if (!PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "pid must be an int, not %.100s", Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    pid = PyLong_AsUnsignedLong(arg);
+    if (pid == (unsigned long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "pid must be an unsigned 32-bit int");
+        }
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_process_name(pid, &name, &len);
+    Py_END_ALLOW_THREADS
+    if (err == ERROR_NOT_ENOUGH_MEMORY)
+        return PyErr_NoMemory();
+    if (err || name == NULL)
+        Py_RETURN_NONE;         /* no name is an answer, not an error */
+    result = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
+    portres_process_name_free(name);
+    return result;
 }
 #endif /* _WIN32 */
 
@@ -719,6 +817,8 @@ static PyMethodDef module_methods[] = {
      delete_persistent_port_reservation_doc},
     {"list_persistent_port_reservations", list_persistent_port_reservations, METH_VARARGS,
      list_persistent_port_reservations_doc},
+    {"port_sockets", win_port_sockets, METH_VARARGS, win_port_sockets_doc},
+    {"process_name", process_name, METH_O, process_name_doc},
 #endif
 #ifdef __linux__
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
@@ -733,6 +833,19 @@ static PyMethodDef module_methods[] = {
 };
 
 /* ------------------------------------------------------------ module */
+
+/* The IOCTL codes do not fit a 32-bit signed long (Windows' long). */
+static int add_unsigned_constant(PyObject *module, const char *name, unsigned long value)
+{
+    PyObject *v = PyLong_FromUnsignedLong(value);
+    if (!v)
+        return -1;
+    if (PyModule_AddObject(module, name, v) < 0) {   /* steals v on success */
+        Py_DECREF(v);
+        return -1;
+    }
+    return 0;
+}
 
 static int module_exec(PyObject *module)
 {
@@ -760,9 +873,9 @@ static int module_exec(PyObject *module)
         return -1;
     if (PyModule_AddIntConstant(module, "TCP", PORTRES_TCP) < 0
         || PyModule_AddIntConstant(module, "UDP", PORTRES_UDP) < 0
-        || PyModule_AddIntConstant(module, "SIO_ACQUIRE_PORT_RESERVATION", (long)0x98000064UL) < 0
-        || PyModule_AddIntConstant(module, "SIO_RELEASE_PORT_RESERVATION", (long)0x98000065UL) < 0
-        || PyModule_AddIntConstant(module, "SIO_ASSOCIATE_PORT_RESERVATION", (long)0x98000066UL) < 0)
+        || add_unsigned_constant(module, "SIO_ACQUIRE_PORT_RESERVATION", 0x98000064UL) < 0
+        || add_unsigned_constant(module, "SIO_RELEASE_PORT_RESERVATION", 0x98000065UL) < 0
+        || add_unsigned_constant(module, "SIO_ASSOCIATE_PORT_RESERVATION", 0x98000066UL) < 0)
         return -1;
 #ifdef _WIN32
     if (PyModule_AddStringConstant(module, "BACKEND", "windows") < 0)

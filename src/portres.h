@@ -211,6 +211,54 @@ int portres_persistent_delete(int protocol, unsigned start, unsigned count);
 int portres_persistent_list(int protocol, portres_port_block **blocks,
                             size_t *n, const char **call);
 void portres_persistent_list_free(portres_port_block *blocks);
+
+/* ------------------------------------------------------------ port owners
+ *
+ * Windows: the sockets of PROTOCOL whose local port is in [LO, HI], IPv4
+ * and IPv6, with the PID that bound them: GetExtendedTcpTable
+ * (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or
+ * GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  STATE uses Linux's TCP state
+ * numbers (include/net/tcp_states.h), so that the Python layer reads both
+ * platforms alike:
+ *
+ *   MIB_TCP_STATE_ESTAB 5 -> 1 ESTABLISHED  MIB_TCP_STATE_SYN_SENT 3 -> 2
+ *   MIB_TCP_STATE_SYN_RCVD 4 -> 3           MIB_TCP_STATE_FIN_WAIT1 6 -> 4
+ *   MIB_TCP_STATE_FIN_WAIT2 7 -> 5          MIB_TCP_STATE_TIME_WAIT 11 -> 6
+ *   MIB_TCP_STATE_CLOSED 1 -> 7 CLOSE       MIB_TCP_STATE_CLOSE_WAIT 8 -> 8
+ *   MIB_TCP_STATE_LAST_ACK 10 -> 9          MIB_TCP_STATE_LISTEN 2 -> 10
+ *   MIB_TCP_STATE_CLOSING 9 -> 11           MIB_TCP_STATE_DELETE_TCB 12 -> 7
+ *   any other MIB value V -> PORTRES_MIB_STATE_OTHER + V (kept, not lost)
+ *
+ * UDP rows have no state: 7 (TCP_CLOSE, what Linux reports for an
+ * unconnected UDP socket), i.e. "bound".  PID is 0 when the table does not
+ * know it ("MIB_UDPROW_OWNER_PID structure (udpmib.h)").  *OUT is
+ * allocated (free it with portres_win_port_sockets_free); on failure it is
+ * NULL and *CALL names the function that failed (a static string). */
+typedef struct {
+    int family;             /* AF_INET or AF_INET6 */
+    int state;              /* Linux TCP state number, see above */
+    unsigned port;          /* host order */
+    unsigned long pid;      /* dwOwningPid */
+} portres_win_socket;
+
+#define PORTRES_MIB_STATE_OTHER 1000
+
+/* The mapping above, for one MIB_TCP_STATE value. */
+int portres_tcp_state_from_mib(unsigned long mib_state);
+
+int portres_win_port_sockets(int protocol, unsigned lo, unsigned hi,
+                             portres_win_socket **out, size_t *n,
+                             const char **call);
+void portres_win_port_sockets_free(portres_win_socket *sockets);
+
+/* The full path of process PID's executable, in UTF-8 (OpenProcess with
+ * PROCESS_QUERY_LIMITED_INFORMATION, then QueryFullProcessImageNameW).
+ * *UTF8 is allocated (free it with portres_process_name_free) and holds
+ * *LEN bytes plus a terminating NUL.  Returns 0 or the Win32 error
+ * (ERROR_ACCESS_DENIED for another user's or a protected process,
+ * ERROR_INVALID_PARAMETER for a PID that does not exist, ...). */
+int portres_process_name(unsigned long pid, char **utf8, size_t *len);
+void portres_process_name_free(char *utf8);
 #endif
 
 /* One-time process setup (WSAStartup on Windows).  Idempotent. */
