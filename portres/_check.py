@@ -5,6 +5,7 @@ socket tables, its reserved-port list, portres's persistent entries."""
 from __future__ import annotations
 
 import errno
+import ntpath
 import os
 import socket
 import sys
@@ -210,19 +211,143 @@ def _persistent_entries() -> List[Dict[str, Any]]:
 
 
 def _explain_windows(port: int, protocol: str, binds: Dict[str, str], add: Any) -> None:
-    denied = any("EACCES" in v or "10013" in v for v in binds.values())
+    denied = any("EACCES" in v or str(_WSAEACCES) in v for v in binds.values())
+    in_use = any("EADDRINUSE" in v or str(_WSAEADDRINUSE) in v for v in binds.values())
+    proto = protocol.upper()
+    netsh_excluded = f"netsh int ipv4 show excludedportrange protocol={protocol}"
     try:
         blocks = _persistent.list_persistent(protocol=protocol)
-    except OSError:
+    except OSError as exc:
         blocks = []
-    for start, count in blocks:
-        if start <= port < start + count:
-            add("persistent", f"inside the persistent/excluded {protocol.upper()} range "
-                              f"{start}-{start + count - 1} (netsh int ipv4 show "
-                              f"excludedportrange protocol={protocol})", start=start, count=count)
-    if denied and not blocks:
-        add("excluded", "WSAEACCES (10013): the port is most likely inside a range excluded by "
-                        "Hyper-V, WinNAT, Docker or another program; run `netsh int ipv4 show "
-                        "excludedportrange protocol=" + protocol + "` as administrator")
+        add("info", f"persistent reservations could not be listed ({exc.strerror or exc}); "
+                    f"`{netsh_excluded}` shows them")
+    holding = [(start, count) for start, count in blocks if start <= port < start + count]
+    for start, count in holding:
+        last = start + count - 1
+        if denied:
+            message = (f"WSAEACCES (10013): the port is inside the persistent {proto} reservation "
+                       f"{start}-{last}, an administered port exclusion (marked * by "
+                       f"`{netsh_excluded}`); only a socket associated with its token binds "
+                       f"there (portres.lookup_persistent({start}, {count}) then "
+                       f"portres.associate); `portres delete {start} {count}` as administrator "
+                       f"removes it")
+        else:
+            message = (f"inside the persistent {proto} reservation {start}-{last} (an "
+                       f"administered port exclusion, marked * by `{netsh_excluded}`)")
+        add("persistent", message, start=start, count=count)
+    if denied and not holding:
+        add("excluded", f"WSAEACCES (10013): the port is most likely inside an excluded range that "
+                        f"no documented API lists: one that Hyper-V, WSL 2, Docker or WinNAT "
+                        f"reserved at run time, or another program's runtime port reservation; "
+                        f"`{netsh_excluded}` shows every range (administered ones marked *); "
+                        f"`net stop winnat` then `net start winnat` lets WinNAT choose new ones")
+    sockets, failure = _windows_sockets(port, protocol)
+    if failure:
+        add("info", f"the {proto} endpoint table could not be read ({failure})")
+    for s in sockets:
+        who = _windows_who(s)
+        state, family = s["state"], s["family"]
+        many = f" ({s['count']} of them)" if s["count"] > 1 else ""
+        if state == "LISTEN":
+            add("listener", f"in use by a listening {family} socket of {who}", **s)
+        elif state == "BOUND":
+            add("bound", f"bound by an {family} UDP socket of {who}{many}", **s)
+        elif state == "TIME_WAIT":
+            add("time_wait", f"a recent {family} connection on this port is in TIME_WAIT{many}: "
+                             f"a bind may fail with WSAEADDRINUSE until it expires", **s)
+        else:
+            add("connection", f"used by an {family} connection in state {state} of "
+                              f"{who}{many}", **s)
+    if in_use and not sockets and not failure and protocol == "tcp":
+        add("info", "no listener or connection on this port in GetExtendedTcpTable: a TCP socket "
+                    "bound without listening is not in that table (`netstat -anoq` lists it as "
+                    "BOUND, with its PID)")
+    lo, hi = _WINDOWS_DYNAMIC_DEFAULT
+    where = "inside" if lo <= port <= hi else "outside"
+    consequence = ("the stack may pick it for outgoing connections unless it is reserved, and "
+                   "the ranges Hyper-V and WinNAT exclude are usually taken from it"
+                   if where == "inside" else
+                   "the stack does not pick it automatically unless the range was changed")
+    add("info", f"{where} Windows's default dynamic (ephemeral) port range {lo}-{hi}: "
+                f"{consequence}; no documented API reads the configured range: `netsh int ipv4 "
+                f"show dynamicport {protocol}` shows it")
     if port < 1024:
         add("info", "ports below 1024 need no privilege on Windows, but services often hold them")
+
+
+# ---------------------------------------------------------------- Windows
+#
+# _portres.port_sockets (GetExtendedTcpTable / GetExtendedUdpTable) gives the
+# Linux tuple shape (family, state, port, owner, 0) with the PID as owner and
+# Linux's TCP state numbers (src/portres.h has the mapping from MIB_TCP_STATE);
+# a MIB_TCP_STATE with no Linux counterpart comes as 1000 + its value.
+
+_WSAEACCES = 10013
+_WSAEADDRINUSE = 10048
+_WINDOWS_STATE_NAMES = {
+    1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1", 5: "FIN_WAIT2",
+    6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT", 9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING",
+}
+_WINDOWS_MIB_STATE_OTHER = 1000
+# "The default dynamic port range for TCP/IP has changed since Windows Vista
+# and in Windows Server 2008" (Microsoft KB 929851): 49152-65535.
+_WINDOWS_DYNAMIC_DEFAULT = (49152, 65535)
+_WINDOWS_SYSTEM_PID = 4
+
+
+def _windows_state(state: int, protocol: str) -> str:
+    if protocol == "udp":
+        return "BOUND"
+    if state >= _WINDOWS_MIB_STATE_OTHER:
+        return f"MIB_TCP_STATE {state - _WINDOWS_MIB_STATE_OTHER}"
+    return _WINDOWS_STATE_NAMES.get(state, str(state))
+
+
+def _windows_process_path(pid: int) -> Optional[str]:
+    """The executable of PID, or None when Windows will not say."""
+    if not pid:
+        return None
+    name = getattr(_portres, "process_name", None)
+    if name is None:
+        return None
+    try:
+        path = name(pid)
+    except (OSError, ValueError, TypeError):
+        return None
+    return path if isinstance(path, str) and path else None
+
+
+def _windows_sockets(port: int, protocol: str) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    """The stack's sockets on PORT, one entry per (family, state, PID) with a
+    count, and the error text if the table could not be read."""
+    try:
+        rows = _portres.port_sockets(check.PROTOCOLS[protocol], port, port)
+    except OSError as exc:
+        return [], f"{exc.filename or 'port_sockets'}: {exc.strerror or exc}"
+    grouped: Dict[Tuple[str, str, int], Dict[str, Any]] = {}
+    paths: Dict[int, Optional[str]] = {}
+    for family, state, _port, pid, _id in rows:
+        fam = "IPv6" if family == socket.AF_INET6 else "IPv4"
+        key = (fam, _windows_state(state, protocol), pid)
+        if key in grouped:
+            grouped[key]["count"] += 1
+            continue
+        if pid not in paths:
+            paths[pid] = _windows_process_path(pid)
+        path = paths[pid]
+        grouped[key] = {"family": fam, "state": key[1], "pid": pid or None,
+                        "command": ntpath.basename(path) if path else None, "path": path,
+                        "count": 1}
+    return list(grouped.values()), None
+
+
+def _windows_who(s: Dict[str, Any]) -> str:
+    pid = s.get("pid")
+    if not pid:
+        return "a process the table does not name (PID 0: unavailable)"
+    if s.get("command"):
+        return f"{s['command']} (pid {pid}, {s['path']})"
+    if pid == _WINDOWS_SYSTEM_PID:
+        return ("the System process (pid 4: kernel-mode users such as HTTP.sys; `netsh http "
+                "show servicestate` lists HTTP.sys's)")
+    return f"pid {pid} (its image name is not readable: another user's or a protected process)"

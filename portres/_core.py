@@ -37,6 +37,14 @@ def _check_windows_build() -> None:
 
 _WILDCARD: dict[int, str] = {socket.AF_INET: "", socket.AF_INET6: ""}
 
+# Fast paths: exact types only (bool, float and other look-alikes take the
+# checked path and get its errors).
+_Socket = socket.socket
+_AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6     # the enum members
+_INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # small ints: one object each
+_HAS_BIND_NEW = hasattr(_portres.PortReservation, "_bind_new")
+_associate = _portres.associate_port_reservation
+
 
 def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
     """An IP literal for HOST in FAMILY ("" stays the wildcard), with the
@@ -117,6 +125,24 @@ class Reservation:
     def socket(self, family: int = socket.AF_INET, host: str = "") -> socket.socket:
         """A new socket of this reservation's protocol, bound to a free port
         of the block on HOST ("" = all addresses of FAMILY)."""
+        # Fast path (Linux): the socket is made here exactly as
+        # socket.socket() makes it, then bound in the block by C with no
+        # check (it is new) and no getsockname() to wrap a descriptor.
+        if (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6) \
+                and host.__class__ is str and _HAS_BIND_NEW:
+            res = self._res
+            sock = _Socket(family, self._type)
+            try:
+                res._bind_new(sock.fileno(), family, host)
+            except OSError as exc:
+                sock.close()
+                if res.closed:
+                    raise ValueError(f"{self!r} is closed") from None
+                raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+            except ValueError:   # not an IP literal: resolved below
+                sock.close()
+            else:
+                return sock
         if self._res.closed:
             raise ValueError(f"{self!r} is closed")
         family = check.family(family)
@@ -209,6 +235,15 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     Blocks until the kernel is done, with the GIL released; TIMEOUT (seconds)
     bounds the wait: the operation is then cancelled and reaped and
     TimeoutError raised.  Ctrl+C cancels it too."""
+    if (sock.__class__ is _Socket and token.__class__ is int and timeout is None
+            and 0 < token <= check.TOKEN_MAX and not WINDOWS):
+        fd = sock.fileno()
+        if fd >= 0:
+            try:
+                _associate(fd, token)   # completes at once on Linux
+                return
+            except OSError:
+                pass                    # the full path below explains it
     fd = check.fileno(sock)
     token = check.token(token)
     timeout = check.timeout(timeout)

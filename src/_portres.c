@@ -266,6 +266,60 @@ static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *
 #endif
 }
 
+#ifdef __linux__
+PyDoc_STRVAR(PortReservation_bind_new_doc,
+"_bind_new(fd, family, host) -> int\n\n"
+"Linux, the fast path of the package's Reservation.socket(): bind FD, a socket\n"
+"the package has just created (unbound, of the block's protocol and FAMILY,\n"
+"no option set), in the block on HOST (an IP literal, or \"\").  The package\n"
+"closes the socket if this fails.  Returns the port bound.");
+
+static PyObject *PortReservation_bind_new(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
+{
+    PortReservationObject *self = (PortReservationObject *)op;
+    portres_socket s;
+    long family;
+    const char *host;
+    Py_ssize_t hostlen;
+    int len, err;
+    unsigned bound = 0;
+    struct sockaddr_storage ss;
+
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "_bind_new() takes 3 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!portres_socket_converter(args[0], &s))
+        return NULL;
+    family = PyLong_AsLong(args[1]);
+    if (family == -1 && PyErr_Occurred())
+        return NULL;
+    if (!PyUnicode_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "host must be a str");
+        return NULL;
+    }
+    host = PyUnicode_AsUTF8AndSize(args[2], &hostlen);
+    if (!host)
+        return NULL;
+    if (strlen(host) != (size_t)hostlen) {
+        PyErr_SetString(PyExc_ValueError, "host must not contain NUL");
+        return NULL;
+    }
+    if (family < 0 || family > INT32_MAX) {
+        PyErr_Format(PyExc_ValueError, "family must be AF_INET or AF_INET6, not %ld", family);
+        return NULL;
+    }
+    if (make_sockaddr((int)family, host, 0, 0, 0, &ss, &len))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    err = portres_block_bind_new(self->block, s, (struct sockaddr *)&ss, len, &bound);
+    Py_END_ALLOW_THREADS
+    if (err)
+        return portres_raise_os_error(err, "bind");
+    return PyLong_FromUnsignedLong(bound);
+}
+#endif
+
 PyDoc_STRVAR(PortReservation_close_doc,
 "close()\n\n"
 "Release the reservation (SIO_RELEASE_PORT_RESERVATION and closesocket of\n"
@@ -289,6 +343,10 @@ static PyMethodDef PortReservation_methods[] = {
     {"socket", (PyCFunction)(void (*)(void))PortReservation_socket, METH_VARARGS | METH_KEYWORDS,
      PortReservation_socket_doc},
     {"close", PortReservation_close, METH_NOARGS, PortReservation_close_doc},
+#ifdef __linux__
+    {"_bind_new", (PyCFunction)(void (*)(void))PortReservation_bind_new, METH_FASTCALL,
+     PortReservation_bind_new_doc},
+#endif
     {NULL, NULL, 0, NULL},
 };
 
@@ -755,7 +813,7 @@ static PyObject *win_port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
             Py_CLEAR(list);
             break;
         }
-        PyList_SET_ITEM(list, (Py_ssize_t)i, t);
+        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
     }
     portres_win_port_sockets_free(items);
     return list;
@@ -775,10 +833,8 @@ static PyObject *process_name(PyObject *Py_UNUSED(module), PyObject *arg)
     int err;
     PyObject *result;
 
-    if (!PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "pid must be an int, not %.100s", Py_TYPE(arg)->tp_name);
-        return NULL;
-    }
+    if (!PyLong_Check(arg))
+        return portres_type_error("pid must be an int", arg);
     pid = PyLong_AsUnsignedLong(arg);
     if (pid == (unsigned long)-1 && PyErr_Occurred()) {
         if (PyErr_ExceptionMatches(PyExc_OverflowError)) {

@@ -41,6 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <linux/bpf.h>
 #include <linux/filter.h>
 #include <linux/inet_diag.h>
 #include <linux/netlink.h>
@@ -48,14 +49,22 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
+#ifndef SO_ATTACH_BPF
+#  define SO_ATTACH_BPF 50
+#endif
 #ifndef SO_ATTACH_REUSEPORT_CBPF
 #  define SO_ATTACH_REUSEPORT_CBPF 51
+#endif
+#ifndef SO_ATTACH_REUSEPORT_EBPF
+#  define SO_ATTACH_REUSEPORT_EBPF 52
 #endif
 
 /* Per-port state flags. */
@@ -64,6 +73,7 @@ enum {
     PORT_STEERED = 2,  /* the placeholder's reuseport group steers to index 1 */
     PORT_PAIR = 4,     /* UDP: held by an AF_INET + a V6ONLY AF_INET6 pair */
     PORT_STEERED4 = 8, /* PAIR mode: the AF_INET placeholder's group steered */
+    PORT_TRACKED = 16, /* USED, and the caller's socket is in the block's epoll */
 };
 
 struct portres_block {
@@ -78,6 +88,9 @@ struct portres_block {
     int *fds;                     /* main placeholder per port */
     int *fds4;                    /* UDP PAIR mode: AF_INET placeholder, or -1 */
     unsigned char *state;
+    int *handed;                  /* per port: the caller's descriptor it was bound on */
+    int epfd;                     /* release tracking (see reclaim()), or -1 */
+    int infofd;                   /* /proc/self/fdinfo/<epfd>, or -1 */
 };
 
 struct association {
@@ -137,12 +150,86 @@ static int set_int(int fd, int level, int name, int value)
     return setsockopt(fd, level, name, &value, sizeof value) ? errno : 0;
 }
 
-/* cBPF "return K": K = 0 drops (socket filter) / K = 1 picks the second
- * socket of a reuseport group. */
+/* The programs "return K": K = 0 drops (a socket filter), K = 1 picks the
+ * second socket of a reuseport group.
+ *
+ * A cBPF program given to SO_ATTACH_FILTER or SO_ATTACH_REUSEPORT_CBPF is
+ * copied, checked and JIT-compiled for every socket: about 5 us and a page
+ * of kernel memory per UDP port.  Where the process may load eBPF programs
+ * (root or CAP_BPF; anyone with kernel.unprivileged_bpf_disabled=0), each
+ * is loaded once as an eBPF socket filter and attached by reference
+ * (SO_ATTACH_BPF, SO_ATTACH_REUSEPORT_EBPF): the same verdict for a
+ * reference count.  Otherwise, and whenever that fails, the cBPF form. */
+static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct { int fd; uint32_t id; int failed; } ret_prog[2] = { { -1, 0, 0 }, { -1, 0, 0 } };
+
+#ifdef SYS_bpf
+/* The id of the eBPF socket filter at FD, or 0. */
+static uint32_t prog_id(int fd)
+{
+    struct bpf_prog_info info;
+    union bpf_attr attr;
+    memset(&info, 0, sizeof info);
+    memset(&attr, 0, sizeof attr);
+    attr.info.bpf_fd = (uint32_t)fd;
+    attr.info.info_len = sizeof info;
+    attr.info.info = (uint64_t)(uintptr_t)&info;
+    if (syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof attr))
+        return 0;
+    return info.type == BPF_PROG_TYPE_SOCKET_FILTER ? info.id : 0;
+}
+#endif
+
+/* Load the shared program "return K" if need be, or (CHECK) make sure the
+ * descriptor kept for it still holds it: a program that closes descriptors
+ * it does not know may have closed it.  Called once per acquire or bind. */
+static void shared_prog_check(unsigned k, int check)
+{
+#ifdef SYS_bpf
+    pthread_mutex_lock(&prog_lock);
+    if (ret_prog[k].fd >= 0 && check && prog_id(ret_prog[k].fd) != ret_prog[k].id)
+        __atomic_store_n(&ret_prog[k].fd, -1, __ATOMIC_RELAXED);   /* not ours: not closed */
+    if (ret_prog[k].fd < 0 && !ret_prog[k].failed) {
+        struct bpf_insn insns[2];
+        union bpf_attr attr;
+        int fd;
+        memset(insns, 0, sizeof insns);
+        insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;   /* r0 = K */
+        insns[0].dst_reg = BPF_REG_0;
+        insns[0].imm = (int32_t)k;
+        insns[1].code = BPF_JMP | BPF_EXIT;            /* return r0 */
+        memset(&attr, 0, sizeof attr);
+        attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+        attr.insns = (uint64_t)(uintptr_t)insns;
+        attr.insn_cnt = 2;
+        attr.license = (uint64_t)(uintptr_t)"MIT";
+        fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);   /* O_CLOEXEC */
+        if (fd < 0) {
+            ret_prog[k].failed = 1;   /* EPERM: unprivileged */
+        } else if (!(ret_prog[k].id = prog_id(fd))) {
+            close(fd);
+            ret_prog[k].failed = 1;
+        } else {
+            __atomic_store_n(&ret_prog[k].fd, fd, __ATOMIC_RELAXED);
+        }
+    }
+    pthread_mutex_unlock(&prog_lock);
+#else
+    (void)k, (void)check;
+#endif
+}
+
+/* Attach "return K" to FD: as a socket filter (OPTNAME SO_ATTACH_FILTER)
+ * or as its reuseport group's selector (SO_ATTACH_REUSEPORT_CBPF). */
 static int attach_ret(int fd, int optname, unsigned k)
 {
     struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, k);
     struct sock_fprog prog = { 1, &insn };
+    int shared = __atomic_load_n(&ret_prog[k].fd, __ATOMIC_RELAXED);
+    if (shared >= 0
+            && setsockopt(fd, SOL_SOCKET, optname == SO_ATTACH_FILTER ? SO_ATTACH_BPF
+                          : SO_ATTACH_REUSEPORT_EBPF, &shared, sizeof shared) == 0)
+        return 0;
     return setsockopt(fd, SOL_SOCKET, optname, &prog, sizeof prog) ? errno : 0;
 }
 
@@ -250,6 +337,46 @@ static void close_fd(int *fd)
     if (*fd >= 0) {
         close(*fd);
         *fd = -1;
+    }
+}
+
+#if !defined(SYS_close_range) && (defined(__x86_64__) || defined(__i386__) \
+        || defined(__aarch64__) || defined(__arm__) || defined(__riscv) \
+        || defined(__powerpc__) || defined(__s390__))
+#  define SYS_close_range 436   /* the same number on these (Linux 5.9+) */
+#endif
+
+/* Close the descriptors of FDS[0..N) (-1 entries skipped) and set them to
+ * -1.  A run of consecutive descriptors (the usual layout: socket() returns
+ * the lowest free one) goes in one close_range(2): the same kernel work as
+ * a close() each, without a system call per descriptor.  Every descriptor
+ * of such a run is one of ours, so nothing else is closed. */
+static void close_fds(int *fds, unsigned n)
+{
+#ifdef SYS_close_range
+    static int no_close_range;
+#endif
+    unsigned i = 0, j;
+    while (i < n) {
+        if (fds[i] < 0) {
+            i++;
+            continue;
+        }
+        for (j = i + 1; j < n && fds[j] >= 0 && fds[j] == fds[j - 1] + 1; j++)
+            ;
+#ifdef SYS_close_range
+        if (j - i > 1 && !__atomic_load_n(&no_close_range, __ATOMIC_RELAXED)) {
+            if (syscall(SYS_close_range, (unsigned)fds[i], (unsigned)fds[j - 1], 0u) == 0) {
+                for (; i < j; i++)
+                    fds[i] = -1;
+                continue;
+            }
+            /* ENOSYS (before 5.9), EPERM (a seccomp filter): one by one */
+            __atomic_store_n(&no_close_range, 1, __ATOMIC_RELAXED);
+        }
+#endif
+        for (; i < j; i++)
+            close_fd(&fds[i]);
     }
 }
 
@@ -366,25 +493,95 @@ static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *ta
         diag_dump(protocol, AF_INET6, lo, hi, ~0u, taken_cb, taken);
 }
 
+/* Failed binds a wildcard acquire spends probing before it maps the whole
+ * range with one sock_diag dump.  A failed bind costs about 0.5 us; the dump
+ * walks the kernel's socket hash tables, whose size grows with the
+ * machine's memory (about 400 us with 262144 TCP ehash buckets). */
+#define PROBE_BUDGET 128
+
+/* Bind the unbound socket FD as the main placeholder of PORT in B: bind,
+ * then SO_REUSEPORT (and the UDP drop filter).  Returns 0, or the bind's
+ * errno with FD still unbound (so reusable), or -errno when FD is spoiled
+ * (bound, but a later step failed). */
+static int place(portres_block *b, int fd, unsigned port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    int err;
+    sockaddr_for_port(b->family, port, &ss, &len);
+    if (bind(fd, (struct sockaddr *)&ss, len))
+        return errno;
+    if ((err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1))
+            || (b->protocol == PORTRES_UDP && (err = attach_ret(fd, SO_ATTACH_FILTER, 0))))
+        return -err;
+    return 0;
+}
+
+/* A new socket for a main placeholder of B (dual-stack when AF_INET6). */
+static int main_socket(portres_block *b, unsigned still_needed)
+{
+    int err, fd = new_socket(b->family, sock_type_for(b->protocol), still_needed);
+    if (fd < 0)
+        return -errno;
+    if (b->family == AF_INET6 && bindv6only_default
+            && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+/* Rotate A[0..N) left by R. */
+static void rotate_left(int *a, unsigned n, unsigned r)
+{
+    unsigned i, j;
+    int t;
+    r %= n;
+    if (!r)
+        return;
+    for (i = 0, j = r - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+    for (i = r, j = n - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+    for (i = 0, j = n - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+}
+
 /* A wildcard block: a window of the ephemeral range whose ports are all
- * free, from a random place.  The first window is tried directly (the
- * common case: free); once a port turns out taken, one sock_diag dump maps
- * the whole range, so a crowded range costs one pass over a bitmap plus
- * the binds of the block, never a failed bind per taken port. */
+ * free, from a random place.
+ *
+ * Probing a port is a bind() on a socket that a failed bind leaves unbound,
+ * so the next probe reuses it: a taken port costs one failed bind, never a
+ * socket.  Each window is probed at its far end first, so a taken far end
+ * skips the whole window for one bind, then filled from its start; the
+ * placeholders already bound are kept in a ring indexed by port % count
+ * (any window of count ports maps onto distinct slots), so a port bound
+ * for one window serves the next windows that contain it.  Each port of
+ * the range is probed at most once per pass.  After PROBE_BUDGET failed
+ * binds, one sock_diag dump maps the taken ports of the whole range, and
+ * the remaining windows are chosen from the map: a crowded range costs at
+ * most that budget plus one dump plus the binds of the block, never a
+ * failed bind per taken port or per (window, port) pair. */
 static int hold_wildcard(portres_block *b, unsigned *first_out)
 {
     int range[2] = {32768, 60999};
-    unsigned lo, hi, span, offset, tried = 0, i, run;
+    unsigned lo, hi, span, offset, tried = 0, run, k, failures = 0;
+    unsigned count = b->count, bad = 0;
     unsigned char *taken = reserved_port_map();
-    int mapped = 0, err = EADDRINUSE;
+    unsigned *ports = NULL;   /* ports[slot]: the port b->fds[slot] holds */
+    int mapped = 0, err = EADDRINUSE, spare = -1, *fds = b->fds;
     uint32_t rnd = 0;
 
     read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2);
     lo = (unsigned)range[0];
     hi = (unsigned)range[1];
-    if (lo < 1 || hi > 65535 || lo > hi || hi - lo + 1 < b->count) {
+    if (lo < 1 || hi > 65535 || lo > hi || hi - lo + 1 < count) {
         free(taken);
         return EADDRINUSE;
+    }
+    if (!(ports = malloc(count * sizeof *ports))) {
+        free(taken);
+        return ENOMEM;
     }
     span = hi - lo + 1;
     if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
@@ -393,47 +590,80 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
 
     while (tried < span) {
         unsigned first = lo + offset;
-        if (first + b->count - 1 > hi) {   /* a window never wraps */
+        if (first + count - 1 > hi) {   /* a window never wraps */
             tried += hi - first + 1;
             offset = 0;
             continue;
         }
         /* Skip to a window that the map says is free. */
-        for (run = 0; run < b->count && !in_map(taken, first + run); run++)
+        for (run = 0; run < count && !in_map(taken, first + run); run++)
             ;
-        if (run < b->count) {
+        if (run < count) {
             tried += run + 1;
             offset = (first + run + 1 - lo) % span;
             continue;
         }
-        for (i = 0; i < b->count; i++) {
-            int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+        /* The far end, then the rest from the start. */
+        for (k = 0; k < count; k++) {
+            unsigned port = k == 0 ? first + count - 1 : first + k - 1, slot = port % count;
+            int fd;
+            if (fds[slot] >= 0 && ports[slot] == port)
+                continue;
+            close_fd(&fds[slot]);   /* a port outside this window */
+            fd = spare >= 0 ? spare : main_socket(b, count - k);
+            spare = -1;
             if (fd < 0) {
                 err = -fd;
-                while (i > 0)
-                    close_fd(&b->fds[--i]);
-                break;
+                goto out;
             }
-            b->fds[i] = fd;
+            err = place(b, fd, port);
+            if (err == 0) {
+                fds[slot] = fd;
+                ports[slot] = port;
+                continue;
+            }
+            if (err < 0) {   /* bound, then a setsockopt failed */
+                close(fd);
+                err = -err;
+                goto out;
+            }
+            spare = fd;      /* still unbound: the next probe reuses it */
+            bad = port;
+            break;
         }
-        if (i == b->count) {
+        if (k == count) {
+            rotate_left(fds, count, first % count);
             *first_out = first;
-            free(taken);
-            return 0;
+            err = 0;
+            goto out;
         }
         if (err != EADDRINUSE && err != EACCES)
-            break;   /* EMFILE, ENOMEM...: sliding will not help */
-        if (!taken && !(taken = calloc(65536 / 8, 1)))
-            return ENOMEM;
-        set_in_map(taken, first + i);
-        if (!mapped) {
+            goto out;   /* EMFILE, ENOMEM...: sliding will not help */
+        if (!taken && !(taken = calloc(65536 / 8, 1))) {
+            err = ENOMEM;
+            goto out;
+        }
+        set_in_map(taken, bad);
+        if (!mapped && ++failures >= PROBE_BUDGET) {
+            unsigned slot;
             mark_taken(b->protocol, lo, hi, taken);
             mapped = 1;
+            for (slot = 0; slot < count; slot++)   /* our own placeholders */
+                if (fds[slot] >= 0)
+                    taken[ports[slot] / 8] &= (unsigned char)~(1u << (ports[slot] % 8));
         }
-        tried += i + 1;
-        offset = (first + i + 1 - lo) % span;
+        tried += bad - first + 1;
+        offset = (bad + 1 - lo) % span;
         err = EADDRINUSE;
     }
+out:
+    if (err) {
+        for (k = 0; k < count; k++)
+            close_fd(&fds[k]);
+    }
+    if (spare >= 0)
+        close(spare);
+    free(ports);
     free(taken);
     return err;
 }
@@ -465,10 +695,13 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count,
     }
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
+    b->epfd = b->infofd = -1;
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
     b->count = count;
     b->family = have_ipv6 ? AF_INET6 : AF_INET;
+    if (protocol == PORTRES_UDP)
+        shared_prog_check(0, 1);
 
     err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
     if (err) {
@@ -527,7 +760,6 @@ static void drop_associations(uint64_t token)
 static void close_block_registry_held(portres_block *b)
 {
     portres_block **pp;
-    unsigned i;
 
     for (pp = &registry; *pp; pp = &(*pp)->next) {
         if (*pp == b) {
@@ -539,11 +771,11 @@ static void close_block_registry_held(portres_block *b)
     pthread_mutex_lock(&b->lock);
     pthread_mutex_unlock(&registry_lock);
     if (!b->closed) {
-        for (i = 0; i < b->count; i++) {
-            close_fd(&b->fds[i]);
-            if (b->fds4)
-                close_fd(&b->fds4[i]);
-        }
+        close_fds(b->fds, b->count);
+        if (b->fds4)
+            close_fds(b->fds4, b->count);
+        close_fd(&b->epfd);
+        close_fd(&b->infofd);
         __atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&b->lock);
@@ -565,6 +797,7 @@ void portres_block_free(portres_block *b)
     free(b->fds);
     free(b->fds4);
     free(b->state);
+    free(b->handed);
     free(b);
 }
 
@@ -660,25 +893,207 @@ static int diag_count(const portres_block *b, int family, unsigned *counts)
                      ~(1u << 6), count_cb, &c);
 }
 
-/* Return to the pool every handed-out port on which only our placeholders
- * remain: the caller's socket closed.  Block locked.  Returns how many. */
-static unsigned reclaim(portres_block *b)
+/* ------------------------------------------------- giving ports back
+ *
+ * A port handed out returns to the block once the caller's socket is gone:
+ * its file released (the last descriptor closed, in any process: dup(),
+ * fork() and SCM_RIGHTS copies keep it).  Two ways to tell:
+ *
+ *  - a sock_diag dump counting the sockets on each port of the block.  It
+ *    walks the kernel's whole socket hash tables, however small the block:
+ *    about 400 us with 262144 TCP ehash buckets, more on bigger machines;
+ *  - the block's epoll instance.  The caller's socket is added to it (no
+ *    events asked: it is never waited on), and the kernel removes an epoll
+ *    item exactly when the item's file is released, not when a descriptor
+ *    closes.  /proc/self/fdinfo/<epfd> lists the live items, with the port
+ *    index as their data: one pread(), O(live sockets of the block).
+ *
+ * A block starts without tracking, so that a block never exhausted pays
+ * nothing for it.  Its first reclaim uses the dump and turns tracking on,
+ * adopting the sockets then alive whose descriptor still holds them; from
+ * then on every hand-out adds the caller's socket (one epoll_ctl), and a
+ * reclaim reads fdinfo.  A port whose socket could not be tracked (an
+ * epoll_ctl error, a descriptor that moved) keeps the dump as fallback.
+ *
+ * They differ where the socket's file is released while sockets it
+ * spawned stay on the port (connections it accepted, or left closing in
+ * FIN_WAIT or LAST_ACK): the dump keeps such a port used until they are
+ * gone, tracking returns it when the socket closes, as for TIME_WAIT.
+ * Either way the placeholder holds the port: no other program can bind it.
+ */
+
+/* Turn release tracking on for B: its epoll instance and its fdinfo. */
+static int start_tracking(portres_block *b)
+{
+    char path[64];
+    int err;
+    b->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (b->epfd < 0)
+        return errno;
+    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", b->epfd);
+    b->infofd = open(path, O_RDONLY | O_CLOEXEC);
+    if (b->infofd < 0) {
+        err = errno;
+        close_fd(&b->epfd);
+        return err;
+    }
+    return 0;
+}
+
+/* Back to dumps only (fdinfo unreadable): tracked ports become untracked. */
+static void stop_tracking(portres_block *b)
+{
+    unsigned i;
+    close_fd(&b->infofd);
+    close_fd(&b->epfd);
+    for (i = 0; i < b->count; i++)
+        b->state[i] &= (unsigned char)~PORT_TRACKED;
+}
+
+/* Track the caller's socket FD, bound to port index I. */
+static void track(portres_block *b, unsigned i, int fd)
+{
+    struct epoll_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data.u64 = i;
+    if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+        b->state[i] |= PORT_TRACKED;
+}
+
+/* Port index I was just bound on the caller's FD. */
+static void handed_out(portres_block *b, unsigned i, int fd)
+{
+    b->state[i] |= PORT_USED;
+    if (!b->handed)
+        b->handed = malloc(b->count * sizeof *b->handed);
+    if (b->handed)
+        b->handed[i] = fd;
+    if (b->epfd >= 0)
+        track(b, i, fd);
+}
+
+/* Whether FD is still a socket of B's type bound to port index I. */
+static int holds_port(const portres_block *b, int fd, unsigned i)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int type = 0;
+    socklen_t tlen = sizeof type;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len)
+            || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+            || get_port((struct sockaddr *)&ss) != b->start + i)
+        return 0;
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0
+        && type == sock_type_for(b->protocol);
+}
+
+/* Tracked ports whose socket is gone return to the block; *FREED counts
+ * them.  Returns 0, or errno when fdinfo cannot be read or parsed (the
+ * caller then stops tracking: never guess a socket gone). */
+static int reclaim_tracked(portres_block *b, unsigned *freed)
+{
+    size_t cap, tracked = 0, items = 0, parsed = 0;
+    ssize_t len;
+    unsigned i;
+    char *buf = NULL, *p;
+    unsigned char *alive;
+
+    for (i = 0; i < b->count; i++)
+        tracked += (b->state[i] & PORT_TRACKED) != 0;
+    if (!tracked)
+        return 0;
+    /* "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x\n" */
+    for (cap = 512 + 128 * tracked;; cap *= 2) {
+        char *nbuf = realloc(buf, cap + 1);
+        if (!nbuf) {
+            free(buf);
+            return ENOMEM;
+        }
+        buf = nbuf;
+        len = pread(b->infofd, buf, cap, 0);   /* one read: one snapshot */
+        if (len < 0) {
+            int err = errno;
+            free(buf);
+            return err;
+        }
+        if ((size_t)len < cap)
+            break;
+    }
+    buf[len] = '\0';
+    alive = calloc((b->count + 7) / 8, 1);
+    if (!alive) {
+        free(buf);
+        return ENOMEM;
+    }
+    for (p = buf; (p = strstr(p, "tfd:")); items++) {
+        char *data = strstr(p, " data:"), *end, *eol = strchr(p, '\n');
+        unsigned long long v;
+        p += 4;
+        if (!data || (eol && data > eol))
+            continue;
+        v = strtoull(data + 6, &end, 16);
+        if (end == data + 6 || v >= b->count)
+            continue;
+        alive[v / 8] |= (unsigned char)(1u << (v % 8));
+        parsed++;
+    }
+    free(buf);
+    if (parsed != items) {   /* not the format this was written for */
+        free(alive);
+        return EPROTO;
+    }
+    for (i = 0; i < b->count; i++) {
+        if ((b->state[i] & PORT_TRACKED) && !((alive[i / 8] >> (i % 8)) & 1)) {
+            b->state[i] &= (unsigned char)~(PORT_USED | PORT_TRACKED);
+            (*freed)++;
+        }
+    }
+    free(alive);
+    return 0;
+}
+
+/* Untracked ports on which only our placeholders remain return to the
+ * block.  The first time, tracking starts, and the untracked ports still
+ * held by exactly one socket (the one we bound, at its descriptor) are
+ * tracked from now on.  Returns how many ports came back. */
+static unsigned reclaim_dump(portres_block *b)
 {
     unsigned *counts = calloc(b->count, sizeof *counts), i, n = 0;
+    int adopt;
     if (!counts)
         return 0;
     if (diag_count(b, AF_INET, counts) || (have_ipv6 && diag_count(b, AF_INET6, counts))) {
         free(counts);
         return 0;
     }
+    adopt = b->epfd >= 0 || start_tracking(b) == 0;
     for (i = 0; i < b->count; i++) {
         unsigned ours = (b->fds[i] >= 0) + (b->fds4 && b->fds4[i] >= 0);
-        if ((b->state[i] & PORT_USED) && counts[i] <= ours) {
+        if ((b->state[i] & (PORT_USED | PORT_TRACKED)) != PORT_USED)
+            continue;
+        if (counts[i] <= ours) {
             b->state[i] &= (unsigned char)~PORT_USED;
             n++;
+        } else if (adopt && counts[i] == ours + 1 && b->handed
+                   && holds_port(b, b->handed[i], i)) {
+            track(b, i, b->handed[i]);
         }
     }
     free(counts);
+    return n;
+}
+
+/* Return to the pool the handed-out ports whose socket is gone.  Block
+ * locked.  Returns how many. */
+static unsigned reclaim(portres_block *b)
+{
+    unsigned n = 0, i, untracked = 0;
+    if (b->infofd >= 0 && reclaim_tracked(b, &n))
+        stop_tracking(b);
+    for (i = 0; i < b->count; i++)
+        untracked += (b->state[i] & (PORT_USED | PORT_TRACKED)) == PORT_USED;
+    if (untracked && !n)
+        n += reclaim_dump(b);
     return n;
 }
 
@@ -706,6 +1121,8 @@ static int layout_udp(portres_block *b, unsigned i, int family, int v6only, int 
     want_pair = v6only;
     if (want_pair == !!(b->state[i] & PORT_PAIR))
         return 0;
+    shared_prog_check(0, 1);
+    shared_prog_check(1, 1);
     if (want_pair) {
         if (!b->fds4) {
             unsigned k;
@@ -759,6 +1176,7 @@ static int steer_udp(portres_block *b, unsigned i, int family, int v6only, int w
     if (!wildcard || (b->state[i] & PORT_STEERED) || family != b->family
             || (family == AF_INET6 && v6only != ph_v6only))
         return 0;
+    shared_prog_check(1, 1);
     err = attach_ret(b->fds[i], SO_ATTACH_REUSEPORT_CBPF, 1);
     if (!err)
         b->state[i] |= PORT_STEERED;
@@ -786,16 +1204,17 @@ static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t l
     set_port(sa, b->start + i);
     if (bind(fd, sa, len))
         return errno;
-    b->state[i] |= PORT_USED;
+    handed_out(b, i, fd);
     if (b->protocol == PORTRES_UDP && (err = steer_udp(b, i, sa->sa_family, v6only, wildcard)))
         return err;   /* rare (ENOMEM); the socket stays bound, see caller */
     return 0;
 }
 
 /* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
- * with B locked; the caller's SO_REUSEPORT is already set. */
+ * with B locked; the caller's SO_REUSEPORT is already set.  FRESH: FD is a
+ * socket the binding just created (its IPV6_V6ONLY is the default). */
 static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
-                                socklen_t addrlen, unsigned *port_out)
+                                socklen_t addrlen, unsigned *port_out, int fresh)
 {
     unsigned want = get_port(sa), n, i, pass;
     int err, v6only, wildcard;
@@ -804,7 +1223,10 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
         return EBADF;
     if (want && (want < b->start || want - b->start >= b->count))
         return EADDRNOTAVAIL;
-    v6only = socket_v6only(fd, sa->sa_family);
+    /* Only a UDP layout depends on it (TCP placeholders never take a
+     * connection, whatever the caller's socket is). */
+    v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 ? 0
+        : fresh ? bindv6only_default : socket_v6only(fd, sa->sa_family);
     wildcard = is_wildcard(sa);
     if (want) {
         i = want - b->start;
@@ -841,9 +1263,11 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
 
 /* Bind FD in B.  REGISTRY_HELD: registry_lock is held on entry (B was just
  * found by token) and released here once B is locked, so B cannot be
- * closed and freed in between. */
+ * closed and freed in between.  FRESH: FD is a socket the binding just
+ * created and closes on failure: SO_REUSEPORT is known to be off and need
+ * not be restored. */
 static int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
-                         socklen_t addrlen, unsigned *port_out, int registry_held)
+                         socklen_t addrlen, unsigned *port_out, int registry_held, int fresh)
 {
     struct sockaddr_storage ss;
     int err, one = 1, old_reuseport = 0;
@@ -855,7 +1279,8 @@ static int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
         return EINVAL;
     }
     memcpy(&ss, addr, addrlen);
-    getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, &optlen);
+    if (!fresh)
+        getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, &optlen);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
         err = errno;
         if (registry_held)
@@ -865,9 +1290,9 @@ static int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
     pthread_mutex_lock(&b->lock);
     if (registry_held)
         pthread_mutex_unlock(&registry_lock);
-    err = bind_in_block_locked(b, fd, (struct sockaddr *)&ss, addrlen, port_out);
+    err = bind_in_block_locked(b, fd, (struct sockaddr *)&ss, addrlen, port_out, fresh);
     pthread_mutex_unlock(&b->lock);
-    if (err)   /* leave the caller's socket as it was */
+    if (err && !fresh)   /* leave the caller's socket as it was */
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, sizeof old_reuseport);
     return err;
 }
@@ -893,7 +1318,13 @@ int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr
                        int addrlen, unsigned *port)
 {
     int err = check_bindable(b, s, addr);
-    return err ? err : bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0);
+    return err ? err : bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 0);
+}
+
+int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
+                           int addrlen, unsigned *port)
+{
+    return bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 1);
 }
 
 int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr,
@@ -907,7 +1338,7 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
     fd = new_socket(family, sock_type_for(b->protocol), 1);
     if (fd < 0)
         return errno;
-    err = bind_in_block(b, fd, addr, (socklen_t)addrlen, port, 0);
+    err = bind_in_block(b, fd, addr, (socklen_t)addrlen, port, 0, 1);
     if (err) {
         close(fd);
         return err;
@@ -1130,7 +1561,7 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
             pthread_mutex_unlock(&registry_lock);
             return err;
         }
-        err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1);
+        err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
         if (!err) {   /* the association is spent once the socket is bound */
             pthread_mutex_lock(&registry_lock);
             i = find_association(dev, ino);
@@ -1156,19 +1587,23 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
     int v;
     socklen_t vlen = sizeof v;
 
-    if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &v, &vlen))
+    /* getsockname() gives the family and the port in one call. */
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(s, (struct sockaddr *)&ss, &len) == 0) {
+        *family = ss.ss_family;
+    } else if (errno == EBADF || errno == ENOTSOCK) {
         return errno;
-    *family = v;
-    vlen = sizeof v;
+    } else {   /* a family without getsockname */
+        if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &v, &vlen))
+            return errno;
+        *family = v;
+        vlen = sizeof v;
+    }
     if (getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &vlen))
         return errno;
     *type = v;
-    *bound_port = 0;
-    if (*family == AF_INET || *family == AF_INET6) {
-        if (getsockname(s, (struct sockaddr *)&ss, &len))
-            return errno;
-        *bound_port = get_port((struct sockaddr *)&ss);
-    }
+    *bound_port = *family == AF_INET || *family == AF_INET6
+        ? get_port((struct sockaddr *)&ss) : 0;
     return 0;
 }
 

@@ -80,6 +80,13 @@ int portres_release(portres_socket s, uint64_t token);
  * to portres_associate: a socket associated with it binds the first free
  * port of [START, START+COUNT). */
 int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count);
+
+/* Linux: portres_block_bind for a socket the binding has just created (new,
+ * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off,
+ * IPV6_V6ONLY at its default) and closes if this fails: the checks and the
+ * restoring of the socket's options on failure are skipped. */
+int portres_block_bind_new(portres_block *b, portres_socket s,
+                           const struct sockaddr *addr, int addrlen, unsigned *port);
 void portres_unregister_persistent(uint64_t token);
 
 /* Linux: the kernel's sockets of PROTOCOL whose local port is in [LO, HI],

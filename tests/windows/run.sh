@@ -50,7 +50,7 @@ for arch in "${archs[@]}"; do
     "$cc" -shared -o "$build/windows-$arch.dll" "$build/windows-$arch.o" \
         -lws2_32 -liphlpapi -ladvapi32
     "$cc" "${cflags[@]}" -I src -o "$build/test_windows-$arch.exe" \
-        tests/windows/test_windows.c -lws2_32
+        tests/windows/test_windows.c -lws2_32 -liphlpapi
     echo "built: src/windows.c (+ linked DLL), tests/windows/test_windows.c ($arch)"
 done
 
@@ -134,10 +134,19 @@ EOF
 # (linux.c is empty under _WIN32, which this checks too).
 sources=("$build/pyconfig_sample.c" src/*.c)
 portres_c="checked: $(cd src && echo *.c)"
+# 3.12+ headers: also as the cp312-abi3 wheel is built (setup.py).
+limited=()
+if "$python" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
+    limited=(-DPy_LIMITED_API=0x030C0000)
+    portres_c="$portres_c; also with Py_LIMITED_API=0x030C0000"
+fi
 for arch in "${archs[@]}"; do
     for src in "${sources[@]}"; do
         "$arch-w64-mingw32-gcc" "${syntax_flags[@]}" -I tests/windows \
             -I "$shadow" -I src "$src"
+        [[ ${#limited[@]} -eq 0 ]] || [[ "$src" == "$build/pyconfig_sample.c" ]] \
+            || "$arch-w64-mingw32-gcc" "${syntax_flags[@]}" "${limited[@]}" \
+                   -I tests/windows -I "$shadow" -I src "$src"
     done
     echo "syntax-checked with Python $pyver headers ($arch):" \
          "sample and every src/*.c ($portres_c)"

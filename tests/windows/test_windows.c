@@ -24,6 +24,15 @@
  *     token pointer and the pass-through of the returned error; the
  *     listing reads a crafted registry key (Wine's registry is real) in
  *     place of the system's, through a recording RegOpenKeyExW.
+ *   - who holds a port: GetExtendedTcpTable/GetExtendedUdpTable reach a
+ *     recording seam that either plays crafted MIB_*TABLE_OWNER_PID images
+ *     (port byte order, both families, the state mapping, the
+ *     ERROR_INSUFFICIENT_BUFFER growth loop with a table that grows between
+ *     calls, corrupt row counts) or forwards to Wine's real functions,
+ *     which must find this program's own listener, connection and UDP
+ *     socket with its PID; the process name comes from Wine's real
+ *     OpenProcess/QueryFullProcessImageNameW, or from a scripted
+ *     QueryFullProcessImageNameW (UTF-8 conversion, long paths).
  * [ASC] = Microsoft Learn "SIO_ASSOCIATE_PORT_RESERVATION Control Code".
  *
  * Output: one line per check, then "N passed, M failed"; exit status 1 on
@@ -72,6 +81,14 @@ ULONG WINAPI portres_test_DeletePersistentUdpPortReservation(USHORT, USHORT);
 LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
 LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD,
                                        LPDWORD, LPBYTE, LPDWORD);
+/* The endpoint tables and the image name: same prototypes as in
+ * iphlpapi.h / winbase.h. */
+DWORD WINAPI portres_test_GetExtendedTcpTable(PVOID, PDWORD, WINBOOL, ULONG,
+                                              TCP_TABLE_CLASS, ULONG);
+DWORD WINAPI portres_test_GetExtendedUdpTable(PVOID, PDWORD, WINBOOL, ULONG,
+                                              UDP_TABLE_CLASS, ULONG);
+WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR,
+                                                       PDWORD);
 
 #define WSAIoctl portres_test_WSAIoctl
 #define WSAStartup portres_test_WSAStartup
@@ -91,6 +108,9 @@ LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD,
     portres_test_DeletePersistentUdpPortReservation
 #define RegOpenKeyExW portres_test_RegOpenKeyExW
 #define RegEnumValueW portres_test_RegEnumValueW
+#define GetExtendedTcpTable portres_test_GetExtendedTcpTable
+#define GetExtendedUdpTable portres_test_GetExtendedUdpTable
+#define QueryFullProcessImageNameW portres_test_QueryFullProcessImageNameW
 
 #include "../../src/windows.c"
 
@@ -106,6 +126,9 @@ LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD,
 #undef DeletePersistentUdpPortReservation
 #undef RegOpenKeyExW
 #undef RegEnumValueW
+#undef GetExtendedTcpTable
+#undef GetExtendedUdpTable
+#undef QueryFullProcessImageNameW
 
 /* ---- heap and WSAStartup accounting ------------------------------------ */
 
@@ -1713,6 +1736,771 @@ test_persistent_list(void)
     RegDeleteTreeW(HKEY_CURRENT_USER, L"Software\\portres-test");
 }
 
+/* ---- who holds a port (endpoint-table seams) ----------------------------- */
+
+enum { TBL_FORWARD, TBL_SCRIPT };
+
+typedef struct {
+    int udp;
+    ULONG af;
+    int null_table;
+    DWORD size_in;      /* *pdwSize on entry: the buffer's size */
+    DWORD size_out;     /* *pdwSize on return */
+    WINBOOL order;
+    int table_class;
+    ULONG reserved;
+    DWORD rc;
+} tcall_record;
+
+#define MAX_TCALLS 32
+static tcall_record tcalls[MAX_TCALLS];
+static int n_tcalls;
+static int tbl_mode = TBL_FORWARD;
+/* Scripted tables, by [udp][family is AF_INET6]: byte images built with
+ * the headers' own types (DWORD-aligned storage). */
+static DWORD tbl_store[2][2][1024];
+static DWORD tbl_len[2][2];
+static DWORD tbl_pad;       /* bytes the table needs beyond its image */
+static int tbl_grow;        /* times it grows right after giving its size */
+static int tbl_lie;         /* times it says "too small" without a size */
+static DWORD tbl_err;       /* non-zero: returned (for tbl_err_af, 0 any) */
+static ULONG tbl_err_af;
+
+static void
+reset_tables(void)
+{
+    memset(tbl_store, 0, sizeof(tbl_store));
+    memset(tbl_len, 0, sizeof(tbl_len));
+    tbl_pad = 0;
+    tbl_grow = tbl_lie = 0;
+    tbl_err = 0;
+    tbl_err_af = 0;
+    n_tcalls = 0;
+    tbl_mode = TBL_SCRIPT;
+}
+
+static DWORD
+tfake(int udp, PVOID table, PDWORD size, WINBOOL order, ULONG af, int cls,
+      ULONG reserved)
+{
+    tcall_record r;
+    const unsigned char *img;
+    DWORD img_len, need;
+
+    memset(&r, 0, sizeof(r));
+    r.udp = udp;
+    r.af = af;
+    r.null_table = table == NULL;
+    r.size_in = *size;
+    r.order = order;
+    r.table_class = cls;
+    r.reserved = reserved;
+    if (tbl_mode == TBL_FORWARD) {
+        r.rc = udp ? GetExtendedUdpTable(table, size, order, af,
+                                         (UDP_TABLE_CLASS)cls, reserved)
+                   : GetExtendedTcpTable(table, size, order, af,
+                                         (TCP_TABLE_CLASS)cls, reserved);
+    } else if (tbl_err && (tbl_err_af == 0 || tbl_err_af == af)) {
+        r.rc = tbl_err;
+    } else {
+        img = (const unsigned char *)tbl_store[udp][af == AF_INET6];
+        img_len = tbl_len[udp][af == AF_INET6];
+        if (img_len == 0)
+            img_len = 4;                /* dwNumEntries 0 */
+        need = img_len + tbl_pad;
+        if (tbl_lie > 0) {
+            tbl_lie--;
+            r.rc = ERROR_INSUFFICIENT_BUFFER;   /* *size left as given */
+        } else if (table == NULL || *size < need) {
+            *size = need;
+            r.rc = ERROR_INSUFFICIENT_BUFFER;
+            if (tbl_grow > 0) {     /* rows appear before the next call: */
+                tbl_grow--;         /* more than any margin on NEED */
+                tbl_pad += need + 100000;
+            }
+        } else {
+            /* Garbage after the rows: a parser reading past dwNumEntries
+             * sees port 0xEEEE = 61166. */
+            memset(table, 0xEE, *size);
+            memcpy(table, img, img_len);
+            r.rc = NO_ERROR;
+        }
+    }
+    r.size_out = *size;
+    if (n_tcalls < MAX_TCALLS)
+        tcalls[n_tcalls] = r;
+    n_tcalls++;
+    /* The result is the return value; a stale last error must not matter. */
+    SetLastError(ERROR_GEN_FAILURE);
+    return r.rc;
+}
+
+DWORD WINAPI
+portres_test_GetExtendedTcpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
+                                 TCP_TABLE_CLASS cls, ULONG reserved)
+{
+    return tfake(0, t, size, order, af, (int)cls, reserved);
+}
+
+DWORD WINAPI
+portres_test_GetExtendedUdpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
+                                 UDP_TABLE_CLASS cls, ULONG reserved)
+{
+    return tfake(1, t, size, order, af, (int)cls, reserved);
+}
+
+/* dwLocalPort as the stack lays it out: the port's two bytes in network
+ * order, then two bytes this code must never read (garbage here). */
+static DWORD
+wire_port(unsigned port)
+{
+    unsigned char b[4];
+    DWORD d;
+
+    b[0] = (unsigned char)(port >> 8);
+    b[1] = (unsigned char)(port & 0xFF);
+    b[2] = 0xAB;
+    b[3] = 0xCD;
+    memcpy(&d, b, 4);
+    return d;
+}
+
+typedef struct {
+    unsigned port;
+    DWORD state;        /* MIB_TCP_STATE (TCP only) */
+    DWORD pid;
+} trow;
+
+static void
+set_tcp4(const trow *rows, int n)
+{
+    MIB_TCPTABLE_OWNER_PID *t = (MIB_TCPTABLE_OWNER_PID *)tbl_store[0][0];
+    int i;
+
+    t->dwNumEntries = (DWORD)n;
+    for (i = 0; i < n; i++) {
+        t->table[i].dwState = rows[i].state;
+        t->table[i].dwLocalAddr = htonl(INADDR_LOOPBACK);
+        t->table[i].dwLocalPort = wire_port(rows[i].port);
+        t->table[i].dwRemotePort = wire_port(1);
+        t->table[i].dwOwningPid = rows[i].pid;
+    }
+    tbl_len[0][0] = (DWORD)(offsetof(MIB_TCPTABLE_OWNER_PID, table)
+                            + (size_t)n * sizeof(t->table[0]));
+}
+
+static void
+set_tcp6(const trow *rows, int n)
+{
+    MIB_TCP6TABLE_OWNER_PID *t = (MIB_TCP6TABLE_OWNER_PID *)tbl_store[0][1];
+    int i;
+
+    t->dwNumEntries = (DWORD)n;
+    for (i = 0; i < n; i++) {
+        t->table[i].ucLocalAddr[15] = 1;
+        t->table[i].dwLocalScopeId = 0x01020304;
+        t->table[i].dwLocalPort = wire_port(rows[i].port);
+        t->table[i].dwRemotePort = wire_port(2);
+        t->table[i].dwState = rows[i].state;
+        t->table[i].dwOwningPid = rows[i].pid;
+    }
+    tbl_len[0][1] = (DWORD)(offsetof(MIB_TCP6TABLE_OWNER_PID, table)
+                            + (size_t)n * sizeof(t->table[0]));
+}
+
+static void
+set_udp4(const trow *rows, int n)
+{
+    MIB_UDPTABLE_OWNER_PID *t = (MIB_UDPTABLE_OWNER_PID *)tbl_store[1][0];
+    int i;
+
+    t->dwNumEntries = (DWORD)n;
+    for (i = 0; i < n; i++) {
+        t->table[i].dwLocalPort = wire_port(rows[i].port);
+        t->table[i].dwOwningPid = rows[i].pid;
+    }
+    tbl_len[1][0] = (DWORD)(offsetof(MIB_UDPTABLE_OWNER_PID, table)
+                            + (size_t)n * sizeof(t->table[0]));
+}
+
+static void
+set_udp6(const trow *rows, int n)
+{
+    MIB_UDP6TABLE_OWNER_PID *t = (MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1];
+    int i;
+
+    t->dwNumEntries = (DWORD)n;
+    for (i = 0; i < n; i++) {
+        t->table[i].dwLocalScopeId = 0x01020304;
+        t->table[i].dwLocalPort = wire_port(rows[i].port);
+        t->table[i].dwOwningPid = rows[i].pid;
+    }
+    tbl_len[1][1] = (DWORD)(offsetof(MIB_UDP6TABLE_OWNER_PID, table)
+                            + (size_t)n * sizeof(t->table[0]));
+}
+
+/* Is (family, state, port, pid) the I-th result? */
+static int
+sock_is(const portres_win_socket *s, size_t n, size_t i, int family,
+        int state, unsigned port, unsigned long pid)
+{
+    return s != NULL && i < n && s[i].family == family && s[i].state == state
+           && s[i].port == port && s[i].pid == pid;
+}
+
+static void
+print_sockets(const portres_win_socket *s, size_t n)
+{
+    size_t i;
+
+    for (i = 0; s != NULL && i < n; i++)
+        printf("       [%lu] family %d state %d port %u pid %lu\n",
+               (unsigned long)i, s[i].family, s[i].state, s[i].port, s[i].pid);
+}
+
+static void
+test_state_mapping(void)
+{
+    /* MIB_TCP_STATE 1..12 -> include/net/tcp_states.h */
+    static const int expect[13] = {
+        0, 7 /* CLOSED */, 10 /* LISTEN */, 2 /* SYN_SENT */,
+        3 /* SYN_RCVD */, 1 /* ESTAB */, 4 /* FIN_WAIT1 */, 5 /* FIN_WAIT2 */,
+        8 /* CLOSE_WAIT */, 11 /* CLOSING */, 9 /* LAST_ACK */,
+        6 /* TIME_WAIT */, 7 /* DELETE_TCB */
+    };
+    unsigned long v;
+    int ok = 1, bad = 0;
+
+    for (v = 1; v <= 12; v++)
+        if (portres_tcp_state_from_mib(v) != expect[v]) {
+            ok = 0;
+            bad = (int)v;
+        }
+    check(ok, "tcp states: MIB_TCP_STATE 1..12 map to Linux's numbers "
+              "(LISTEN 2 -> 10, ESTAB 5 -> 1, TIME_WAIT 11 -> 6, "
+              "CLOSE_WAIT 8 -> 8, ...)", "MIB %d -> %d", bad,
+          bad ? portres_tcp_state_from_mib((unsigned long)bad) : 0);
+    check(portres_tcp_state_from_mib(0) == 1000
+              && portres_tcp_state_from_mib(100) == 1100
+              && portres_tcp_state_from_mib(13) == 1013
+              && portres_tcp_state_from_mib(0xFFFFFFFFul) == 1000,
+          "tcp states: other MIB values -> 1000 + value (1000 when huge)",
+          "%d %d %d %d", portres_tcp_state_from_mib(0),
+          portres_tcp_state_from_mib(100), portres_tcp_state_from_mib(13),
+          portres_tcp_state_from_mib(0xFFFFFFFFul));
+}
+
+static void
+test_port_sockets_crafted(void)
+{
+    static const trow tcp4[] = {
+        {50000, MIB_TCP_STATE_LISTEN, 1111},
+        {20675, MIB_TCP_STATE_LISTEN, 7},   /* bytes 50 C3: not 50000 */
+        {50001, MIB_TCP_STATE_ESTAB, 2222},
+        {49999, MIB_TCP_STATE_LISTEN, 3},
+        {50002, MIB_TCP_STATE_LISTEN, 4},
+    };
+    static const trow tcp6[] = {
+        {50000, MIB_TCP_STATE_TIME_WAIT, 0},
+        {50000, 100, 5555},
+        {50001, MIB_TCP_STATE_CLOSE_WAIT, 6},
+    };
+    static const trow udp4[] = { {50000, 0, 10}, {50001, 0, 11} };
+    static const trow udp6[] = { {49999, 0, 12}, {50000, 0, 13} };
+    portres_win_socket *s = (portres_win_socket *)1;
+    size_t n = 99;
+    const char *call = "x";
+    long heap0 = heap_live;
+    int err, ok, i;
+
+    /* TCP, both families, with a port range and the byte order */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    set_tcp6(tcp6, 3);
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50001, &s, &n, &call);
+    ok = err == 0 && call == NULL && n == 5
+         && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
+         && sock_is(s, n, 1, AF_INET, 1, 50001, 2222)
+         && sock_is(s, n, 2, AF_INET6, 6, 50000, 0)
+         && sock_is(s, n, 3, AF_INET6, 1100, 50000, 5555)
+         && sock_is(s, n, 4, AF_INET6, 8, 50001, 6);
+    check(ok, "port sockets tcp 50000-50001: both families, ports read as "
+              "network order from the DWORD's first two bytes (C3 50 = "
+              "50000; 50 C3 = 20675 left out), states mapped, PIDs kept",
+          "err %d, n %lu", err, (unsigned long)n);
+    if (!ok)
+        print_sockets(s, n);
+    check(n_tcalls == 2 && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6
+              && !tcalls[0].udp && !tcalls[1].udp
+              && tcalls[0].table_class == TCP_TABLE_OWNER_PID_ALL
+              && tcalls[1].table_class == TCP_TABLE_OWNER_PID_ALL
+              && !tcalls[0].order && tcalls[0].reserved == 0
+              && !tcalls[0].null_table && tcalls[0].size_in == 16384,
+          "port sockets tcp: GetExtendedTcpTable(buffer of 16384, bOrder "
+          "FALSE, AF_INET then AF_INET6, TCP_TABLE_OWNER_PID_ALL, 0)",
+          "%d calls, class %d, size %lu", n_tcalls, tcalls[0].table_class,
+          (unsigned long)tcalls[0].size_in);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* One port, exactly; the rows after dwNumEntries are never read */
+    err = portres_win_port_sockets(PORTRES_TCP, 50002, 50002, &s, &n, &call);
+    check(err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50002, 4),
+          "port sockets tcp 50002-50002: the one row", "err %d, n %lu", err,
+          (unsigned long)n);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    err = portres_win_port_sockets(PORTRES_TCP, 61166, 61166, &s, &n, &call);
+    check(err == 0 && n == 0 && s == NULL,
+          "port sockets: bytes past dwNumEntries (port 61166 there) not read",
+          "err %d, n %lu", err, (unsigned long)n);
+
+    /* UDP, both families: state 7 (bound) */
+    set_udp4(udp4, 2);
+    set_udp6(udp6, 2);
+    n_tcalls = 0;
+    err = portres_win_port_sockets(PORTRES_UDP, 50000, 50000, &s, &n, &call);
+    check(err == 0 && n == 2 && sock_is(s, n, 0, AF_INET, 7, 50000, 10)
+              && sock_is(s, n, 1, AF_INET6, 7, 50000, 13)
+              && n_tcalls == 2 && tcalls[0].udp && tcalls[1].udp
+              && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6
+              && tcalls[0].table_class == UDP_TABLE_OWNER_PID
+              && tcalls[1].table_class == UDP_TABLE_OWNER_PID,
+          "port sockets udp 50000: GetExtendedUdpTable(UDP_TABLE_OWNER_PID) "
+          "for both families, rows in state 7 (bound) with their PIDs",
+          "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
+    if (err == 0 && n != 2)
+        print_sockets(s, n);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* Growth: the first buffer is too small */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    tbl_pad = 40000;
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    check(err == 0 && n == 1 && n_tcalls == 4
+              && tcalls[0].rc == ERROR_INSUFFICIENT_BUFFER
+              && tcalls[1].rc == NO_ERROR
+              && tcalls[1].size_in >= tcalls[0].size_out
+              && tcalls[3].size_in >= tcalls[2].size_out,
+          "port sockets: ERROR_INSUFFICIENT_BUFFER -> one retry with at "
+          "least the size returned, per family", "err %d, n %lu, %d calls",
+          err, (unsigned long)n, n_tcalls);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* Growth: the table grows twice between the size and the next call */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    tbl_pad = 40000;
+    tbl_grow = 2;
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    ok = err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
+         && n_tcalls == 6 && tcalls[3].rc == NO_ERROR;
+    for (i = 1; ok && i < 4; i++)
+        ok = tcalls[i].size_in >= tcalls[i - 1].size_out;
+    check(ok, "port sockets: a table that grows between calls -> each retry "
+              "asks for the latest size (plus margin) until it fits",
+          "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* Growth: "too small" without a bigger size still grows the buffer */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    tbl_lie = 1;
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    check(err == 0 && n == 1 && n_tcalls == 3
+              && tcalls[1].size_in > tcalls[0].size_in,
+          "port sockets: ERROR_INSUFFICIENT_BUFFER with no larger size -> "
+          "a larger buffer anyway", "err %d, %d calls, %lu -> %lu", err,
+          n_tcalls, (unsigned long)tcalls[0].size_in,
+          (unsigned long)(n_tcalls > 1 ? tcalls[1].size_in : 0));
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* Growth without end: bounded */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    tbl_pad = 40000;
+    tbl_grow = 1000;
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    check(err == ERROR_INSUFFICIENT_BUFFER && s == NULL && n == 0
+              && n_tcalls == PORTRES_TABLE_ATTEMPTS && call != NULL
+              && strcmp(call, "GetExtendedTcpTable") == 0,
+          "port sockets: a table that never stops growing -> "
+          "ERROR_INSUFFICIENT_BUFFER after 8 calls, naming "
+          "GetExtendedTcpTable", "err %d, %d calls", err, n_tcalls);
+
+    /* A row count the buffer cannot hold */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    ((MIB_TCPTABLE_OWNER_PID *)tbl_store[0][0])->dwNumEntries = 0x10000000;
+    err = portres_win_port_sockets(PORTRES_TCP, 0, 65535, &s, &n, &call);
+    check(err == ERROR_INVALID_DATA && s == NULL && call != NULL,
+          "port sockets: dwNumEntries past the buffer -> ERROR_INVALID_DATA, "
+          "no row read", "err %d", err);
+    /* The boundary: (16384 - 4) / 28 = 585 MIB_UDP6ROW_OWNER_PID rows fit */
+    reset_tables();
+    set_udp6(udp6, 2);
+    ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 586;
+    err = portres_win_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
+    check(sizeof(MIB_UDP6ROW_OWNER_PID) == 28 && err == ERROR_INVALID_DATA
+              && s == NULL && call != NULL
+              && strcmp(call, "GetExtendedUdpTable") == 0,
+          "port sockets: 586 udp6 rows claimed in a 16384-byte buffer -> "
+          "ERROR_INVALID_DATA (naming GetExtendedUdpTable)", "err %d", err);
+    ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 585;
+    err = portres_win_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
+    check(err == 0 && n == 585 && sock_is(s, n, 0, AF_INET6, 7, 49999, 12)
+              && sock_is(s, n, 584, AF_INET6, 7, 0xEEEE, 0xEEEEEEEEul),
+          "port sockets: 585 udp6 rows (exactly the buffer) are read",
+          "err %d, n %lu", err, (unsigned long)n);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* Errors pass through; nothing is kept from the first family */
+    reset_tables();
+    set_tcp4(tcp4, 5);
+    tbl_err = ERROR_INVALID_PARAMETER;
+    tbl_err_af = AF_INET6;
+    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    check(err == ERROR_INVALID_PARAMETER && s == NULL && n == 0
+              && n_tcalls == 2,
+          "port sockets: the AF_INET6 call's error is returned, the AF_INET "
+          "rows freed", "err %d, %d calls", err, n_tcalls);
+
+    /* Bad arguments: no call */
+    reset_tables();
+    ok = portres_win_port_sockets(7, 1, 2, &s, &n, &call)
+             == ERROR_INVALID_PARAMETER
+         && portres_win_port_sockets(PORTRES_TCP, 3, 2, &s, &n, &call)
+             == ERROR_INVALID_PARAMETER
+         && portres_win_port_sockets(PORTRES_UDP, 0, 65536, &s, &n, &call)
+             == ERROR_INVALID_PARAMETER
+         && portres_win_port_sockets(PORTRES_UDP, 0, 1, NULL, &n, &call)
+             == ERROR_INVALID_PARAMETER;
+    check(ok && n_tcalls == 0,
+          "port sockets: bad protocol/range/pointer -> "
+          "ERROR_INVALID_PARAMETER before any call", "%d calls", n_tcalls);
+
+    /* More results than the first array holds (16, 32, ...) */
+    {
+        static trow many[40];
+        for (i = 0; i < 40; i++) {
+            many[i].port = 40000 + (unsigned)i;
+            many[i].state = MIB_TCP_STATE_LISTEN;
+            many[i].pid = 100 + (DWORD)i;
+        }
+        reset_tables();
+        set_tcp4(many, 40);
+        set_tcp6(many, 40);
+        err = portres_win_port_sockets(PORTRES_TCP, 40000, 40039, &s, &n,
+                                       &call);
+        ok = err == 0 && n == 80;
+        for (i = 0; ok && i < 40; i++)
+            ok = sock_is(s, n, (size_t)i, AF_INET, 10, 40000 + (unsigned)i,
+                         100 + (unsigned long)i)
+                 && sock_is(s, n, 40 + (size_t)i, AF_INET6, 10,
+                            40000 + (unsigned)i, 100 + (unsigned long)i);
+        check(ok, "port sockets: 80 results, in table order", "err %d, n %lu",
+              err, (unsigned long)n);
+        portres_win_port_sockets_free(err == 0 ? s : NULL);
+    }
+    check(heap_live == heap0, "port sockets: no heap block left by any case",
+          "%ld -> %ld", heap0, (long)heap_live);
+    tbl_mode = TBL_FORWARD;
+}
+
+/* Wine before 9.17 cannot name the PID of a socket (its nsiproxy looked
+ * for the socket's inode in the Unix processes' fd tables, while the
+ * wineserver holds the socket); 9.17 ("nsiproxy: Implement TCP table on
+ * top of a server call", with tests that GetExtendedTcpTable/UdpTable
+ * associate a socket with the correct PID) fixed it.  0 is the tables'
+ * own "unavailable" [U4R]. */
+static int wine_knows_pids = -1;
+
+static int
+knows_pids(void)
+{
+    typedef const char *(CDECL *wine_version_fn)(void);
+    wine_version_fn fn;
+    FARPROC p;
+    int major = 0, minor = 0;
+
+    if (wine_knows_pids >= 0)
+        return wine_knows_pids;
+    p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"), "wine_get_version");
+    memcpy(&fn, &p, sizeof(fn));
+    if (fn == NULL) {
+        wine_knows_pids = 1;            /* Windows itself */
+    } else {
+        sscanf(fn(), "%d.%d", &major, &minor);
+        wine_knows_pids = major > 9 || (major == 9 && minor >= 17);
+        printf("     note: Wine %s: owning PIDs %s\n", fn(),
+               wine_knows_pids ? "required" : "may be 0 (fixed in Wine 9.17)");
+    }
+    return wine_knows_pids;
+}
+
+/* Find (family, state, port) owned by PID among the results (PID or, where
+ * Wine cannot tell, 0; never another process). */
+static int
+has_sock(const portres_win_socket *s, size_t n, int family, int state,
+         unsigned port, unsigned long pid)
+{
+    size_t i;
+
+    for (i = 0; s != NULL && i < n; i++)
+        if (s[i].family == family && s[i].state == state && s[i].port == port
+                && (s[i].pid == pid || (s[i].pid == 0 && !knows_pids())))
+            return 1;
+    return 0;
+}
+
+static void
+test_port_sockets_wine(void)
+{
+    unsigned long me = GetCurrentProcessId();
+    portres_win_socket *s = NULL;
+    size_t n = 0;
+    const char *call = NULL;
+    struct sockaddr_in sin = loopback_any_port();
+    struct sockaddr_in6 sin6;
+    SOCKET lst, cli = INVALID_SOCKET, acc = INVALID_SOCKET, udp, l6;
+    unsigned port, uport, port6;
+    long heap0 = heap_live, h0, h1;
+    int err, i, len, ok;
+
+    tbl_mode = TBL_FORWARD;
+    n_tcalls = 0;
+    lst = new_socket(AF_INET, SOCK_STREAM);
+    if (lst == INVALID_SOCKET || bind(lst, (struct sockaddr *)&sin, sizeof(sin))
+            || listen(lst, 4)) {
+        check(0, "wine: a listening TCP socket on 127.0.0.1", "%d",
+              WSAGetLastError());
+        return;
+    }
+    port = local_port(lst);
+    err = portres_win_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
+    ok = err == 0 && has_sock(s, n, AF_INET, 10, port, me);
+    check(ok, "wine: GetExtendedTcpTable finds our listener (LISTEN, our PID)",
+          "err %d (%s), port %u, n %lu", err, call ? call : "-", port,
+          (unsigned long)n);
+    if (err == 0 && !ok)
+        print_sockets(s, n);
+    printf("     note: wine: %d GetExtendedTcpTable calls, first buffer %lu, "
+           "sizes returned %lu/%lu\n", n_tcalls,
+           (unsigned long)tcalls[0].size_in, (unsigned long)tcalls[0].size_out,
+           (unsigned long)(n_tcalls > 1 ? tcalls[1].size_out : 0));
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* A connection: ESTABLISHED on the listener's port (accepted side) */
+    cli = new_socket(AF_INET, SOCK_STREAM);
+    sin.sin_port = htons((u_short)port);
+    if (cli != INVALID_SOCKET
+            && connect(cli, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+        acc = accept(lst, NULL, NULL);
+    err = portres_win_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
+    ok = err == 0 && acc != INVALID_SOCKET
+         && has_sock(s, n, AF_INET, 10, port, me)
+         && has_sock(s, n, AF_INET, 1, port, me);
+    check(ok, "wine: with a connection accepted: LISTEN and ESTABLISHED rows "
+              "on the port, our PID", "err %d, accept %s, n %lu", err,
+          acc != INVALID_SOCKET ? "ok" : "failed", (unsigned long)n);
+    if (err == 0 && !ok)
+        print_sockets(s, n);
+    portres_win_port_sockets_free(err == 0 ? s : NULL);
+
+    /* UDP */
+    udp = new_socket(AF_INET, SOCK_DGRAM);
+    sin = loopback_any_port();
+    if (udp != INVALID_SOCKET
+            && bind(udp, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
+        uport = local_port(udp);
+        err = portres_win_port_sockets(PORTRES_UDP, uport, uport, &s, &n,
+                                       &call);
+        check(err == 0 && n >= 1 && has_sock(s, n, AF_INET, 7, uport, me),
+              "wine: GetExtendedUdpTable finds our bound UDP socket (state 7, "
+              "our PID)", "err %d, n %lu", err, (unsigned long)n);
+        portres_win_port_sockets_free(err == 0 ? s : NULL);
+    } else {
+        check(0, "wine: a bound UDP socket", "%d", WSAGetLastError());
+    }
+
+    /* IPv6, if Wine's host has it */
+    l6 = new_socket(AF_INET6, SOCK_STREAM);
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr.s6_addr[15] = 1;     /* ::1 */
+    if (l6 != INVALID_SOCKET
+            && bind(l6, (struct sockaddr *)&sin6, sizeof(sin6)) == 0
+            && listen(l6, 1) == 0) {
+        len = (int)sizeof(sin6);
+        getsockname(l6, (struct sockaddr *)&sin6, &len);
+        port6 = ntohs(sin6.sin6_port);
+        err = portres_win_port_sockets(PORTRES_TCP, port6, port6, &s, &n,
+                                       &call);
+        check(err == 0 && has_sock(s, n, AF_INET6, 10, port6, me),
+              "wine: GetExtendedTcpTable(AF_INET6) finds our [::1] listener",
+              "err %d, n %lu", err, (unsigned long)n);
+        if (err == 0 && !has_sock(s, n, AF_INET6, 10, port6, me))
+            print_sockets(s, n);
+        portres_win_port_sockets_free(err == 0 ? s : NULL);
+    } else {
+        printf("     note: wine: no IPv6 listener (%d): AF_INET6 real call "
+               "not checked\n", WSAGetLastError());
+    }
+
+    /* Whole range, twice, leaks nothing */
+    h0 = count_handles();
+    for (i = 0; i < 20; i++) {
+        err = portres_win_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0,
+                                       65535, &s, &n, &call);
+        if (err)
+            break;
+        portres_win_port_sockets_free(s);
+    }
+    h1 = count_handles();
+    check(i == 20 && heap_live == heap0 && h1 == h0,
+          "wine: 20 whole-range listings leak no heap block, no handle",
+          "iter %d err %d, heap %ld -> %ld, handles %ld -> %ld", i, err,
+          heap0, (long)heap_live, h0, h1);
+
+    if (l6 != INVALID_SOCKET)
+        closesocket(l6);
+    if (udp != INVALID_SOCKET)
+        closesocket(udp);
+    if (acc != INVALID_SOCKET)
+        closesocket(acc);
+    if (cli != INVALID_SOCKET)
+        closesocket(cli);
+    closesocket(lst);
+}
+
+/* QueryFullProcessImageNameW: forwarded, or a scripted name. */
+static int qpi_mode = TBL_FORWARD;
+static const WCHAR *qpi_name;
+static int qpi_calls;
+static DWORD qpi_size_in[4];
+
+WINBOOL WINAPI
+portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LPWSTR name,
+                                        PDWORD size)
+{
+    DWORD need;
+
+    if (qpi_calls < 4)
+        qpi_size_in[qpi_calls] = *size;
+    qpi_calls++;
+    if (qpi_mode == TBL_FORWARD)
+        return QueryFullProcessImageNameW(h, flags, name, size);
+    need = (DWORD)lstrlenW(qpi_name);
+    if (*size <= need) {        /* room for the NUL too */
+        SetLastError(ERROR_INSUFFICIENT_BUFFER);
+        return FALSE;
+    }
+    memcpy(name, qpi_name, (need + 1) * sizeof(WCHAR));
+    *size = need;
+    return TRUE;
+}
+
+static void
+test_process_name(void)
+{
+    /* "C:\Café\😀.exe": é is C3 A9, U+1F600 (D83D DE00) is F0 9F 98 80 */
+    static const WCHAR cafe[] = {
+        'C', ':', '\\', 'C', 'a', 'f', 0xE9, '\\', 0xD83D, 0xDE00,
+        '.', 'e', 'x', 'e', 0
+    };
+    static const char cafe_utf8[] = "C:\\Caf\xC3\xA9\\\xF0\x9F\x98\x80.exe";
+    static const WCHAR lone[] = { 'a', 0xD800, 'b', 0 };
+    static WCHAR longname[301];
+    unsigned long me = GetCurrentProcessId();
+    char *name = NULL;
+    size_t len = 0;
+    long heap0 = heap_live, h0, h1;
+    int err, i;
+
+    qpi_mode = TBL_FORWARD;
+    qpi_calls = 0;
+    err = portres_process_name(me, &name, &len);
+    check(err == 0 && name != NULL && len == strlen(name)
+              && strstr(name, "test_windows-") != NULL
+              && len > 4 && strcmp(name + len - 4, ".exe") == 0
+              && qpi_calls == 1 && qpi_size_in[0] == MAX_PATH + 1,
+          "wine: process_name(our PID) -> our .exe path in UTF-8 (one "
+          "QueryFullProcessImageNameW call, MAX_PATH + 1 characters)",
+          "err %d, name %s, %d calls", err, name ? name : "(null)",
+          qpi_calls);
+    if (name != NULL)
+        printf("     note: wine: process_name(%lu) = %s\n", me, name);
+    portres_process_name_free(name);
+
+    err = portres_process_name(0, &name, &len);
+    check(err != 0 && name == NULL && len == 0,
+          "wine: process_name(0) -> an error, no name", "err %d", err);
+    printf("     note: wine: process_name(0) -> %d\n", err);
+    err = portres_process_name(0xFFFFFFF0ul, &name, &len);
+    check(err != 0 && name == NULL,
+          "wine: process_name(no such PID) -> an error, no name", "err %d",
+          err);
+    printf("     note: wine: process_name(0xFFFFFFF0) -> %d\n", err);
+    check(portres_process_name(me, NULL, &len) == ERROR_INVALID_PARAMETER,
+          "process_name: NULL output -> ERROR_INVALID_PARAMETER", NULL);
+
+    h0 = count_handles();
+    for (i = 0; i < 100; i++) {
+        err = portres_process_name(i & 1 ? me : 0xFFFFFFF0ul, &name, &len);
+        portres_process_name_free(name);
+    }
+    h1 = count_handles();
+    check(h1 == h0 && heap_live == heap0,
+          "wine: 100 process_name calls leak no process handle, no heap block",
+          "handles %ld -> %ld, heap %ld -> %ld", h0, h1, heap0,
+          (long)heap_live);
+
+    /* Scripted names */
+    qpi_mode = TBL_SCRIPT;
+    qpi_name = cafe;
+    qpi_calls = 0;
+    err = portres_process_name(me, &name, &len);
+    check(err == 0 && name != NULL && len == strlen(cafe_utf8)
+              && memcmp(name, cafe_utf8, len + 1) == 0 && qpi_calls == 1,
+          "process_name: UTF-16 with a non-BMP character -> exact UTF-8 bytes",
+          "err %d, len %lu", err, (unsigned long)len);
+    portres_process_name_free(name);
+
+    for (i = 0; i < 300; i++)
+        longname[i] = (WCHAR)('a' + i % 26);
+    longname[300] = 0;
+    qpi_name = longname;
+    qpi_calls = 0;
+    err = portres_process_name(me, &name, &len);
+    check(err == 0 && len == 300 && name != NULL && name[0] == 'a'
+              && name[299] == (char)('a' + 299 % 26) && qpi_calls == 2
+              && qpi_size_in[1] == PORTRES_LONG_PATH,
+          "process_name: a 300-character path -> ERROR_INSUFFICIENT_BUFFER, "
+          "then a 32768-character buffer", "err %d, len %lu, %d calls", err,
+          (unsigned long)len, qpi_calls);
+    portres_process_name_free(name);
+
+    qpi_name = lone;
+    err = portres_process_name(me, &name, &len);
+    check(err == 0 && name != NULL && name[0] == 'a' && name[len - 1] == 'b',
+          "process_name: an unpaired surrogate does not make it fail", "err %d",
+          err);
+    if (err == 0) {
+        char got[64];
+        hex(got, (const unsigned char *)name, len < 16 ? len : 16);
+        printf("     note: wine: a, U+D800, b -> %s\n", got);
+    }
+    portres_process_name_free(name);
+
+    qpi_name = L"";
+    err = portres_process_name(me, &name, &len);
+    check(err == ERROR_INVALID_DATA && name == NULL,
+          "process_name: an empty name -> ERROR_INVALID_DATA, no name",
+          "err %d", err);
+    check(heap_live == heap0, "process_name: no heap block left", "%ld -> %ld",
+          heap0, (long)heap_live);
+    qpi_mode = TBL_FORWARD;
+}
+
 int
 main(void)
 {
@@ -1728,6 +2516,10 @@ main(void)
     test_wine_real();
     test_overlapped();
     test_overlapped_wine();
+    test_state_mapping();
+    test_port_sockets_crafted();
+    test_port_sockets_wine();
+    test_process_name();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
