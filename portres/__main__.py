@@ -231,6 +231,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
+    if args.command in ("add", "delete", "lookup"):
+        if args.start == 0:
+            parser.error(f"{args.command}: START must be a port in 1..65535, not 0")
+        if args.start + args.count - 1 > 65535:
+            parser.error(f"{args.command}: the block {args.start}-{args.start + args.count - 1} "
+                         f"passes 65535")
     try:
         return COMMANDS[args.command](args)
     except OSError as exc:

@@ -58,8 +58,8 @@ def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
         pass
     try:
         infos = socket.getaddrinfo(host, None, family, 0, 0, socket.AI_PASSIVE)
-    except socket.gaierror as exc:
-        raise ValueError(f"cannot resolve host {host!r} for "
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: not a valid IDNA name
+        raise ValueError(f"cannot resolve host {check.show(host)} for "
                          f"{socket.AddressFamily(family).name}: {exc}") from None
     addr: Any = infos[0][4]   # (host, port) or (host, port, flowinfo, scope_id)
     if family == socket.AF_INET6:
@@ -131,16 +131,19 @@ class Reservation:
         if (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6) \
                 and host.__class__ is str and _HAS_BIND_NEW:
             res = self._res
-            sock = _Socket(family, self._type)
+            sock = None
             try:
+                sock = _Socket(family, self._type)
                 res._bind_new(sock.fileno(), family, host)
-            except OSError as exc:
-                sock.close()
+            except OSError as exc:   # EMFILE from socket() too: say what failed
+                if sock is not None:
+                    sock.close()
                 if res.closed:
                     raise ValueError(f"{self!r} is closed") from None
                 raise _bind_error(exc, "binding a new socket from the reservation", self) from None
             except ValueError:   # not an IP literal: resolved below
-                sock.close()
+                if sock is not None:
+                    sock.close()
             else:
                 return sock
         if self._res.closed:
@@ -311,6 +314,9 @@ def _associate_error(exc: OSError, token: int) -> OSError:
         return explain(exc, what, f"no reservation with token {token:#x} is held by this process")
     if is_code(exc, _errors.EPROTOTYPE, None):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
+    if is_code(exc, _errors.EOPNOTSUPP, _errors.WSAEOPNOTSUPP):
+        return explain(exc, what, "not a TCP/UDP socket (AF_INET or AF_INET6, stream or "
+                       "datagram), or the provider lacks support")
     return explain(exc, what)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import socket
+import sys
 from typing import Any, Optional
 
 from . import _portres
@@ -17,6 +18,17 @@ PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
 SOCK_TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 FAMILIES = (socket.AF_INET, socket.AF_INET6)
 TOKEN_MAX = 2**64 - 1
+# A Linux descriptor is a C int; a Windows SOCKET is pointer-sized.
+_FILENO_MAX = 2**64 - 1 if sys.platform == "win32" else 2**31 - 1
+
+
+def show(value: object) -> str:
+    """VALUE for a message: a huge int is described, not printed (printing
+    one of over 4300 digits fails, and helps nobody)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**30:
+        return f"an int of {value.bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _int(name: str, value: Any) -> int:
@@ -29,14 +41,14 @@ def _int(name: str, value: Any) -> int:
 def port(value: object, name: str = "port") -> int:
     value = _int(name, value)
     if not 0 <= value <= 65535:
-        raise ValueError(f"{name} must be in 0..65535, not {value}")
+        raise ValueError(f"{name} must be in 0..65535, not {show(value)}")
     return value
 
 
 def count(value: object) -> int:
     value = _int("count", value)
     if not 1 <= value <= 65535:
-        raise ValueError(f"count must be in 1..65535, not {value}")
+        raise ValueError(f"count must be in 1..65535, not {show(value)}")
     return value
 
 
@@ -46,7 +58,7 @@ def block(start: Any, count_: Any) -> "tuple[int, int]":
     count_ = count(count_)
     if start and start + count_ - 1 > 65535:
         raise ValueError(
-            f"block of {count_} ports from {start} would end at {start + count_ - 1}, past 65535"
+            f"block of {show(count_)} ports from {show(start)} would end at {start + count_ - 1}, past 65535"
         )
     return start, count_
 
@@ -70,7 +82,7 @@ def protocol(value: Any) -> str:
 def token(value: object) -> int:
     value = _int("token", value)
     if not 0 < value <= TOKEN_MAX:
-        raise ValueError(f"token must be a non-zero unsigned 64-bit int, not {value}")
+        raise ValueError(f"token must be a non-zero unsigned 64-bit int, not {show(value)}")
     return value
 
 
@@ -79,16 +91,19 @@ def timeout(value: object) -> Optional[float]:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"timeout must be None or a number of seconds, not {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"timeout is too large: {show(value)} seconds") from None
     if math.isnan(value) or value < 0:
-        raise ValueError(f"timeout must be None or a non-negative number of seconds, not {value}")
+        raise ValueError(f"timeout must be None or a non-negative number of seconds, not {show(value)}")
     return value
 
 
 def family(value: object) -> int:
     value = _int("family", value)
     if value not in FAMILIES:
-        raise ValueError(f"family must be socket.AF_INET or socket.AF_INET6, not {value}")
+        raise ValueError(f"family must be socket.AF_INET or socket.AF_INET6, not {show(value)}")
     return value
 
 
@@ -113,6 +128,8 @@ def fileno(sock: Any) -> int:
         raise TypeError(f"sock.fileno() must return an int, not {type(fd).__name__}")
     if fd < 0:
         raise ValueError("sock is closed (fileno() is -1)")
+    if fd > _FILENO_MAX:
+        raise ValueError(f"sock.fileno() returned {show(fd)}, not a valid descriptor")
     return fd
 
 
@@ -130,7 +147,7 @@ def address(family_: int, value: Any) -> "tuple[str, int, int, int]":
     flowinfo = _int("flowinfo", value[2]) if n > 2 else 0
     scope_id = _int("scope_id", value[3]) if n > 3 else 0
     if not 0 <= flowinfo < 2**20:
-        raise ValueError(f"flowinfo must be in 0..2**20-1, not {flowinfo}")
+        raise ValueError(f"flowinfo must be in 0..2**20-1, not {show(flowinfo)}")
     if not 0 <= scope_id < 2**32:
-        raise ValueError(f"scope_id must be in 0..2**32-1, not {scope_id}")
+        raise ValueError(f"scope_id must be in 0..2**32-1, not {show(scope_id)}")
     return h, p, flowinfo, scope_id

@@ -65,16 +65,26 @@ int portres_socket_converter(PyObject *obj, void *out)
     }
 #ifdef _WIN32
     v = PyLong_AsUnsignedLongLong(obj);
-    if (v == (unsigned long long)-1 && PyErr_Occurred())
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "socket handle out of range");
+        }
         return 0;
+    }
     if (v == (unsigned long long)INVALID_SOCKET) {
         PyErr_SetString(PyExc_ValueError, "socket is INVALID_SOCKET");
         return 0;
     }
 #else
     v = PyLong_AsLong(obj);
-    if (v == -1 && PyErr_Occurred())
+    if (v == -1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "socket file descriptor out of range");
+        }
         return 0;
+    }
     if (v < 0 || v > INT32_MAX) {
         PyErr_Format(PyExc_ValueError, "socket file descriptor out of range: %ld", v);
         return 0;

@@ -41,6 +41,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <linux/bpf.h>
 #include <linux/filter.h>
 #include <linux/inet_diag.h>
@@ -159,9 +160,34 @@ static int set_int(int fd, int level, int name, int value)
  * (root or CAP_BPF; anyone with kernel.unprivileged_bpf_disabled=0), each
  * is loaded once as an eBPF socket filter and attached by reference
  * (SO_ATTACH_BPF, SO_ATTACH_REUSEPORT_EBPF): the same verdict for a
- * reference count.  Otherwise, and whenever that fails, the cBPF form. */
+ * reference count.  Otherwise, and whenever that fails, the cBPF form.
+ * The programs' descriptors are kept while a UDP block is held, and closed
+ * with the last one: no descriptor outlives the reservations. */
 static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct { int fd; uint32_t id; int failed; } ret_prog[2] = { { -1, 0, 0 }, { -1, 0, 0 } };
+static unsigned udp_blocks;   /* UDP blocks held (or being acquired), under prog_lock */
+
+static void udp_block_ref(void)
+{
+    pthread_mutex_lock(&prog_lock);
+    udp_blocks++;
+    pthread_mutex_unlock(&prog_lock);
+}
+
+static void udp_block_unref(void)
+{
+    unsigned k;
+    pthread_mutex_lock(&prog_lock);
+    if (udp_blocks && --udp_blocks == 0) {
+        for (k = 0; k < 2; k++) {
+            int fd = ret_prog[k].fd;
+            __atomic_store_n(&ret_prog[k].fd, -1, __ATOMIC_RELAXED);
+            if (fd >= 0)
+                close(fd);
+        }
+    }
+    pthread_mutex_unlock(&prog_lock);
+}
 
 #ifdef SYS_bpf
 /* The id of the eBPF socket filter at FD, or 0. */
@@ -700,11 +726,15 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count,
     b->protocol = protocol;
     b->count = count;
     b->family = have_ipv6 ? AF_INET6 : AF_INET;
-    if (protocol == PORTRES_UDP)
+    if (protocol == PORTRES_UDP) {
+        udp_block_ref();
         shared_prog_check(0, 1);
+    }
 
     err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
     if (err) {
+        if (protocol == PORTRES_UDP)
+            udp_block_unref();
         pthread_mutex_destroy(&b->lock);
         free(b->fds);
         free(b->state);
@@ -777,6 +807,8 @@ static void close_block_registry_held(portres_block *b)
         close_fd(&b->epfd);
         close_fd(&b->infofd);
         __atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
+        if (b->protocol == PORTRES_UDP)
+            udp_block_unref();
     }
     pthread_mutex_unlock(&b->lock);
 }
@@ -1053,18 +1085,20 @@ static int reclaim_tracked(portres_block *b, unsigned *freed)
 }
 
 /* Untracked ports on which only our placeholders remain return to the
- * block.  The first time, tracking starts, and the untracked ports still
- * held by exactly one socket (the one we bound, at its descriptor) are
- * tracked from now on.  Returns how many ports came back. */
-static unsigned reclaim_dump(portres_block *b)
+ * block; *FREED counts them.  The first time, tracking starts, and the
+ * untracked ports still held by exactly one socket (the one we bound, at
+ * its descriptor) are tracked from now on.  Returns 0 or errno (the dump
+ * failed: EMFILE for its netlink socket, ENOMEM...). */
+static int reclaim_dump(portres_block *b, unsigned *freed)
 {
     unsigned *counts = calloc(b->count, sizeof *counts), i, n = 0;
-    int adopt;
+    int adopt, err;
     if (!counts)
-        return 0;
-    if (diag_count(b, AF_INET, counts) || (have_ipv6 && diag_count(b, AF_INET6, counts))) {
+        return ENOMEM;
+    if ((err = diag_count(b, AF_INET, counts))
+            || (have_ipv6 && (err = diag_count(b, AF_INET6, counts)))) {
         free(counts);
-        return 0;
+        return err;
     }
     adopt = b->epfd >= 0 || start_tracking(b) == 0;
     for (i = 0; i < b->count; i++) {
@@ -1080,21 +1114,24 @@ static unsigned reclaim_dump(portres_block *b)
         }
     }
     free(counts);
-    return n;
+    *freed += n;
+    return 0;
 }
 
-/* Return to the pool the handed-out ports whose socket is gone.  Block
- * locked.  Returns how many. */
-static unsigned reclaim(portres_block *b)
+/* Return to the pool the handed-out ports whose socket is gone; *FREED
+ * counts them.  Block locked.  Returns 0, or errno when the ports could not
+ * be checked (then nothing is freed that is not known to be free). */
+static int reclaim(portres_block *b, unsigned *freed)
 {
-    unsigned n = 0, i, untracked = 0;
-    if (b->infofd >= 0 && reclaim_tracked(b, &n))
+    unsigned i, untracked = 0;
+    *freed = 0;
+    if (b->infofd >= 0 && reclaim_tracked(b, freed))
         stop_tracking(b);
     for (i = 0; i < b->count; i++)
         untracked += (b->state[i] & (PORT_USED | PORT_TRACKED)) == PORT_USED;
-    if (untracked && !n)
-        n += reclaim_dump(b);
-    return n;
+    if (untracked && !*freed)
+        return reclaim_dump(b, freed);
+    return 0;
 }
 
 /* UDP: arrange port I's placeholders so that the caller's socket (FAMILY,
@@ -1216,7 +1253,7 @@ static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t l
 static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
                                 socklen_t addrlen, unsigned *port_out, int fresh)
 {
-    unsigned want = get_port(sa), n, i, pass;
+    unsigned want = get_port(sa), n, i, pass, freed = 0;
     int err, v6only, wildcard;
 
     if (b->closed)
@@ -1230,15 +1267,21 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
     wildcard = is_wildcard(sa);
     if (want) {
         i = want - b->start;
-        if (b->state[i] & PORT_USED)
-            reclaim(b);
+        if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
+            return err;   /* could not tell: say why, not "in use" */
         err = (b->state[i] & PORT_USED) ? EADDRINUSE
             : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
     } else {
         err = EADDRINUSE;
         for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
-            if (pass == 1 && !reclaim(b))
-                break;
+            if (pass == 1) {
+                int rerr = reclaim(b, &freed);
+                if (!freed) {
+                    if (rerr)
+                        err = rerr;   /* could not tell: say why, not "block full" */
+                    break;
+                }
+            }
             for (n = 0; n < b->count; n++) {
                 i = (b->cursor + n) % b->count;
                 if (b->state[i] & PORT_USED)
@@ -1363,10 +1406,66 @@ static int socket_identity(int fd, dev_t *dev, ino_t *ino)
 
 /* Record (or replace) the association of the socket (DEV, INO);
  * registry_lock held. */
+static size_t prune_mark = 64;
+
+static int cmp_ino(const void *a, const void *b)
+{
+    ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Drop the associations of sockets that were closed without a bind: no
+ * descriptor of this process refers to their inode any more.  Run when the
+ * table has doubled since the last pass, so it costs O(1) amortised.
+ * registry_lock held. */
+static void prune_associations(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    ino_t *live = NULL;
+    size_t n_live = 0, cap_live = 0, i = 0;
+    struct dirent *e;
+    if (!d)
+        return;
+    while ((e = readdir(d))) {
+        char link[64];
+        unsigned long long ino;
+        ssize_t len = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
+        if (len <= 0)
+            continue;
+        link[len] = '\0';
+        if (sscanf(link, "socket:[%llu]", &ino) != 1)
+            continue;
+        if (n_live == cap_live) {
+            size_t cap = cap_live ? cap_live * 2 : 256;
+            ino_t *p = realloc(live, cap * sizeof *p);
+            if (!p)
+                goto out;   /* keep everything rather than drop a live one */
+            live = p;
+            cap_live = cap;
+        }
+        live[n_live++] = (ino_t)ino;
+    }
+    qsort(live, n_live, sizeof *live, cmp_ino);
+    while (i < n_associations) {
+        if (!n_live || !bsearch(&associations[i].ino, live, n_live, sizeof *live, cmp_ino))
+            associations[i] = associations[--n_associations];
+        else
+            i++;
+    }
+out:
+    closedir(d);
+    free(live);
+}
+
 static int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
                               unsigned range_count)
 {
     size_t i = find_association(dev, ino);
+    if (i == n_associations && n_associations >= prune_mark) {
+        prune_associations();
+        prune_mark = n_associations * 2 > 64 ? n_associations * 2 : 64;
+        i = find_association(dev, ino);
+    }
     if (i == n_associations) {
         if (n_associations == cap_associations) {
             size_t cap = cap_associations ? cap_associations * 2 : 16;
@@ -1394,6 +1493,10 @@ static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
     unsigned bound;
     if ((err = portres_socket_info(fd, &family, type, &bound)))
         return err;
+    /* Only TCP/UDP over IP can be associated, as on Windows (WSAEOPNOTSUPP). */
+    if ((family != AF_INET && family != AF_INET6)
+            || (*type != SOCK_STREAM && *type != SOCK_DGRAM))
+        return EOPNOTSUPP;
     if (bound)
         return EISCONN;
     return socket_identity(fd, dev, ino);
