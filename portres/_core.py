@@ -44,6 +44,7 @@ _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6     # the enum members
 _INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # small ints: one object each
 _HAS_BIND_NEW = hasattr(_portres.PortReservation, "_bind_new")
 _associate = _portres.associate_port_reservation
+_FAST_PROTOCOLS = {"tcp": _portres.TCP, "udp": _portres.UDP}
 
 
 def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
@@ -202,11 +203,15 @@ class Reservation:
 def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation:
     """Reserve COUNT consecutive ports for this process (start 0: any free
     block of the ephemeral range)."""
-    protocol = check.protocol(protocol)
-    start, count = check.block(start, count)
-    _check_windows_build()
+    proto = _FAST_PROTOCOLS.get(protocol) if protocol.__class__ is str else None
+    if (proto is None or count.__class__ is not int or start.__class__ is not int
+            or not 0 < count <= 65535 or not 0 <= start <= 65536 - count or WINDOWS):
+        protocol = check.protocol(protocol)    # the checked path, and its errors
+        start, count = check.block(start, count)
+        _check_windows_build()
+        proto = check.PROTOCOLS[protocol]
     try:
-        res = _portres.acquire_port_reservation(check.PROTOCOLS[protocol], start, count)
+        res = _portres.acquire_port_reservation(proto, start, count)
     except OSError as exc:
         raise _acquire_error(exc, protocol, start, count) from None
     return Reservation(res, protocol)

@@ -48,6 +48,10 @@ class PortReservation:
         scope_id: int = 0,
     ) -> tuple[int, int]: ...
     def close(self) -> None: ...
+    if sys.platform == "linux":
+        # Reservation.socket()'s fast path: bind a socket the package has
+        # just created (unbound, no option set) in the block.
+        def _bind_new(self, fd: int, family: int, host: str, /) -> int: ...
 
 @final
 class Overlapped:

@@ -17,10 +17,18 @@
  * which stays: the port remains reserved after that socket closes.  UDP
  * needs care, because a placeholder in the same reuseport group would take
  * a share of the datagrams: each UDP placeholder drops whatever reaches it
- * (SO_ATTACH_FILTER), and a group a caller's socket joins is steered to the
- * caller (SO_ATTACH_REUSEPORT_CBPF returning index 1: the placeholder, first
- * in the group, is index 0).  See steer_udp() for the one case that needs a
- * different placeholder layout.
+ * (a "return 0" filter), and a group a caller's socket joins is steered to
+ * the caller (a "return 1" reuseport selector: the placeholder, first in
+ * the group, is index 0); see attach_ret() for how the two programs are
+ * shared.  See steer_udp() for the one case that needs a different
+ * placeholder layout.  A port handed out returns to the block when the
+ * caller's socket is released: see "giving ports back" (reclaim()).
+ *
+ * The hot paths make the system calls a plain program would, and no more
+ * (bench/README.md has the figures): res.socket() is socket(), one
+ * SO_REUSEPORT and bind() (the C floor of a plain socket() + bind(port 0));
+ * a block of N ports is N x (socket(), bind(), SO_REUSEPORT), released with
+ * close_range(2).
  *
  * Tokens are random 64-bit values kept in a process-wide registry, and an
  * association (portres_associate) is kept by socket inode until the bind.
@@ -39,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <dirent.h>
@@ -92,6 +101,7 @@ struct portres_block {
     int *handed;                  /* per port: the caller's descriptor it was bound on */
     int epfd;                     /* release tracking (see reclaim()), or -1 */
     int infofd;                   /* /proc/self/fdinfo/<epfd>, or -1 */
+    pid_t track_pid;              /* the process infofd describes */
 };
 
 struct association {
@@ -522,8 +532,9 @@ static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *ta
 /* Failed binds a wildcard acquire spends probing before it maps the whole
  * range with one sock_diag dump.  A failed bind costs about 0.5 us; the dump
  * walks the kernel's socket hash tables, whose size grows with the
- * machine's memory (about 400 us with 262144 TCP ehash buckets). */
-#define PROBE_BUDGET 128
+ * machine's memory (about 400 us with 262144 TCP ehash buckets), and
+ * reports every socket of the range (about 0.4 us each). */
+#define PROBE_BUDGET 1024
 
 /* Bind the unbound socket FD as the main placeholder of PORT in B: bind,
  * then SO_REUSEPORT (and the UDP drop filter).  Returns 0, or the bind's
@@ -573,31 +584,57 @@ static void rotate_left(int *a, unsigned n, unsigned r)
         t = a[i], a[i] = a[j], a[j] = t;
 }
 
+/* A wildcard block of one port: the kernel's own choice (a bind to port
+ * 0) is a free port of the ephemeral range outside ip_local_reserved_ports,
+ * found in the kernel without reading either sysctl. */
+static int hold_any_one(portres_block *b, unsigned *port_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int err, fd = main_socket(b, 1);
+    if (fd < 0)
+        return -fd;
+    err = place(b, fd, 0);
+    if (!err && getsockname(fd, (struct sockaddr *)&ss, &len))
+        err = errno;
+    if (err) {
+        close(fd);
+        return err < 0 ? -err : err;
+    }
+    b->fds[0] = fd;
+    *port_out = get_port((struct sockaddr *)&ss);
+    return 0;
+}
+
 /* A wildcard block: a window of the ephemeral range whose ports are all
  * free, from a random place.
  *
  * Probing a port is a bind() on a socket that a failed bind leaves unbound,
  * so the next probe reuses it: a taken port costs one failed bind, never a
- * socket.  Each window is probed at its far end first, so a taken far end
- * skips the whole window for one bind, then filled from its start; the
- * placeholders already bound are kept in a ring indexed by port % count
- * (any window of count ports maps onto distinct slots), so a port bound
- * for one window serves the next windows that contain it.  Each port of
- * the range is probed at most once per pass.  After PROBE_BUDGET failed
- * binds, one sock_diag dump maps the taken ports of the whole range, and
- * the remaining windows are chosen from the map: a crowded range costs at
- * most that budget plus one dump plus the binds of the block, never a
- * failed bind per taken port or per (window, port) pair. */
+ * socket.  Each window is filled from its far end down (as Boyer-Moore
+ * compares), so a taken port moves the next window just past it, a whole
+ * window at once when it is the far end; the placeholders bound above it
+ * are kept in a ring indexed by port % count (any window of count ports
+ * maps onto distinct slots) and serve the next window, which contains them.
+ * Each port of the range is probed at most once per pass, and a pass costs
+ * about one failed bind per window length of taken range.  After
+ * PROBE_BUDGET failed binds, one sock_diag dump maps the taken ports of the
+ * whole range and the remaining windows are chosen from the map: a crowded
+ * range costs at most that budget plus one dump plus the binds of the
+ * block, never a failed bind per (window, port) pair. */
 static int hold_wildcard(portres_block *b, unsigned *first_out)
 {
     int range[2] = {32768, 60999};
     unsigned lo, hi, span, offset, tried = 0, run, k, failures = 0;
     unsigned count = b->count, bad = 0;
-    unsigned char *taken = reserved_port_map();
+    unsigned char *taken;
     unsigned *ports = NULL;   /* ports[slot]: the port b->fds[slot] holds */
     int mapped = 0, err = EADDRINUSE, spare = -1, *fds = b->fds;
     uint32_t rnd = 0;
 
+    if (count == 1)
+        return hold_any_one(b, first_out);
+    taken = reserved_port_map();
     read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2);
     lo = (unsigned)range[0];
     hi = (unsigned)range[1];
@@ -629,9 +666,10 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
             offset = (first + run + 1 - lo) % span;
             continue;
         }
-        /* The far end, then the rest from the start. */
+        /* From the far end down: a taken port moves the next window past
+         * it, and the ports bound above it stay held for that window. */
         for (k = 0; k < count; k++) {
-            unsigned port = k == 0 ? first + count - 1 : first + k - 1, slot = port % count;
+            unsigned port = first + count - 1 - k, slot = port % count;
             int fd;
             if (fds[slot] >= 0 && ports[slot] == port)
                 continue;
@@ -941,11 +979,15 @@ static int diag_count(const portres_block *b, int family, unsigned *counts)
  *    index as their data: one pread(), O(live sockets of the block).
  *
  * A block starts without tracking, so that a block never exhausted pays
- * nothing for it.  Its first reclaim uses the dump and turns tracking on,
- * adopting the sockets then alive whose descriptor still holds them; from
- * then on every hand-out adds the caller's socket (one epoll_ctl), and a
- * reclaim reads fdinfo.  A port whose socket could not be tracked (an
- * epoll_ctl error, a descriptor that moved) keeps the dump as fallback.
+ * nothing for it.  Its first reclaim uses the dump, and turns tracking on
+ * when the dump cost more than tracking the whole block would (about
+ * TRACK_COST_NS per hand-out: the epoll_ctl, and the item's removal when
+ * the socket closes): small blocks track, a block of thousands of ports on
+ * a quiet machine keeps dumping, once per cycle of the cursor through it.
+ * Tracking adopts the sockets then alive whose descriptor still holds them;
+ * from then on every hand-out adds the caller's socket, and a reclaim
+ * reads fdinfo.  A port whose socket could not be tracked (an epoll_ctl
+ * error, a descriptor that moved) keeps the dump as fallback.
  *
  * They differ where the socket's file is released while sockets it
  * spawned stay on the port (connections it accepted, or left closing in
@@ -953,6 +995,8 @@ static int diag_count(const portres_block *b, int family, unsigned *counts)
  * gone, tracking returns it when the socket closes, as for TIME_WAIT.
  * Either way the placeholder holds the port: no other program can bind it.
  */
+
+#define TRACK_COST_NS 600
 
 /* Turn release tracking on for B: its epoll instance and its fdinfo. */
 static int start_tracking(portres_block *b)
@@ -969,6 +1013,7 @@ static int start_tracking(portres_block *b)
         close_fd(&b->epfd);
         return err;
     }
+    b->track_pid = getpid();
     return 0;
 }
 
@@ -1034,6 +1079,8 @@ static int reclaim_tracked(portres_block *b, unsigned *freed)
         tracked += (b->state[i] & PORT_TRACKED) != 0;
     if (!tracked)
         return 0;
+    if (getpid() != b->track_pid)   /* a forked child: infofd reads the parent's table */
+        return ECHILD;
     /* "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x\n" */
     for (cap = 512 + 128 * tracked;; cap *= 2) {
         char *nbuf = realloc(buf, cap + 1);
@@ -1093,14 +1140,20 @@ static int reclaim_dump(portres_block *b, unsigned *freed)
 {
     unsigned *counts = calloc(b->count, sizeof *counts), i, n = 0;
     int adopt, err;
+    struct timespec t0, t1;
+    long long spent;
     if (!counts)
         return ENOMEM;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     if ((err = diag_count(b, AF_INET, counts))
             || (have_ipv6 && (err = diag_count(b, AF_INET6, counts)))) {
         free(counts);
         return err;
     }
-    adopt = b->epfd >= 0 || start_tracking(b) == 0;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    spent = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
+    adopt = b->epfd >= 0
+        || (spent > (long long)b->count * TRACK_COST_NS && start_tracking(b) == 0);
     for (i = 0; i < b->count; i++) {
         unsigned ours = (b->fds[i] >= 0) + (b->fds4 && b->fds4[i] >= 0);
         if ((b->state[i] & (PORT_USED | PORT_TRACKED)) != PORT_USED)

@@ -1,0 +1,309 @@
+/*
+ * _benchhelp.c - the C side of the portres benchmarks (bench/run.py).
+ *
+ * Built at bench time with cc into a temporary directory as a tiny CPython
+ * extension (no setuptools): bench/run.py imports it from there.
+ *
+ * The bare-syscall baselines run their whole N-port loop inside C and time
+ * it there with clock_gettime(CLOCK_MONOTONIC) (the clock behind
+ * time.perf_counter_ns): the one Python call per loop is NOT counted in the
+ * baseline, so portres, timed from Python around its public call, carries
+ * its own call overhead and the baseline carries none.
+ *
+ *   bare_hold(start, n, type, v6only, reuseport_first) -> (hold_ns, close_ns)
+ *       per port: socket(AF_INET6, type|SOCK_CLOEXEC), IPV6_V6ONLY=0 only
+ *       when the sysctl default is not already 0 (v6only=1 means "set it"),
+ *       bind([::]:start+i), setsockopt(SO_REUSEPORT); then close() each.
+ *   bare_socket_bind(n, shared_start) -> (hold_ns, close_ns)
+ *       per socket: socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC) and
+ *       bind(127.0.0.1:0); with shared_start != 0 instead SO_REUSEPORT and
+ *       bind(0.0.0.0:shared_start+i) (a port held by a placeholder).
+ *   bare_cycle(n, shared_port, track) -> ns
+ *       n x (socket(AF_INET, SOCK_STREAM), bind, close): bind(127.0.0.1:0),
+ *       or with shared_port SO_REUSEPORT + bind(0.0.0.0:shared_port) (a port
+ *       a placeholder holds) and, with track, epoll_ctl(ADD) of the socket
+ *       into an epoll instance first (the kernel side of res.socket() +
+ *       close() on a block that tracks releases).
+ *   diag_dump(tcp, lo, hi) -> (ns, sockets)
+ *       the kernel's price of mapping a port range: one NETLINK_SOCK_DIAG
+ *       dump per family (AF_INET, AF_INET6) of the TCP (tcp=1) or UDP
+ *       sockets whose local port is in [lo, hi], every state, filtered in
+ *       the kernel, as src/linux.c does it; timed inside C.
+ *   noop(*args) -> None        a METH_FASTCALL function doing nothing
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <linux/inet_diag.h>
+#include <linux/netlink.h>
+#include <linux/sock_diag.h>
+
+static long long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static PyObject *noop(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self, (void)args, (void)nargs;
+    Py_RETURN_NONE;
+}
+
+static PyObject *fail(int err, int *fds, int n)
+{
+    int i;
+    for (i = 0; i < n; i++)
+        close(fds[i]);
+    free(fds);
+    errno = err;
+    return PyErr_SetFromErrno(PyExc_OSError);
+}
+
+static PyObject *bare_hold(PyObject *self, PyObject *args)
+{
+    int start, n, type, v6only, reuseport_first, i, one = 1, zero = 0, err = 0;
+    int *fds;
+    long long t0, t1, t2;
+    struct sockaddr_in6 a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiii", &start, &n, &type, &v6only, &reuseport_first))
+        return NULL;
+    if (n < 1 || start < 1 || start + n - 1 > 65535)
+        return PyErr_Format(PyExc_ValueError, "bad block %d+%d", start, n);
+    fds = malloc((size_t)n * sizeof *fds);
+    if (!fds)
+        return PyErr_NoMemory();
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_any;
+
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    for (i = 0; i < n; i++) {
+        int fd = socket(AF_INET6, type | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        fds[i] = fd;
+        a.sin6_port = htons((uint16_t)(start + i));
+        if ((v6only && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero))
+                || (reuseport_first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+                || bind(fd, (struct sockaddr *)&a, sizeof a)
+                || (!reuseport_first
+                    && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))) {
+            err = errno;
+            i++;
+            break;
+        }
+    }
+    t1 = now_ns();
+    if (!err) {
+        for (i = 0; i < n; i++)
+            close(fds[i]);
+    }
+    t2 = now_ns();
+    Py_END_ALLOW_THREADS
+
+    if (err)
+        return fail(err, fds, i);
+    free(fds);
+    return Py_BuildValue("(LL)", t1 - t0, t2 - t1);
+}
+
+static PyObject *bare_socket_bind(PyObject *self, PyObject *args)
+{
+    int n, shared_start, i, one = 1, err = 0;
+    int *fds;
+    long long t0, t1, t2;
+    struct sockaddr_in a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "ii", &n, &shared_start))
+        return NULL;
+    if (n < 1)
+        return PyErr_Format(PyExc_ValueError, "bad n %d", n);
+    fds = malloc((size_t)n * sizeof *fds);
+    if (!fds)
+        return PyErr_NoMemory();
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = shared_start ? htonl(INADDR_ANY) : htonl(INADDR_LOOPBACK);
+
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    for (i = 0; i < n; i++) {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        fds[i] = fd;
+        a.sin_port = shared_start ? htons((uint16_t)(shared_start + i)) : 0;
+        if ((shared_start && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+                || bind(fd, (struct sockaddr *)&a, sizeof a)) {
+            err = errno;
+            i++;
+            break;
+        }
+    }
+    t1 = now_ns();
+    if (!err) {
+        for (i = 0; i < n; i++)
+            close(fds[i]);
+    }
+    t2 = now_ns();
+    Py_END_ALLOW_THREADS
+
+    if (err)
+        return fail(err, fds, i);
+    free(fds);
+    return Py_BuildValue("(LL)", t1 - t0, t2 - t1);
+}
+
+static PyObject *bare_cycle(PyObject *self, PyObject *args)
+{
+    int n, shared, track, i, one = 1, err = 0, ep = -1;
+    long long t0, t1;
+    struct sockaddr_in a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iii", &n, &shared, &track))
+        return NULL;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = shared ? htonl(INADDR_ANY) : htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)shared);
+    if (track && (ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    for (i = 0; i < n && !err; i++) {
+        struct epoll_event ev;
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        memset(&ev, 0, sizeof ev);
+        if ((shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+                || bind(fd, (struct sockaddr *)&a, sizeof a)
+                || (track && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)))
+            err = errno;
+        close(fd);
+    }
+    t1 = now_ns();
+    Py_END_ALLOW_THREADS
+    if (ep >= 0)
+        close(ep);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLongLong(t1 - t0);
+}
+
+static int dump_family(int tcp, int family, unsigned lo, unsigned hi, long *count)
+{
+    struct {
+        struct nlmsghdr nlh;
+        struct inet_diag_req_v2 req;
+        struct nlattr attr;
+        struct inet_diag_bc_op ops[4];
+    } msg;
+    struct sockaddr_nl nladdr;
+    static char buf[65536];
+    int fd, err = 0, done = 0;
+
+    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return errno;
+    memset(&nladdr, 0, sizeof nladdr);
+    nladdr.nl_family = AF_NETLINK;
+    memset(&msg, 0, sizeof msg);
+    msg.nlh.nlmsg_len = sizeof msg;
+    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    msg.req.sdiag_family = (unsigned char)family;
+    msg.req.sdiag_protocol = tcp ? IPPROTO_TCP : IPPROTO_UDP;
+    msg.req.idiag_states = ~0u;
+    msg.attr.nla_len = sizeof msg.attr + sizeof msg.ops;
+    msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
+    msg.ops[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
+    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)lo };
+    msg.ops[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
+    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)hi };
+    if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
+        err = errno;
+        goto out;
+    }
+    while (!done) {
+        ssize_t len = recv(fd, buf, sizeof buf, 0);
+        struct nlmsghdr *h;
+        if (len < 0) {
+            if (errno == EINTR)
+                continue;
+            err = errno;
+            break;
+        }
+        for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
+            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+                done = 1;
+                break;
+            }
+            (*count)++;
+        }
+    }
+out:
+    close(fd);
+    return err;
+}
+
+static PyObject *diag_dump(PyObject *self, PyObject *args)
+{
+    int tcp, err;
+    unsigned lo, hi;
+    long count = 0;
+    long long t0, t1;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iII", &tcp, &lo, &hi))
+        return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    err = dump_family(tcp, AF_INET, lo, hi, &count);
+    if (!err)
+        err = dump_family(tcp, AF_INET6, lo, hi, &count);
+    t1 = now_ns();
+    Py_END_ALLOW_THREADS
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return Py_BuildValue("(Ll)", t1 - t0, count);
+}
+
+static PyMethodDef methods[] = {
+    {"bare_cycle", bare_cycle, METH_VARARGS, "socket+bind+close cycles in C."},
+    {"diag_dump", diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},
+    {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL, "Do nothing."},
+    {"bare_hold", bare_hold, METH_VARARGS, "Bind N placeholder-like sockets, then close them."},
+    {"bare_socket_bind", bare_socket_bind, METH_VARARGS, "N socket()+bind() in C."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_benchhelp", NULL, -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__benchhelp(void)
+{
+    return PyModule_Create(&module);
+}
