@@ -121,25 +121,22 @@ static size_t n_associations, cap_associations;
 static int have_ipv6 = -1;        /* set once by portres_backend_init */
 static int bindv6only_default;    /* net.ipv6.bindv6only */
 
+static int read_proc_file(const char *path, char **out);
+
+/* Up to N integers from a /proc file; returns how many (0 on error). */
 static int read_proc_ints(const char *path, int *vals, int n)
 {
-    char buf[128];
-    int fd = open(path, O_RDONLY | O_CLOEXEC), got = 0;
-    ssize_t len;
-    char *p, *end;
-    if (fd < 0)
+    char *buf = NULL, *p, *end;
+    int got = 0;
+    if (read_proc_file(path, &buf))
         return 0;
-    len = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (len <= 0)
-        return 0;
-    buf[len] = '\0';
     for (p = buf; got < n; p = end) {
         long v = strtol(p, &end, 10);
         if (end == p)
             break;
         vals[got++] = (int)v;
     }
+    free(buf);
     return got;
 }
 
@@ -315,25 +312,77 @@ static int sock_type_for(int protocol)
     return protocol == PORTRES_UDP ? SOCK_DGRAM : SOCK_STREAM;
 }
 
-/* socket() that raises the soft RLIMIT_NOFILE towards the hard limit when
- * the process runs out of descriptors: a large block needs one per port. */
+/* Raise the soft RLIMIT_NOFILE towards the hard limit after an EMFILE: a
+ * large block needs one descriptor per port.  Returns whether it rose. */
+static int raise_nofile(unsigned still_needed)
+{
+    struct rlimit rl;
+    rlim_t want;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return 0;
+    want = rl.rlim_cur + still_needed + 64;
+    if (want < rl.rlim_cur * 2)
+        want = rl.rlim_cur * 2;
+    rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
+    return setrlimit(RLIMIT_NOFILE, &rl) == 0;
+}
+
+/* socket() that raises the soft RLIMIT_NOFILE when the process runs out of
+ * descriptors. */
 static int new_socket(int family, int type, unsigned still_needed)
 {
     int fd = socket(family, type | SOCK_CLOEXEC, 0);
     if (fd < 0 && errno == EMFILE) {
-        struct rlimit rl;
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-            rlim_t want = rl.rlim_cur + still_needed + 64;
-            if (want < rl.rlim_cur * 2)
-                want = rl.rlim_cur * 2;
-            rl.rlim_cur = want < rl.rlim_max ? want : rl.rlim_max;
-            if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
-                fd = socket(family, type | SOCK_CLOEXEC, 0);
-        }
+        if (raise_nofile(still_needed))
+            fd = socket(family, type | SOCK_CLOEXEC, 0);
         if (fd < 0)
             errno = EMFILE;
     }
     return fd;
+}
+
+/* Read a whole /proc file into *OUT (NUL-terminated, malloc'ed).  Returns 0
+ * or errno; at the descriptor limit it raises the soft limit like
+ * new_socket(), so a sysctl is never silently taken as empty. */
+static int read_proc_file(const char *path, char **out)
+{
+    size_t cap = 4096, len = 0;
+    char *buf;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == EMFILE && raise_nofile(1))
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    buf = malloc(cap);
+    for (;;) {
+        ssize_t n;
+        if (!buf) {
+            close(fd);
+            return ENOMEM;
+        }
+        n = read(fd, buf + len, cap - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int err = errno;
+            free(buf);
+            close(fd);
+            return err;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (len == cap - 1) {   /* the reserved-ports list can be long */
+            char *nbuf = realloc(buf, cap *= 2);
+            if (!nbuf)
+                free(buf);
+            buf = nbuf;
+        }
+    }
+    close(fd);
+    buf[len] = '\0';
+    *out = buf;
+    return 0;
 }
 
 /* One placeholder: bound first, SO_REUSEPORT after (see the top comment);
@@ -421,23 +470,21 @@ static void close_fds(int *fds, unsigned n)
 /* Ports the kernel keeps out of autobind (net.ipv4.ip_local_reserved_ports):
  * a wildcard block never takes them, as Windows never hands out excluded
  * ports.  Returns a 65536-bit map or NULL when there is none. */
-static unsigned char *reserved_port_map(void)
+static unsigned char *reserved_port_map(int *err)
 {
-    char buf[8192];
-    unsigned char *map = NULL;
-    int fd = open("/proc/sys/net/ipv4/ip_local_reserved_ports", O_RDONLY | O_CLOEXEC);
-    ssize_t len;
-    char *p;
-    if (fd < 0)
+    char *buf = NULL, *p;
+    unsigned char *map;
+    *err = read_proc_file("/proc/sys/net/ipv4/ip_local_reserved_ports", &buf);
+    if (*err == ENOENT)   /* a kernel without the sysctl: nothing reserved */
+        *err = 0;
+    if (*err || !buf)
         return NULL;
-    len = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (len <= 1)
-        return NULL;
-    buf[len] = '\0';
     map = calloc(65536 / 8, 1);
-    if (!map)
+    if (!map) {
+        free(buf);
+        *err = ENOMEM;
         return NULL;
+    }
     for (p = buf; *p;) {
         char *end;
         unsigned long lo = strtoul(p, &end, 10), hi = lo;
@@ -453,6 +500,7 @@ static unsigned char *reserved_port_map(void)
         while (*p == ',' || *p == '\n' || *p == ' ')
             p++;
     }
+    free(buf);
     return map;
 }
 
@@ -634,8 +682,14 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
 
     if (count == 1)
         return hold_any_one(b, first_out);
-    taken = reserved_port_map();
-    read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2);
+    taken = reserved_port_map(&err);
+    if (err)
+        return err;
+    err = EADDRINUSE;
+    if (read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2) != 2) {
+        free(taken);
+        return errno ? errno : EIO;
+    }
     lo = (unsigned)range[0];
     hi = (unsigned)range[1];
     if (lo < 1 || hi > 65535 || lo > hi || hi - lo + 1 < count) {
