@@ -4,7 +4,7 @@
 # it, and fail on any sanitizer report.  The working tree is not touched
 # (its in-place extension stays the normal build).
 #
-#   bash tests/sanitize.sh [pytest args...]      # e.g. -x, -k reservation
+#   bash tests/sanitize.sh [pytest args...]      # default: tests; e.g. -x -k reservation tests
 #   SANITIZE_PATCH=bug.diff bash tests/sanitize.sh   # self-test: a patch injecting
 #                                                  # a bug must make it fail
 #
@@ -80,7 +80,9 @@ esac
 echo "== pytest against $where"
 start=$(date +%s)
 set +e
-(cd "$work" && "$PYTHON" -m pytest -q -p no:cacheprovider "$@" tests)
+# timeout: a hung test must not hang CI (it also gives pytest a default
+# SIGINT disposition, which a background job would otherwise ignore)
+(cd "$work" && timeout -k 30 "${SANITIZE_TIMEOUT:-1800}" "$PYTHON" -m pytest -q -p no:cacheprovider "${@:-tests}")
 rc=$?
 set -e
 echo "== pytest exit status $rc in $(( $(date +%s) - start )) s"
