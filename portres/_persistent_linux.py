@@ -73,8 +73,18 @@ def to_blocks(ports: Set[int]) -> List[Tuple[int, int]]:
 
 
 def read_reserved() -> Set[int]:
-    with open(RESERVED_PORTS) as f:
-        return parse_ports(f.read())
+    # A sysctl answers only the read at offset 0 (the next read is EOF), and
+    # the list can pass 8 KiB: one pread, with a buffer large enough.
+    fd = os.open(RESERVED_PORTS, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        size = 1 << 16
+        while True:
+            data = os.pread(fd, size, 0)
+            if len(data) < size:
+                return parse_ports(data.decode("ascii"))
+            size *= 2
+    finally:
+        os.close(fd)
 
 
 def _write_reserved(ports: Set[int]) -> None:
@@ -154,22 +164,28 @@ def _save(path: str, store: _Store) -> None:
     os.replace(tmp, path)  # atomic: readers see the old or the new state
 
 
-def _recover(store: _Store) -> bool:
-    """Finish or undo the edit of a writer that died; True if changed."""
+def _recover(store: _Store, write: bool = True) -> bool:
+    """Finish or undo the edit of a writer that died; True if changed.
+    A reader (WRITE false) applies it to its in-memory view only."""
     j = store.journal
     if not j:
         return False
     kernel = read_reserved()
     entry = j["entry"]
     block = set(range(entry["start"], entry["start"] + entry["count"]))
+    forward = False
     if j["op"] == "create":
         if block <= kernel and store.find(entry["protocol"], entry["start"], entry["count"]) is None:
             store.entries.append(entry)  # the sysctl was written: roll forward
             store.owned |= set(j["changed"])
+            forward = True
     elif j["op"] == "delete":
         if not set(j["changed"]) & kernel:  # the sysctl was written: roll forward
             store.entries = [e for e in store.entries if e.get("token") != entry["token"]]
             store.owned -= set(j["changed"])
+            forward = True
+    if forward and write and entry.get("boot"):
+        _write_boot_files(store)  # the writer may have died before writing them
     store.journal = None
     return True
 
@@ -191,8 +207,13 @@ def _locked(write: bool) -> Iterator[Tuple[_Store, str]]:
             return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
+        if write:  # under the lock no save is under way: a .tmp is a dead writer's
+            for name in os.listdir(_state_dir()):
+                if name.startswith(os.path.basename(state) + ".") and name.endswith(".tmp"):
+                    with contextlib.suppress(OSError):
+                        os.remove(os.path.join(_state_dir(), name))
         store = _Store(_load(state))
-        if write and _recover(store):
+        if _recover(store, write) and write:
             _save(state, store)
         yield store, state
     finally:
@@ -270,10 +291,10 @@ def create(protocol: str, start: int, count: int, boot: bool = False) -> int:
         _write_reserved(kernel | block)
         store.entries.append(entry)
         store.owned |= added
+        if boot:  # before the journal clears: a writer killed here is redone
+            _write_boot_files(store)
         store.journal = None
         _save(state, store)
-        if boot:
-            _write_boot_files(store)
         return int(entry["token"])
 
 
@@ -293,10 +314,10 @@ def delete(protocol: str, start: int, count: int) -> int:
         _write_reserved(kernel - remove)
         store.entries.remove(entry)
         store.owned -= remove
-        store.journal = None
-        _save(state, store)
         if entry.get("boot"):
             _write_boot_files(store)
+        store.journal = None
+        _save(state, store)
         return int(entry["token"])
 
 

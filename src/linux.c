@@ -140,9 +140,20 @@ static int read_proc_ints(const char *path, int *vals, int n)
     return got;
 }
 
+static void atfork_prepare(void);
+static void atfork_parent(void);
+static void atfork_child(void);
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void register_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
+
 int portres_backend_init(void)
 {
     int v = 0;
+    pthread_once(&atfork_once, register_atfork);
     if (have_ipv6 < 0) {
         int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
         if (fd >= 0)
@@ -346,41 +357,41 @@ static int new_socket(int family, int type, unsigned still_needed)
  * new_socket(), so a sysctl is never silently taken as empty. */
 static int read_proc_file(const char *path, char **out)
 {
-    size_t cap = 4096, len = 0;
-    char *buf;
+    size_t cap = 4096;
+    char *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0 && errno == EMFILE && raise_nofile(1))
         fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno;
-    buf = malloc(cap);
-    for (;;) {
+    /* A sysctl answers only the read at offset 0 (a second read returns
+     * EOF): read it whole in one pread, with a buffer large enough. */
+    for (;; cap *= 2) {
         ssize_t n;
-        if (!buf) {
+        char *nbuf = realloc(buf, cap);
+        if (!nbuf) {
+            free(buf);
             close(fd);
             return ENOMEM;
         }
-        n = read(fd, buf + len, cap - 1 - len);
-        if (n < 0 && errno == EINTR)
+        buf = nbuf;
+        n = pread(fd, buf, cap - 1, 0);
+        if (n < 0 && errno == EINTR) {
+            cap /= 2;
             continue;
+        }
         if (n < 0) {
             int err = errno;
             free(buf);
             close(fd);
             return err;
         }
-        if (n == 0)
+        if ((size_t)n < cap - 1) {
+            buf[n] = '\0';
             break;
-        len += (size_t)n;
-        if (len == cap - 1) {   /* the reserved-ports list can be long */
-            char *nbuf = realloc(buf, cap *= 2);
-            if (!nbuf)
-                free(buf);
-            buf = nbuf;
         }
     }
     close(fd);
-    buf[len] = '\0';
     *out = buf;
     return 0;
 }
@@ -903,6 +914,63 @@ static void close_block_registry_held(portres_block *b)
             udp_block_unref();
     }
     pthread_mutex_unlock(&b->lock);
+}
+
+/* ----------------------------------------------------------------- fork
+ *
+ * A runtime reservation belongs to the process that acquired it, as on
+ * Windows.  A child made by fork() gets copies of the placeholder
+ * descriptors; kept, they would hold the ports after the parent releases
+ * them, and a UDP placeholder copy left in a port's reuseport group after a
+ * layout switch would swallow datagrams.  So the child closes its copies:
+ * in the child every reservation is closed.  The locks are taken around
+ * fork() so that the child never inherits one held by another thread.
+ */
+static void atfork_prepare(void)
+{
+    portres_block *b;
+    pthread_mutex_lock(&registry_lock);
+    for (b = registry; b; b = b->next)
+        pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(&prog_lock);
+}
+
+static void atfork_parent(void)
+{
+    portres_block *b;
+    pthread_mutex_unlock(&prog_lock);
+    for (b = registry; b; b = b->next)
+        pthread_mutex_unlock(&b->lock);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+static void atfork_child(void)
+{
+    portres_block *b, *next;
+    unsigned k;
+    for (b = registry; b; b = next) {
+        next = b->next;
+        if (!b->closed) {
+            close_fds(b->fds, b->count);
+            if (b->fds4)
+                close_fds(b->fds4, b->count);
+            close_fd(&b->epfd);
+            close_fd(&b->infofd);
+            b->closed = 1;
+        }
+        b->next = NULL;
+        pthread_mutex_unlock(&b->lock);
+    }
+    registry = NULL;
+    n_associations = 0;
+    for (k = 0; k < 2; k++) {   /* the shared UDP filters: no UDP block is left */
+        if (ret_prog[k].fd >= 0)
+            close(ret_prog[k].fd);
+        ret_prog[k].fd = -1;
+    }
+    udp_blocks = 0;
+    pthread_mutex_unlock(&prog_lock);
+    pthread_mutex_unlock(&registry_lock);
 }
 
 int portres_block_close(portres_block *b)

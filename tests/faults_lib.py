@@ -59,9 +59,9 @@ def _worker(slot: int, seed: int, w: int) -> None:
 
     real_recover = getattr(pl, "_recover", None)
     if real_recover is not None:
-        def recover(store):
+        def recover(store, *args):
             op = (store.journal or {}).get("op")
-            changed = real_recover(store)
+            changed = real_recover(store, *args)
             if changed:
                 say("recovered", op or "?", "", 0, 0)
             return changed

@@ -88,11 +88,6 @@ def test_sigkill_at_random_points_of_acquire_bind_release_leaves_no_port_held():
 # ---------------------------- forked children (defects: placeholders inherited)
 
 @needs_root
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect: a forked child (os.fork, multiprocessing 'fork') inherits every "
-                   "placeholder socket, so after res.close() in the parent the ports stay held until "
-                   "the child exits: src/linux.c placeholders are close-on-exec but nothing closes "
-                   "them in a forked child (no pthread_atfork/os.register_at_fork handler)")
 def test_defect_close_frees_the_ports_while_a_forked_child_lives():
     res = portres.acquire(2)
     ports = list(res.ports)
@@ -112,8 +107,9 @@ def test_defect_close_frees_the_ports_while_a_forked_child_lives():
     assert set(after.values()) == {"ok"}, after
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect: with a forked child alive, UDP datagrams to a socket bound from the "
+@pytest.mark.xfail(strict=False, raises=AssertionError,
+                   reason="intermittent (fork now closes the child's placeholder copies, which fixed it "
+                   "in isolation; lost datagrams still seen after other tests ran): with a forked child alive, UDP datagrams to a socket bound from the "
                    "block are silently lost after a placeholder layout switch (a V6ONLY [::] socket, "
                    "then a dual-stack one): the old placeholder, closed in the parent but still open "
                    "in the child, stays in the port's reuseport group and drops them (src/linux.c "
@@ -198,11 +194,6 @@ print(json.dumps(sorted(os.path.basename(p) for p in glob.glob(os.environ["PORTR
 
 
 @needs_netns
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect (minor): a writer killed inside _save() leaves its "
-                   "'net-<ns>.json.<pid>.tmp' in the state dir (/run/portres) for good; nothing "
-                   "removes stale ones (portres/_persistent_linux.py _save/_recover).  The kill storm "
-                   "leaves ~4 per 100 kills")
 def test_defect_killed_writer_leaves_no_temp_file(state_env):
     assert run_in_netns(TMP_KILL, env=state_env) == []
 
@@ -237,11 +228,6 @@ print(json.dumps(dict(status=os.WEXITSTATUS(status), token=token, conf=conf, kep
 
 
 @needs_netns
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect: create_persistent(boot=True) killed after its edit is committed but "
-                   "before the sysctl.d/boot files are written: the entry exists (lookup works) but is "
-                   "not kept at boot, and no later edit repairs it (portres/_persistent_linux.py "
-                   "create(): journal cleared before _write_boot_files; _recover never rewrites them)")
 def test_defect_boot_entry_survives_a_kill_before_the_boot_files(state_env):
     out = run_in_netns(BOOT_KILL, env=state_env)
     assert out["status"] == 9 and out["token"]
@@ -364,13 +350,6 @@ print(json.dumps({"text_len": len(text), "starts": sorted(starts)}))
 
 
 @needs_netns
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect: a wildcard block lands on reserved ports when "
-                   "net.ipv4.ip_local_reserved_ports is long: the kernel answers only the first read() "
-                   "of an open sysctl file (a read at an offset > 0 returns 0), and src/linux.c "
-                   "read_proc_file() reads 4095 bytes, then gets EOF, so the list is cut at 4095 "
-                   "characters (was 8191 with one read into char buf[8192]); read it with "
-                   "pread(fd, buf, cap, 0), doubling cap until the result is shorter than cap")
 def test_defect_wildcard_acquire_respects_a_long_reserved_ports_list():
     out = run_in_netns(LONG_RESERVED)
     assert out["text_len"] > 8191
@@ -397,15 +376,6 @@ print(json.dumps(dict(held=len(held), created=created, kept_tail="42000-42004" i
 
 
 @needs_netns
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="defect: with net.ipv4.ip_local_reserved_ports longer than 8192 characters, "
-                   "create_persistent() deletes every entry past the 8192nd character (foreign ones "
-                   "included) and then fails with EIO 'did not keep what was written (missing <the "
-                   "new block>)' although the kernel has it: portres/_persistent_linux.py "
-                   "read_reserved() reads with open().read(), i.e. 8 KiB read() calls, and the kernel "
-                   "answers only the first read() of an open sysctl file (then EOF), so the "
-                   "read-modify-write works on a truncated list; read with one os.read(fd, big) / "
-                   "os.pread(fd, cap, 0) growing cap")
 def test_defect_persistent_create_keeps_foreign_entries_past_8_kib(state_env):
     out = run_in_netns(LONG_FOREIGN, env=state_env)
     assert out["held"] > 8192

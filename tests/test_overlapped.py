@@ -201,7 +201,17 @@ def test_sixteen_threads_associate_and_bind_concurrently():
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
-def test_ctrl_c_during_wait_cancels_and_reaps():
+def test_ctrl_c_during_wait_cancels_and_reaps(monkeypatch):
+    # Python's own SIGINT handler, even when pytest was started with SIGINT
+    # ignored (a background job): the test sends the signal itself.
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _ctrl_c_during_wait()
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _ctrl_c_during_wait():
     op = pending()
     main = threading.get_ident()
     threading.Timer(0.2, lambda: signal.pthread_kill(main, signal.SIGINT)).start()
