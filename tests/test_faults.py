@@ -92,12 +92,17 @@ def test_defect_close_frees_the_ports_while_a_forked_child_lives():
     res = portres.acquire(2)
     ports = list(res.ports)
     r, w = os.pipe()
+    ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(w)
+        os.write(ready_w, b"!")   # running: its atfork handler has run
         os.read(r, 1)      # lives until the parent is done
         os._exit(0)
     os.close(r)
+    os.close(ready_w)
+    os.read(ready_r, 1)   # the child drops its copies when it first runs
+    os.close(ready_r)
     try:
         res.close()
         after = other_uid_binds(ports, socket.SOCK_STREAM)

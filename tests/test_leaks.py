@@ -35,7 +35,9 @@ def test_cycles_leave_everything_flat():
     if not ASAN:
         assert g["rss"] <= 2 * 1024 * 1024, points
     traced = L.run(CYCLES // 3, samples=3, warmup=0, trace=True)
-    assert L.growth(traced)["py_mem"] <= 4 * 1024, traced
+    # from the 2nd snapshot: the first cycles traced allocate one-time caches
+    # (about 11 KiB on 3.9/3.10), then memory is flat
+    assert L.growth(traced[1:])["py_mem"] <= 4 * 1024, traced
 
 
 def test_failed_acquires_leave_nothing():
