@@ -1041,6 +1041,41 @@ test_overlapped(void)
     }
     closesocket(s);
 
+    /* The caller's socket closed while an ASSOCIATE is pending: closing a
+     * socket cancels its outstanding I/O, which completes the OVERLAPPED
+     * (here "the kernel" does so with STATUS_CANCELLED).  Reaping must not
+     * need the (now invalid) socket, and nothing is leaked. */
+    s = new_socket(AF_INET, SOCK_STREAM);
+    script(MODE_OK, MODE_PENDING, MODE_PENDING);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0, &ov);
+    check(err == 0, "ov associate pending, then its socket is closed", "err %d", err);
+    if (err == 0) {
+        closesocket(s);
+        check(portres_ov_reap(ov) == 0,
+              "socket closed, I/O not completed yet: still pending (not freed)", NULL);
+        complete_pending(&records[0], 0xC0000120UL, NULL, 0);   /* CANCELLED */
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) != 0,
+              "socket closed while pending: reaped from the OVERLAPPED, with an error",
+              "error %d", portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
+              "socket closed while pending: freed, no heap block left", NULL);
+    }
+
+    /* ... and if the kernel never completes it: CancelIoEx cannot reach a
+     * closed socket, so freeing leaks the OVERLAPPED rather than free what
+     * the kernel may still write. */
+    s = new_socket(AF_INET, SOCK_STREAM);
+    reset_records();
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0, &ov);
+    if (err == 0) {
+        closesocket(s);
+        err = portres_ov_free(ov, 50);
+        check(err == 1 && heap_live == heap0 + 1,
+              "socket closed, I/O never completed: free leaks it (returns 1)", "ret %d", err);
+        heap0 = heap_live;      /* the deliberate leak */
+    }
+
     /* completed at once (WSAIoctl returns 0) */
     script(MODE_OK, MODE_OK, MODE_OK);
     reset_records();
