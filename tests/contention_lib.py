@@ -119,6 +119,15 @@ def _use(s: socket.socket, kind: int) -> None:
         s.recv(16)
 
 
+def _where(exc: BaseException) -> str:
+    """The error and the harness line it came from, for the assertion text."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f"{os.path.basename(f.filename)}:{f.lineno} {f.line}" for f in frames][-3:]
+    return f"{exc!r} at {' <- '.join(reversed(ours))}"
+
+
 # ------------------------------------------------------------ the prober
 
 class Prober:
@@ -277,7 +286,7 @@ def hammer_and_probe(protocol: str, count: int, seconds: float, threads: int = 4
             try:
                 owner_hammer(res, stop, stats, i)
             except BaseException as exc:
-                errors.append(repr(exc))
+                errors.append(_where(exc))
 
         workers = [threading.Thread(target=guarded, args=(i,)) for i in range(threads)]
         for w in workers:
@@ -557,7 +566,7 @@ def autobind_scenario(seconds: float, lo: int = 40000, hi: int = 40063, count: i
         try:
             owner_hammer(res, stop, stats, i)
         except BaseException as exc:
-            errors.append(repr(exc))
+            errors.append(_where(exc))
 
     def accept_all():
         server.settimeout(0.2)

@@ -94,3 +94,59 @@ def test_wildcard_acquire_skips_ip_local_reserved_ports():
         """
     )
     assert out["start"] == 42005
+
+
+def test_a_port_given_back_while_its_listener_is_still_closing_connects_to_the_next_listener():
+    """Regression: release tracking saw a port free as soon as the kernel
+    dropped the closing file's epoll item, before the listener's release
+    took it out of the port's reuseport group, so a listener bound next in
+    another thread could have its connections accepted by the closing one
+    and reset (seen as ECONNRESET under load).  The closing listener's
+    release is slowed down here by IPv6 anycast memberships (leaving each is
+    part of the release; joining needs forwarding on, which is why this
+    runs in a private namespace)."""
+    out = run_in_netns(
+        """
+        import errno, threading, time, portres
+        sysctl("net.ipv6.conf.all.forwarding", 1)
+        lo = socket.if_nametoindex("lo")
+        IPV6_JOIN_ANYCAST = 27
+        failures, rounds = [], 20
+        res = portres.acquire(1)
+        for r in range(rounds):
+            old = res.socket(socket.AF_INET6)
+            old.listen()
+            for g in range(2000):
+                mreq = socket.inet_pton(socket.AF_INET6, "2001:db8::%x" % (g + 1)) + lo.to_bytes(4, sys.byteorder)
+                old.setsockopt(socket.IPPROTO_IPV6, IPV6_JOIN_ANYCAST, mreq)
+            outcome = []
+            def bind_next():
+                while True:
+                    try:
+                        new = res.socket(socket.AF_INET6)
+                        break
+                    except OSError as exc:
+                        if exc.errno != errno.EADDRINUSE:
+                            raise
+                try:
+                    new.listen()
+                    with socket.create_connection(("::1", new.getsockname()[1]), timeout=2) as c:
+                        new.settimeout(2)
+                        new.accept()[0].close()
+                    outcome.append("ok")
+                except OSError as exc:
+                    outcome.append(repr(exc))
+                finally:
+                    new.close()
+            t = threading.Thread(target=bind_next)
+            t.start()
+            time.sleep(0.001)
+            old.close()
+            t.join()
+            if outcome != ["ok"]:
+                failures.append(outcome)
+        res.close()
+        print(json.dumps({"rounds": rounds, "failures": failures}))
+        """
+    )
+    assert out["failures"] == [], out
