@@ -100,13 +100,20 @@ def test_socket_from_reservation_gets_all_datagrams():
 
 
 def _join_groups(sock, n):
-    """Join N IPv6 multicast groups on the loopback interface: closing SOCK
-    then leaves each one, which makes its release last about a millisecond
-    (measured ~500 us for 1000) instead of microseconds."""
+    """Join up to N IPv6 multicast groups on the loopback interface (fewer
+    if net.core.optmem_max runs out): closing SOCK then leaves each one,
+    which makes its release last about half a millisecond for 1000 instead
+    of microseconds.  Returns how many were joined."""
     lo = socket.if_nametoindex("lo")
     for g in range(n):
         mreq = socket.inet_pton(socket.AF_INET6, "ff15::%x" % (g + 1)) + lo.to_bytes(4, sys.byteorder)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        try:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
+        except OSError:
+            if g == 0:
+                raise
+            return g
+    return n
 
 
 @pytest.mark.skipif(not LINUX, reason="Linux release tracking")
@@ -131,12 +138,15 @@ def test_a_port_given_back_while_its_socket_is_still_closing_delivers_to_the_nex
             outcome = []
 
             def bind_next():
+                deadline = time.monotonic() + 10
                 while True:
                     try:
                         new = res.socket(socket.AF_INET6)
                         break
                     except OSError as exc:   # the block's one port is still taken
-                        assert exc.errno == errno.EADDRINUSE, exc
+                        if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                            outcome.append(repr(exc))
+                            return
                 with new:
                     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
                         tx.sendto(b"x", ("::1", new.getsockname()[1]))
