@@ -577,10 +577,6 @@ static void set_in_map(unsigned char *map, unsigned port)
 
 static int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
                      void (*cb)(const struct inet_diag_msg *, void *), void *ctx);
-static int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi,
-                        uint32_t states, void (*cb)(const struct inet_diag_msg *, void *),
-                        void *ctx);
-
 static void taken_cb(const struct inet_diag_msg *m, void *ctx)
 {
     set_in_map(ctx, ntohs(m->id.idiag_sport));
@@ -1007,17 +1003,9 @@ void portres_block_free(portres_block *b)
 /* Dump the kernel's FAMILY/PROTOCOL sockets whose local port is in
  * [LO, HI], in the states of the STATES mask (bit n: TCP state n; bound but
  * inactive TCP sockets are state 13 since Linux 6.5), through
- * NETLINK_SOCK_DIAG; call CB for each.  Returns 0 or errno. */
-static int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
-                     void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
-{
-    int fd = -1, err = diag_dump_on(&fd, protocol, family, lo, hi, states, cb, ctx);
-    close_fd(&fd);
-    return err;
-}
-
-/* diag_dump() on the netlink socket *FDP, opened if it is -1, and closed
- * (set to -1) after an error, which may leave part of a reply unread. */
+ * NETLINK_SOCK_DIAG socket *FDP (opened if it is -1, kept for the next
+ * dump, closed and set to -1 after an error, which may leave part of a
+ * reply unread); call CB for each.  Returns 0 or errno. */
 static int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi,
                         uint32_t states, void (*cb)(const struct inet_diag_msg *, void *),
                         void *ctx)
@@ -1084,6 +1072,15 @@ static int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigne
 out:
     if (err)
         close_fd(fdp);
+    return err;
+}
+
+/* diag_dump_on() with a netlink socket of its own. */
+static int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
+                     void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
+{
+    int fd = -1, err = diag_dump_on(&fd, protocol, family, lo, hi, states, cb, ctx);
+    close_fd(&fd);
     return err;
 }
 
@@ -1228,10 +1225,10 @@ static int holds_port(const portres_block *b, int fd, unsigned i)
         && type == sock_type_for(b->protocol);
 }
 
-/* Tracked ports whose socket's file is released become CLOSING; *CLOSING
- * counts them.  Returns 0, or errno when fdinfo cannot be read or parsed
- * (the caller then stops tracking: never guess a socket gone). */
-static int reclaim_tracked(portres_block *b, unsigned *closing)
+/* Tracked ports whose socket's file is released become CLOSING.  Returns
+ * 0, or errno when fdinfo cannot be read or parsed (the caller then stops
+ * tracking: never guess a socket gone). */
+static int reclaim_tracked(portres_block *b)
 {
     size_t cap, tracked = 0, items = 0, parsed = 0;
     ssize_t len;
@@ -1288,7 +1285,6 @@ static int reclaim_tracked(portres_block *b, unsigned *closing)
     for (i = 0; i < b->count; i++) {
         if ((b->state[i] & PORT_TRACKED) && !((alive[i / 8] >> (i % 8)) & 1)) {
             b->state[i] = (unsigned char)((b->state[i] & ~PORT_TRACKED) | PORT_CLOSING);
-            (*closing)++;
         }
     }
     free(alive);
@@ -1385,12 +1381,12 @@ static int reclaim(portres_block *b, unsigned *freed)
     unsigned i, untracked = 0, closing = 0;
     int err = 0;
     *freed = 0;
-    if (b->infofd >= 0 && reclaim_tracked(b, &closing))
+    if (b->infofd >= 0 && reclaim_tracked(b))
         stop_tracking(b);
     for (i = 0; i < b->count; i++) {
         unsigned char st = b->state[i];
         untracked += (st & (PORT_USED | PORT_TRACKED | PORT_CLOSING)) == PORT_USED;
-        closing += (st & PORT_CLOSING) != 0;   /* counted again: only "any?" matters */
+        closing += (st & PORT_CLOSING) != 0;
     }
     if (closing)
         err = reclaim_closing(b, freed);
