@@ -4,6 +4,7 @@ Both backends are always compiled: each file is empty except on its own
 platform (`_WIN32` / `__linux__`), so every compiler checks the right code.
 """
 
+import glob
 import platform
 import sys
 import sysconfig
@@ -30,8 +31,10 @@ setup(
     ext_modules=[
         Extension(
             "portres._portres",
-            sources=["src/_portres.c", "src/_overlapped.c", "src/windows.c", "src/linux.c"],
-            depends=["src/portres.h", "src/_module.h"],
+            # the binding (src/_*.c), src/error.c, and both backends
+            sources=sorted(glob.glob("src/*.c")) + sorted(glob.glob("src/linux/*.c"))
+            + sorted(glob.glob("src/windows/*.c")),
+            depends=sorted(glob.glob("src/*.h") + glob.glob("src/*/*.h")),
             include_dirs=["src"],
             libraries=libraries,
             define_macros=define_macros,

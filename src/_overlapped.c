@@ -12,7 +12,7 @@
  * Free-threaded builds: a lock serialises reaping and cancelling; waits on
  * the event run in any number of threads at once.
  */
-#include "_module.h"
+#include "_util.h"
 
 #include <math.h>
 
@@ -40,12 +40,21 @@ typedef struct {
 const char *portres_op_call(int op)
 {
     switch (op) {
+#ifdef _WIN32
     case PORTRES_OP_ACQUIRE:
         return "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)";
     case PORTRES_OP_ASSOCIATE:
         return "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)";
     case PORTRES_OP_RELEASE:
         return "WSAIoctl(SIO_RELEASE_PORT_RESERVATION)";
+#else
+    case PORTRES_OP_ACQUIRE:
+        return "acquire_port_reservation";
+    case PORTRES_OP_ASSOCIATE:
+        return "associate_port_reservation";
+    case PORTRES_OP_RELEASE:
+        return "release_port_reservation";
+#endif
     default:
         return "overlapped operation";
     }
@@ -81,11 +90,9 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
     while (remaining != 0) {
         long slice = (remaining < 0 || remaining > WAIT_SLICE_MS) ? WAIT_SLICE_MS : (long)remaining;
         int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = portres_ov_wait_event(self->ov, slice);
-        Py_END_ALLOW_THREADS
+        PORTRES_CALL(rc, portres_ov_wait_event(self->ov, slice));
         if (rc > 0) {
-            portres_raise_os_error(rc, "WaitForSingleObject");
+            portres_raise_backend_error(rc, "WaitForSingleObject");
             return -1;
         }
         if (reap(self))
@@ -178,9 +185,11 @@ static PyObject *Overlapped_wait(PyObject *op, PyObject *args, PyObject *kwargs)
 static PyObject *result_locked_value(OverlappedObject *self)
 {
     module_state *st = PyType_GetModuleState(Py_TYPE((PyObject *)self));
-    int err = portres_ov_error(self->ov);
+    int err;
+    portres_error_clear();
+    err = portres_ov_error(self->ov);
     if (err)
-        return portres_raise_os_error(err, portres_op_call(self->op));
+        return portres_raise_backend_error(err, portres_op_call(self->op));
     if (self->op == PORTRES_OP_ACQUIRE) {
         if (!self->reservation) {
             portres_block *block = portres_ov_take_block(self->ov);
@@ -229,11 +238,12 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
     OverlappedObject *self = (OverlappedObject *)op;
     int err = 0;
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    portres_error_clear();
     if (!reap_locked(self))
         err = portres_ov_cancel(self->ov);
     PyThread_release_lock(self->lock);
     if (err)
-        return portres_raise_os_error(err, "CancelIoEx");
+        return portres_raise_backend_error(err, "CancelIoEx");
     Py_RETURN_NONE;
 }
 
@@ -277,10 +287,11 @@ static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
     Py_INCREF(callback);
     Py_XDECREF(self->wait_callback);
     self->wait_callback = callback;
+    portres_error_clear();
     err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
     if (err) {
         Py_CLEAR(self->wait_callback);
-        return portres_raise_os_error(err, "RegisterWaitForSingleObject");
+        return portres_raise_backend_error(err, "RegisterWaitForSingleObject");
     }
     Py_RETURN_NONE;
 }
@@ -410,7 +421,7 @@ PyType_Spec portres_overlapped_spec = {
     Overlapped_slots,
 };
 
-PyObject *portres_new_overlapped(module_state *st, portres_overlapped *ov, int op, PyObject *owner)
+static PyObject *new_overlapped(module_state *st, portres_overlapped *ov, int op, PyObject *owner)
 {
     OverlappedObject *self = PyObject_GC_New(OverlappedObject, st->Overlapped_Type);
     if (!self) {
@@ -439,11 +450,9 @@ PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, u
     module_state *st = PyModule_GetState(module);
     portres_overlapped *ov = NULL;
     int err;
-    Py_BEGIN_ALLOW_THREADS
-    err = op < 0 ? portres_ov_start_pending(&ov)
-                 : portres_ov_start(op, s, token, protocol, start, count, &ov);
-    Py_END_ALLOW_THREADS
+    PORTRES_CALL(err, op < 0 ? portres_ov_start_pending(&ov)
+                             : portres_ov_start(op, s, token, protocol, start, count, &ov));
     if (err)
-        return portres_raise_os_error(err, op < 0 ? "overlapped operation" : portres_op_call(op));
-    return portres_new_overlapped(st, ov, op, owner);
+        return portres_raise_backend_error(err, portres_op_call(op));
+    return new_overlapped(st, ov, op, owner);
 }

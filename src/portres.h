@@ -1,15 +1,28 @@
 /*
- * portres.h - the interface between the CPython binding (_portres.c) and the
- * per-platform backends (windows.c, linux.c).
+ * portres.h - the interface between the CPython binding (src/_*.c) and the
+ * per-platform backends (src/windows/, src/linux/).
  *
  * Everything declared here is plain C: no Python object is touched, so the
  * binding calls these functions with the GIL released, and the Windows test
  * program (tests/windows/) links the Windows backend without Python at all.
  *
- * Every function returns 0 on success or an OS error code: a Winsock/Win32
- * error (WSAGetLastError()/GetLastError()) on Windows, an errno on Linux.
- * Arguments are validated by the caller (the Python layer) before any call.
- * All ports cross this interface in host byte order; the backends convert.
+ * Errors (one contract for every function below that can fail): it returns
+ * 0 on success or an OS error code -- a Winsock/Win32 error
+ * (WSAGetLastError()/GetLastError()) on Windows, an errno on Linux -- and on
+ * failure records, for the calling thread, the name of the real call that
+ * failed on this platform: "bind", "setsockopt(SO_REUSEPORT)",
+ * "sendto(NETLINK_SOCK_DIAG)", "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)",
+ * "RegOpenKeyExW"...  portres_error_call() reads it back (in the same
+ * thread, right after the failure; the binding raises OSError with it as
+ * `filename`).  Where the backend refuses by itself (a full block, a
+ * closed block) the call named is the one it stands in for (bind,
+ * WSAIoctl(...)).  Like errno, a success leaves the record as it was.
+ *
+ * Arguments are validated by the caller (the binding, src/_util.c) before
+ * any call; the backends do not repeat the block rules (the Windows
+ * persistent and table functions still refuse bad arguments with
+ * ERROR_INVALID_PARAMETER, as the functions they wrap do).  All ports
+ * cross this interface in host byte order; the backends convert.
  */
 #ifndef PORTRES_H
 #define PORTRES_H
@@ -27,6 +40,17 @@ typedef int portres_socket;
 #endif
 
 enum portres_protocol { PORTRES_TCP = 0, PORTRES_UDP = 1 };
+
+/* ------------------------------------------------------------ errors
+ * (src/error.c; see the top of this file.) */
+
+/* Record CALL (a static string) as the call that failed in this thread;
+ * returns CODE, so a backend writes `return portres_fail(err, "bind");`. */
+int portres_fail(int code, const char *call);
+/* The call recorded by the last failure in this thread (NULL if none). */
+const char *portres_error_call(void);
+/* Forget the record: the binding clears it before a call. */
+void portres_error_clear(void);
 
 /* A runtime reservation held by this process.  On Windows: the acquiring
  * socket plus the token SIO_ACQUIRE_PORT_RESERVATION returned.  On Linux:
@@ -101,6 +125,14 @@ typedef struct {
 } portres_port_socket;
 int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
                          size_t *n);
+
+/* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
+ * it), as sorted runs of consecutive ports; empty where the kernel has no
+ * such sysctl.  *OUT is malloc'ed (NULL when empty); the caller frees it. */
+typedef struct {
+    unsigned first, last;   /* inclusive, host order */
+} portres_port_run;
+int portres_reserved_ports(portres_port_run **out, size_t *n);
 #endif
 
 /* bind() that honours an association made by portres_associate (Linux keeps

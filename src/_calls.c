@@ -1,0 +1,489 @@
+/*
+ * _calls.c - the module's functions: one per backend call (portres.h),
+ * mirroring the Win32 calls one for one.  Arguments are parsed and
+ * validated here (_util.c has the rules), the backend is called with the
+ * GIL released, and a failure raises OSError naming the call the backend
+ * recorded.  Policy (messages with hints, defaults) lives in the portres
+ * package.
+ */
+#include "_util.h"
+
+#include <stdlib.h>
+#include <string.h>
+#ifndef _WIN32
+#  include <errno.h>
+#endif
+
+PyDoc_STRVAR(acquire_port_reservation_doc,
+"acquire_port_reservation(protocol, start, count, overlapped=False)\n\n"
+"WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) on a new socket of `protocol` (TCP or\n"
+"UDP): reserve `count` ports from `start` (0: the system picks the start).\n"
+"Returns a PortReservation, or with overlapped=True an Overlapped whose\n"
+"result() is one.  On failure the OSError carries `conflict_port` (the port\n"
+"that was taken, when known; else 0).");
+
+static PyObject *acquire_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"protocol", "start", "count", "overlapped", NULL};
+    module_state *st = PyModule_GetState(module);
+    int protocol, err, overlapped = 0;
+    unsigned start, count, conflict = 0;
+    portres_block *block = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "iII|p:acquire_port_reservation", kwlist,
+                                     &protocol, &start, &count, &overlapped))
+        return NULL;
+    if (portres_check_protocol(protocol) < 0 || portres_check_block(start, count) < 0)
+        return NULL;
+    if (overlapped)
+        return portres_start_overlapped(module, PORTRES_OP_ACQUIRE, (portres_socket)0, 0,
+                                        protocol, start, count, NULL);
+    PORTRES_CALL(err, portres_block_acquire(protocol, start, count, &block, &conflict));
+    if (err) {
+        portres_raise_backend_error(err, portres_op_call(PORTRES_OP_ACQUIRE));
+        if (conflict) {
+            PyObject *type, *value, *tb, *port;
+            PyErr_Fetch(&type, &value, &tb);
+            PyErr_NormalizeException(&type, &value, &tb);
+            port = PyLong_FromUnsignedLong(conflict);
+            if (port && value && PyObject_SetAttrString(value, "conflict_port", port) < 0)
+                PyErr_Clear();
+            Py_XDECREF(port);
+            PyErr_Restore(type, value, tb);
+        }
+        return NULL;
+    }
+    return portres_new_reservation(st, block);
+}
+
+/* associate/release: the same shape, sync or overlapped. */
+static PyObject *token_ioctl(PyObject *module, PyObject *args, PyObject *kwargs, int op,
+                             const char *format)
+{
+    static char *kwlist[] = {"socket", "token", "overlapped", "owner", NULL};
+    portres_socket s;
+    uint64_t token;
+    int err, overlapped = 0;
+    PyObject *owner = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, format, kwlist, portres_socket_converter, &s,
+                                     portres_token_converter, &token, &overlapped, &owner))
+        return NULL;
+    if (overlapped)
+        return portres_start_overlapped(module, op, s, token, 0, 0, 0, owner);
+    PORTRES_CALL(err, op == PORTRES_OP_ASSOCIATE ? portres_associate(s, token)
+                                                 : portres_release(s, token));
+    if (err)
+        return portres_raise_backend_error(err, portres_op_call(op));
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(associate_port_reservation_doc,
+"associate_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
+"WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION): the socket's next bind to port 0\n"
+"takes a port from the reservation `token`.  Synchronous with the GIL\n"
+"released, or with overlapped=True returns an Overlapped (event-signalled);\n"
+"`owner` is kept alive while it is pending.");
+
+static PyObject *associate_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return token_ioctl(module, args, kwargs, PORTRES_OP_ASSOCIATE,
+                       "O&O&|pO:associate_port_reservation");
+}
+
+PyDoc_STRVAR(release_port_reservation_doc,
+"release_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
+"WSAIoctl(SIO_RELEASE_PORT_RESERVATION): end the runtime reservation `token`\n"
+"of this process.  Synchronous, or overlapped as associate_port_reservation.");
+
+static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
+{
+    return token_ioctl(module, args, kwargs, PORTRES_OP_RELEASE,
+                       "O&O&|pO:release_port_reservation");
+}
+
+#ifdef __linux__
+PyDoc_STRVAR(register_persistent_token_doc,
+"register_persistent_token(token, protocol, start, count)\n\n"
+"Linux: make a persistent reservation's token (kept by the package) known\n"
+"to associate_port_reservation in this process.");
+
+static PyObject *register_persistent_token(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    uint64_t token;
+    int protocol, err;
+    unsigned start, count;
+    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter,
+                          &token, &protocol, &start, &count))
+        return NULL;
+    if (portres_check_persistent_block(protocol, (long)start, (long)count, 1) < 0)
+        return NULL;
+    portres_error_clear();
+    err = portres_register_persistent(token, protocol, start, count);   /* no blocking call */
+    if (err)
+        return portres_raise_backend_error(err, "register_persistent_token");
+    Py_RETURN_NONE;
+}
+
+static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    uint64_t token;
+    if (!portres_token_converter(arg, &token))
+        return NULL;
+    portres_unregister_persistent(token);
+    Py_RETURN_NONE;
+}
+#endif
+
+#ifdef __linux__
+PyDoc_STRVAR(port_sockets_doc,
+"port_sockets(protocol, lo, hi) -> list of (family, state, port, uid, inode)\n\n"
+"Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
+"bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
+
+static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned lo, hi;
+    portres_port_socket *items = NULL;
+    size_t n = 0, i;
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+        return NULL;
+    if (portres_check_port_range(protocol, lo, hi) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_port_sockets(protocol, lo, hi, &items, &n));
+    if (err)
+        return portres_raise_backend_error(err, "port_sockets");
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iiIIk)", items[i].family, items[i].state, items[i].port,
+                                    items[i].uid, items[i].inode);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+    }
+    free(items);
+    return list;
+}
+#endif
+
+PyDoc_STRVAR(pending_overlapped_doc,
+"_pending_overlapped() -> Overlapped\n\n"
+"For tests of the wait machinery on Linux, where every real operation\n"
+"completes at once: an operation that stays pending until cancelled.");
+
+static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignored))
+{
+    return portres_start_overlapped(module, -1, (portres_socket)0, 0, 0, 0, 0, NULL);
+}
+
+#ifdef __linux__
+PyDoc_STRVAR(reserved_ports_doc,
+"reserved_ports() -> list of (first, last)\n\n"
+"Linux: net.ipv4.ip_local_reserved_ports of this network namespace, as sorted\n"
+"runs of consecutive ports (inclusive); [] where the kernel has no such sysctl.");
+
+static PyObject *reserved_ports(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    portres_port_run *runs = NULL;
+    size_t n = 0, i;
+    int err;
+    PyObject *list;
+
+    PORTRES_CALL(err, portres_reserved_ports(&runs, &n));
+    if (err)
+        return portres_raise_backend_error(err, "open");
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(II)", runs[i].first, runs[i].last);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+    }
+    free(runs);
+    return list;
+}
+#endif
+
+PyDoc_STRVAR(bind_doc,
+"bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
+"bind() that honours an association (plain bind() on Windows, where the\n"
+"kernel does it).  Returns the port bound.");
+
+static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"socket", PORTRES_SOCKADDR_KWLIST, NULL};
+    portres_socket s;
+    int family, len, err;
+    const char *host;
+    unsigned port = 0, bound = 0;
+    unsigned long flowinfo = 0, scope_id = 0;
+    struct sockaddr_storage ss;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, portres_socket_converter,
+                                     &s, &family, &host, &port, &flowinfo, &scope_id))
+        return NULL;
+    if (portres_make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
+        return NULL;
+    PORTRES_CALL(err, portres_bind(s, (struct sockaddr *)&ss, len, &bound));
+    if (err)
+        return portres_raise_backend_error(err, "bind");
+    return PyLong_FromUnsignedLong(bound);
+}
+
+PyDoc_STRVAR(socket_info_doc,
+"socket_info(socket) -> (family, type, bound_port)\n\n"
+"The socket's address family, type and local port (0 when unbound).");
+
+static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    portres_socket s;
+    int family = 0, type = 0, err;
+    unsigned port = 0;
+    if (!portres_socket_converter(arg, &s))
+        return NULL;
+    PORTRES_CALL(err, portres_socket_info(s, &family, &type, &port));
+    if (err)
+        return portres_raise_backend_error(err, "getsockname");
+    return Py_BuildValue("(iiI)", family, type, port);
+}
+
+#ifdef _WIN32
+/* ------------------------------------------------- persistent (Windows) */
+
+/* A calloc of the backend failed (it records the call "calloc"). */
+static int out_of_memory(int err)
+{
+    const char *call = portres_error_call();
+    return err == ERROR_NOT_ENOUGH_MEMORY && call && strcmp(call, "calloc") == 0;
+}
+
+/* (protocol, start, count): a block of 1..65535 ports from a port in
+ * 1..65535, not past 65535 (persistent reservations have no wildcard). */
+static int persistent_args(PyObject *args, const char *format, int *protocol, unsigned *start,
+                           unsigned *count)
+{
+    int p, s, c;
+    if (!PyArg_ParseTuple(args, format, &p, &s, &c))
+        return -1;
+    if (portres_check_protocol(p) < 0 || portres_check_persistent_block(p, s, c, 0) < 0)
+        return -1;
+    *protocol = p;
+    *start = (unsigned)s;
+    *count = (unsigned)c;
+    return 0;
+}
+
+PyDoc_STRVAR(create_persistent_port_reservation_doc,
+"create_persistent_port_reservation(protocol, start, count) -> token\n\n"
+"CreatePersistentTcpPortReservation / CreatePersistentUdpPortReservation:\n"
+"reserve ports start..start+count-1 system-wide until deleted (survives\n"
+"reboots; the token may change at reboot).  Administrator only.  Windows.");
+
+static PyObject *create_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    uint64_t token = 0;
+    if (persistent_args(args, "iii:create_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_persistent_create(protocol, start, count, &token));
+    if (err)
+        return portres_raise_backend_error(err, "create_persistent_port_reservation");
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+PyDoc_STRVAR(lookup_persistent_port_reservation_doc,
+"lookup_persistent_port_reservation(protocol, start, count) -> token\n\n"
+"LookupPersistentTcpPortReservation / LookupPersistentUdpPortReservation:\n"
+"the token of the persistent reservation of exactly this block.  Windows.");
+
+static PyObject *lookup_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    uint64_t token = 0;
+    if (persistent_args(args, "iii:lookup_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_persistent_lookup(protocol, start, count, &token));
+    if (err)
+        return portres_raise_backend_error(err, "lookup_persistent_port_reservation");
+    return PyLong_FromUnsignedLongLong(token);
+}
+
+PyDoc_STRVAR(delete_persistent_port_reservation_doc,
+"delete_persistent_port_reservation(protocol, start, count)\n\n"
+"DeletePersistentTcpPortReservation / DeletePersistentUdpPortReservation:\n"
+"delete the persistent reservation of exactly this block.  Administrator\n"
+"only.  Windows.");
+
+static PyObject *delete_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned start, count;
+    if (persistent_args(args, "iii:delete_persistent_port_reservation", &protocol, &start,
+                        &count) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_persistent_delete(protocol, start, count));
+    if (err)
+        return portres_raise_backend_error(err, "delete_persistent_port_reservation");
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(list_persistent_port_reservations_doc,
+"list_persistent_port_reservations(protocol) -> [(start, count), ...]\n\n"
+"The persistent reservations of `protocol`, sorted by start.  Windows has no\n"
+"documented enumeration: the candidates come from the TCP/UDP module's\n"
+"persistent store in the registry (an undocumented layout) and each one is\n"
+"confirmed with LookupPersistent*PortReservation, so every block listed is\n"
+"one lookup and delete accept.  Runtime reservations (e.g. Hyper-V's or\n"
+"WinNAT's excluded ranges) are not listed.  Windows.");
+
+static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    portres_port_block *blocks = NULL;
+    size_t n = 0, i;
+    PyObject *list, *item;
+
+    if (!PyArg_ParseTuple(args, "i:list_persistent_port_reservations", &protocol))
+        return NULL;
+    if (portres_check_protocol(protocol) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_persistent_list(protocol, &blocks, &n));
+    if (err) {
+        if (out_of_memory(err))
+            return PyErr_NoMemory();
+        return portres_raise_backend_error(err, "list_persistent_port_reservations");
+    }
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        item = Py_BuildValue("(II)", blocks[i].start, blocks[i].count);
+        if (!item) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SetItem(list, (Py_ssize_t)i, item);  /* steals item; cannot fail */
+    }
+    portres_persistent_list_free(blocks);
+    return list;
+}
+
+/* ---------------------------------------------- port owners (Windows) */
+
+PyDoc_STRVAR(port_sockets_doc,
+"port_sockets(protocol, lo, hi) -> list of (family, state, port, pid, 0)\n\n"
+"Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
+"GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
+"GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
+"state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
+"...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
+"7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
+"TCP sockets bound but not listening are not in these tables.");
+
+static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
+{
+    int protocol, err;
+    unsigned lo, hi;
+    portres_port_socket *items = NULL;
+    size_t n = 0, i;
+    PyObject *list;
+
+    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+        return NULL;
+    if (portres_check_port_range(protocol, lo, hi) < 0)
+        return NULL;
+    PORTRES_CALL(err, portres_port_sockets(protocol, lo, hi, &items, &n));
+    if (err) {
+        if (out_of_memory(err))
+            return PyErr_NoMemory();
+        return portres_raise_backend_error(err, "port_sockets");
+    }
+    list = PyList_New((Py_ssize_t)n);
+    for (i = 0; list && i < n; i++) {
+        PyObject *t = Py_BuildValue("(iiIkk)", items[i].family, items[i].state, items[i].port,
+                                    items[i].pid, 0UL);
+        if (!t) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+    }
+    portres_port_sockets_free(items);
+    return list;
+}
+
+PyDoc_STRVAR(process_name_doc,
+"process_name(pid) -> str | None\n\n"
+"Windows: the full path of the process's executable (OpenProcess with\n"
+"PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW), or None\n"
+"when it cannot be had (no such process, access denied, PID 0, ...).");
+
+static PyObject *process_name(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    unsigned long pid;
+    char *name = NULL;
+    size_t len = 0;
+    int err;
+    PyObject *result;
+
+    if (!PyLong_Check(arg))
+        return portres_type_error("pid must be an int", arg);
+    pid = PyLong_AsUnsignedLong(arg);
+    if (pid == (unsigned long)-1 && PyErr_Occurred()) {
+        if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "pid must be an unsigned 32-bit int");
+        }
+        return NULL;
+    }
+    PORTRES_CALL(err, portres_process_name(pid, &name, &len));
+    if (err == ERROR_NOT_ENOUGH_MEMORY)
+        return PyErr_NoMemory();
+    if (err || name == NULL)
+        Py_RETURN_NONE;         /* no name is an answer, not an error */
+    result = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
+    portres_process_name_free(name);
+    return result;
+}
+#endif /* _WIN32 */
+
+PyMethodDef portres_module_functions[] = {
+    {"acquire_port_reservation", (PyCFunction)(void (*)(void))acquire_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, acquire_port_reservation_doc},
+    {"associate_port_reservation", (PyCFunction)(void (*)(void))associate_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, associate_port_reservation_doc},
+    {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
+     METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
+    {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
+#ifdef _WIN32
+    {"create_persistent_port_reservation", create_persistent_port_reservation, METH_VARARGS,
+     create_persistent_port_reservation_doc},
+    {"lookup_persistent_port_reservation", lookup_persistent_port_reservation, METH_VARARGS,
+     lookup_persistent_port_reservation_doc},
+    {"delete_persistent_port_reservation", delete_persistent_port_reservation, METH_VARARGS,
+     delete_persistent_port_reservation_doc},
+    {"list_persistent_port_reservations", list_persistent_port_reservations, METH_VARARGS,
+     list_persistent_port_reservations_doc},
+    {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
+    {"process_name", process_name, METH_O, process_name_doc},
+#endif
+#ifdef __linux__
+    {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
+    {"register_persistent_token", register_persistent_token, METH_VARARGS,
+     register_persistent_token_doc},
+    {"reserved_ports", reserved_ports, METH_NOARGS, reserved_ports_doc},
+    {"unregister_persistent_token", unregister_persistent_token, METH_O,
+     "unregister_persistent_token(token)\n\nLinux: forget a persistent token."},
+#endif
+    {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
+    {"socket_info", socket_info, METH_O, socket_info_doc},
+    {NULL, NULL, 0, NULL},
+};

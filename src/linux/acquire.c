@@ -1,0 +1,333 @@
+/*
+ * linux/acquire.c - acquiring a block: a given range, or a wildcard window of the
+ * ephemeral range.
+ */
+#ifdef __linux__
+
+#include "linux.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <sys/random.h>
+
+/* Bind placeholders for ports [first, first+count); on failure close the
+ * ones bound, set *bad to the port that failed and return errno. */
+static int hold_range(portres_block *b, unsigned first, unsigned *bad)
+{
+    unsigned i;
+    for (i = 0; i < b->count; i++) {
+        int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+        if (fd < 0) {
+            *bad = first + i;
+            while (i > 0)
+                close_fd(&b->fds[--i]);
+            return -fd;
+        }
+        b->fds[i] = fd;
+    }
+    return 0;
+}
+
+static void taken_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    set_in_map(ctx, ntohs(m->id.idiag_sport));
+}
+
+/* Mark in TAKEN every port of [LO, HI] on which the kernel has a socket of
+ * the protocol (any family, any state): one sock_diag dump instead of a
+ * failed bind per taken port. */
+static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *taken)
+{
+    if (diag_dump(protocol, AF_INET, lo, hi, ~0u, taken_cb, taken) == 0 && have_ipv6)
+        diag_dump(protocol, AF_INET6, lo, hi, ~0u, taken_cb, taken);
+}
+
+/* Failed binds a wildcard acquire spends probing before it maps the whole
+ * range with one sock_diag dump.  A failed bind costs about 0.5 us; the dump
+ * walks the kernel's socket hash tables, whose size grows with the
+ * machine's memory (about 400 us with 262144 TCP ehash buckets), and
+ * reports every socket of the range (about 0.4 us each). */
+#define PROBE_BUDGET 1024
+
+
+/* Rotate A[0..N) left by R. */
+static void rotate_left(int *a, unsigned n, unsigned r)
+{
+    unsigned i, j;
+    int t;
+    r %= n;
+    if (!r)
+        return;
+    for (i = 0, j = r - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+    for (i = r, j = n - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+    for (i = 0, j = n - 1; i < j; i++, j--)
+        t = a[i], a[i] = a[j], a[j] = t;
+}
+
+/* A wildcard block of one port: the kernel's own choice (a bind to port
+ * 0) is a free port of the ephemeral range outside ip_local_reserved_ports,
+ * found in the kernel without reading either sysctl. */
+static int hold_any_one(portres_block *b, unsigned *port_out)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int err, fd = main_socket(b, 1);
+    if (fd < 0)
+        return -fd;
+    err = place(b, fd, 0);
+    if (!err && getsockname(fd, (struct sockaddr *)&ss, &len))
+        err = lx_fail("getsockname");
+    if (err) {
+        close(fd);
+        return err < 0 ? -err : err;
+    }
+    b->fds[0] = fd;
+    *port_out = get_port((struct sockaddr *)&ss);
+    return 0;
+}
+
+/* A wildcard block: a window of the ephemeral range whose ports are all
+ * free, from a random place.
+ *
+ * Probing a port is a bind() on a socket that a failed bind leaves unbound,
+ * so the next probe reuses it: a taken port costs one failed bind, never a
+ * socket.  Each window is filled from its far end down (as Boyer-Moore
+ * compares), so a taken port moves the next window just past it, a whole
+ * window at once when it is the far end; the placeholders bound above it
+ * are kept in a ring indexed by port % count (any window of count ports
+ * maps onto distinct slots) and serve the next window, which contains them.
+ * Each port of the range is probed at most once per pass, and a pass costs
+ * about one failed bind per window length of taken range.  After
+ * PROBE_BUDGET failed binds, one sock_diag dump maps the taken ports of the
+ * whole range and the remaining windows are chosen from the map: a crowded
+ * range costs at most that budget plus one dump plus the binds of the
+ * block, never a failed bind per (window, port) pair. */
+/* A wildcard search under way (hold_wildcard). */
+struct wildcard {
+    portres_block *b;
+    unsigned lo, hi, span, count;
+    unsigned char *taken;   /* ports known taken: reserved, or refused */
+    unsigned *ports;        /* ports[slot]: the port b->fds[slot] holds */
+    int spare;              /* an unbound socket the next probe reuses, or -1 */
+    unsigned failures;      /* failed binds so far */
+    int mapped;             /* the range was mapped with a dump */
+};
+
+/* Step 1: the ephemeral range, the reserved ports, a random start offset. */
+static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset)
+{
+    int range[2] = {32768, 60999}, err;
+    uint32_t rnd = 0;
+
+    memset(w, 0, sizeof *w);
+    w->b = b;
+    w->count = b->count;
+    w->spare = -1;
+    w->taken = reserved_port_map(&err);
+    if (err)
+        return err;
+    if (read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2) != 2) {
+        free(w->taken);
+        return portres_fail(errno ? errno : EIO, "read(ip_local_port_range)");
+    }
+    w->lo = (unsigned)range[0];
+    w->hi = (unsigned)range[1];
+    if (w->lo < 1 || w->hi > 65535 || w->lo > w->hi || w->hi - w->lo + 1 < w->count) {
+        free(w->taken);
+        return portres_fail(EADDRINUSE, "bind");
+    }
+    if (!(w->ports = malloc(w->count * sizeof *w->ports))) {
+        free(w->taken);
+        return portres_fail(ENOMEM, "malloc");
+    }
+    w->span = w->hi - w->lo + 1;
+    if (getrandom(&rnd, sizeof rnd, 0) != (ssize_t)sizeof rnd)
+        rnd = (uint32_t)getpid() * 2654435761u;
+    *offset = rnd % w->span;
+    return 0;
+}
+
+/* Step 2: hold the window [FIRST, FIRST+count), from the far end down: a
+ * taken port moves the next window past it, and the ports bound above it
+ * stay held for that window.  Returns 0 when all are held; the bind's
+ * errno with *BAD the port refused; or another errno (give up). */
+static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
+{
+    int *fds = w->b->fds, err = 0;
+    unsigned k;
+
+    for (k = 0; k < w->count; k++) {
+        unsigned port = first + w->count - 1 - k, slot = port % w->count;
+        int fd;
+        if (fds[slot] >= 0 && w->ports[slot] == port)
+            continue;
+        close_fd(&fds[slot]);   /* a port outside this window */
+        fd = w->spare >= 0 ? w->spare : main_socket(w->b, w->count - k);
+        w->spare = -1;
+        if (fd < 0)
+            return -fd;
+        err = place(w->b, fd, port);
+        if (err == 0) {
+            fds[slot] = fd;
+            w->ports[slot] = port;
+            continue;
+        }
+        if (err < 0) {   /* bound, then a setsockopt failed */
+            close(fd);
+            return -err;
+        }
+        w->spare = fd;   /* still unbound: the next probe reuses it */
+        *bad = port;
+        return err;
+    }
+    return 0;
+}
+
+/* Step 3: BAD is taken.  After PROBE_BUDGET failed binds, map the whole
+ * range with one dump (our own placeholders are not "taken"). */
+static int wildcard_note_taken(struct wildcard *w, unsigned bad)
+{
+    unsigned slot;
+
+    if (!w->taken && !(w->taken = calloc(65536 / 8, 1)))
+        return portres_fail(ENOMEM, "calloc");
+    set_in_map(w->taken, bad);
+    if (!w->mapped && ++w->failures >= PROBE_BUDGET) {
+        mark_taken(w->b->protocol, w->lo, w->hi, w->taken);
+        w->mapped = 1;
+        for (slot = 0; slot < w->count; slot++)
+            if (w->b->fds[slot] >= 0)
+                w->taken[w->ports[slot] / 8] &= (unsigned char)~(1u << (w->ports[slot] % 8));
+    }
+    return 0;
+}
+
+/* Step 4: free the search; on failure close every placeholder it bound. */
+static void wildcard_end(struct wildcard *w, int err)
+{
+    unsigned k;
+
+    if (err) {
+        for (k = 0; k < w->count; k++)
+            close_fd(&w->b->fds[k]);
+    }
+    if (w->spare >= 0)
+        close(w->spare);
+    free(w->ports);
+    free(w->taken);
+}
+
+static int hold_wildcard(portres_block *b, unsigned *first_out)
+{
+    struct wildcard w;
+    unsigned offset = 0, tried = 0, run, bad = 0;
+    int err;
+
+    if (b->count == 1)
+        return hold_any_one(b, first_out);
+    if ((err = wildcard_start(&w, b, &offset)))
+        return err;
+    err = portres_fail(EADDRINUSE, "bind");
+    while (tried < w.span) {
+        unsigned first = w.lo + offset;
+        if (first + w.count - 1 > w.hi) {   /* a window never wraps */
+            tried += w.hi - first + 1;
+            offset = 0;
+            continue;
+        }
+        /* Skip to a window that the map says is free. */
+        for (run = 0; run < w.count && !in_map(w.taken, first + run); run++)
+            ;
+        if (run < w.count) {
+            tried += run + 1;
+            offset = (first + run + 1 - w.lo) % w.span;
+            continue;
+        }
+        err = wildcard_fill(&w, first, &bad);
+        if (err == 0) {
+            rotate_left(b->fds, w.count, first % w.count);
+            *first_out = first;
+            break;
+        }
+        if (err != EADDRINUSE && err != EACCES)
+            break;   /* EMFILE, ENOMEM...: sliding will not help */
+        if ((err = wildcard_note_taken(&w, bad)))
+            break;
+        tried += bad - first + 1;
+        offset = (bad + 1 - w.lo) % w.span;
+        err = portres_fail(EADDRINUSE, "bind");
+    }
+    wildcard_end(&w, err);
+    return err;
+}
+
+int portres_block_acquire(int protocol, unsigned start, unsigned count,
+                          portres_block **out, unsigned *conflict_port)
+{
+    portres_block *b;
+    unsigned i, first = start;
+    int err;
+
+    *out = NULL;
+    *conflict_port = 0;
+    /* The binding has validated PROTOCOL, START and COUNT (portres.h). */
+    portres_backend_init();
+
+    b = calloc(1, sizeof *b);
+    if (!b)
+        return portres_fail(ENOMEM, "calloc");
+    b->fds = malloc(count * sizeof *b->fds);
+    b->state = calloc(count, 1);
+    if (!b->fds || !b->state) {
+        free(b->fds);
+        free(b->state);
+        free(b);
+        return portres_fail(ENOMEM, "malloc");
+    }
+    for (i = 0; i < count; i++)
+        b->fds[i] = -1;
+    b->epfd = b->infofd = b->diagfd = -1;
+    pthread_mutex_init(&b->lock, NULL);
+    b->protocol = protocol;
+    b->count = count;
+    b->family = have_ipv6 ? AF_INET6 : AF_INET;
+    if (protocol == PORTRES_UDP) {
+        udp_block_ref();
+        shared_prog_check(0, 1);
+    }
+
+    err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
+    if (err) {
+        if (protocol == PORTRES_UDP)
+            udp_block_unref();
+        pthread_mutex_destroy(&b->lock);
+        free(b->fds);
+        free(b->state);
+        free(b);
+        return err;
+    }
+    b->start = first;
+    b->token = new_token();
+    register_block(b);
+    *out = b;
+    return 0;
+}
+
+void portres_block_get_info(const portres_block *b, portres_block_info *info)
+{
+    info->start = b->start;
+    info->count = b->count;
+    info->token = b->token;
+    info->protocol = b->protocol;
+}
+
+int portres_block_closed(const portres_block *b)
+{
+    return __atomic_load_n(&b->closed, __ATOMIC_ACQUIRE);
+}
+
+#endif /* __linux__ */

@@ -1,0 +1,176 @@
+/*
+ * linux/associate.c - the raw calls: associate, release, and the bind that
+ * honours an association.
+ */
+#ifdef __linux__
+
+#include "linux.h"
+
+#include <string.h>
+#include <netinet/in.h>
+#include <sys/stat.h>
+
+/* ------------------------------------------------- the raw calls */
+
+static int socket_identity(int fd, dev_t *dev, ino_t *ino)
+{
+    struct stat st;
+    if (fstat(fd, &st))
+        return lx_fail("fstat");
+    if (!S_ISSOCK(st.st_mode))
+        return portres_fail(ENOTSOCK, "fstat");
+    *dev = st.st_dev;
+    *ino = st.st_ino;
+    return 0;
+}
+
+
+/* The checks every association starts with: an unbound socket; its type
+ * in *TYPE and its identity in *DEV, *INO. */
+static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
+{
+    int family, err;
+    unsigned bound;
+    if ((err = portres_socket_info(fd, &family, type, &bound)))
+        return err;
+    /* Only TCP/UDP over IP can be associated, as on Windows (WSAEOPNOTSUPP). */
+    if ((family != AF_INET && family != AF_INET6)
+            || (*type != SOCK_STREAM && *type != SOCK_DGRAM))
+        return portres_fail(EOPNOTSUPP, "associate_port_reservation");
+    if (bound)
+        return portres_fail(EISCONN, "associate_port_reservation");
+    return socket_identity(fd, dev, ino);
+}
+
+
+int portres_associate(portres_socket s, uint64_t token)
+{
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int type = 0;
+    size_t i;
+    portres_block *b;
+    int err = check_associable(s, &type, &dev, &ino);
+    if (err)
+        return err;
+    pthread_mutex_lock(&registry_lock);
+    for (b = registry; b && b->token != token; b = b->next)
+        ;
+    if (b) {
+        err = type != sock_type_for(b->protocol) ? portres_fail(EPROTOTYPE, "associate_port_reservation")
+            : record_association(dev, ino, token, 0, 0);
+    } else {
+        for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
+            ;
+        if (i == n_persistent)
+            err = portres_fail(ENOENT, "associate_port_reservation");
+        else if (type != sock_type_for(persistent_tokens[i].protocol))
+            err = portres_fail(EPROTOTYPE, "associate_port_reservation");
+        else
+            err = record_association(dev, ino, token, persistent_tokens[i].start,
+                                     persistent_tokens[i].count);
+    }
+    pthread_mutex_unlock(&registry_lock);
+    return err;
+}
+
+/* Bind to the first free port of a persistent block.  Such ports are only
+ * kept out of the kernel's automatic choice (ip_local_reserved_ports), so a
+ * plain bind is the whole mechanism. */
+static int bind_in_range(int fd, const struct sockaddr *addr, socklen_t addrlen,
+                         unsigned start, unsigned count, unsigned *port_out)
+{
+    struct sockaddr_storage ss;
+    unsigned want, i;
+    if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in))
+        return portres_fail(EINVAL, "bind");
+    memcpy(&ss, addr, addrlen);
+    want = get_port(addr);
+    if (want && (want < start || want - start >= count))
+        return portres_fail(EADDRNOTAVAIL, "bind");
+    for (i = want ? want - start : 0; i < count; i++) {
+        set_port((struct sockaddr *)&ss, start + i);
+        if (bind(fd, (struct sockaddr *)&ss, addrlen) == 0) {
+            *port_out = start + i;
+            return 0;
+        }
+        if (errno != EADDRINUSE || want)
+            return lx_fail("bind");
+    }
+    return portres_fail(EADDRINUSE, "bind");
+}
+
+int portres_release(portres_socket s, uint64_t token)
+{
+    portres_block *b;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int err = socket_identity(s, &dev, &ino);
+    if (err)
+        return err;
+    pthread_mutex_lock(&registry_lock);
+    for (b = registry; b && b->token != token; b = b->next)
+        ;
+    if (!b) {
+        pthread_mutex_unlock(&registry_lock);
+        return portres_fail(ENOENT, "release_port_reservation");
+    }
+    close_block_registry_held(b);
+    return 0;
+}
+
+int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    dev_t dev = 0;
+    ino_t ino = 0;
+    size_t i;
+    portres_block *b = NULL;
+    int err = socket_identity(s, &dev, &ino);
+    if (err)
+        return err;
+
+    pthread_mutex_lock(&registry_lock);
+    i = find_association(dev, ino);
+    if (i < n_associations && associations[i].range_count) {
+        unsigned start = associations[i].range_start, count = associations[i].range_count;
+        pthread_mutex_unlock(&registry_lock);
+        err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
+        if (!err) {
+            pthread_mutex_lock(&registry_lock);
+            i = find_association(dev, ino);
+            if (i < n_associations)
+                associations[i] = associations[--n_associations];
+            pthread_mutex_unlock(&registry_lock);
+        }
+        return err;
+    }
+    if (i < n_associations)
+        for (b = registry; b && b->token != associations[i].token; b = b->next)
+            ;
+    if (b) {
+        if ((err = check_bindable(b, s, addr))) {
+            pthread_mutex_unlock(&registry_lock);
+            return err;
+        }
+        err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
+        if (!err) {   /* the association is spent once the socket is bound */
+            pthread_mutex_lock(&registry_lock);
+            i = find_association(dev, ino);
+            if (i < n_associations)
+                associations[i] = associations[--n_associations];
+            pthread_mutex_unlock(&registry_lock);
+        }
+        return err;
+    }
+    pthread_mutex_unlock(&registry_lock);
+    if (bind(s, addr, (socklen_t)addrlen))
+        return lx_fail("bind");
+    if (getsockname(s, (struct sockaddr *)&ss, &len))
+        return lx_fail("getsockname");
+    *port = get_port((struct sockaddr *)&ss);
+    return 0;
+}
+
+#endif /* __linux__ */

@@ -1,0 +1,209 @@
+/*
+ * linux/bind.c - binding a caller's socket to a free port of a block.
+ */
+#ifdef __linux__
+
+#include "linux.h"
+
+#include <string.h>
+#include <unistd.h>
+#include <netinet/in.h>
+
+static int socket_v6only(int fd, int family)
+{
+    int v = 0;
+    socklen_t len = sizeof v;
+    if (family != AF_INET6)
+        return 0;
+    if (getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &v, &len))
+        return 0;
+    return v != 0;
+}
+
+/* Bind FD to port index I of B, block locked. */
+static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len,
+                      unsigned i, int v6only, int wildcard)
+{
+    int err;
+    if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
+        return err;
+    set_port(sa, b->start + i);
+    if (bind(fd, sa, len))
+        return lx_fail("bind");
+    handed_out(b, i, fd, sa->sa_family);
+    if (b->protocol == PORTRES_UDP && (err = steer_udp(b, i, sa->sa_family, v6only, wildcard)))
+        return err;   /* rare (ENOMEM); the socket stays bound, see caller */
+    return 0;
+}
+
+/* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
+ * with B locked; the caller's SO_REUSEPORT is already set.  FRESH: FD is a
+ * socket the binding just created (its IPV6_V6ONLY is the default). */
+static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
+                                socklen_t addrlen, unsigned *port_out, int fresh)
+{
+    unsigned want = get_port(sa), n, i, pass, freed = 0;
+    int err, v6only, wildcard;
+
+    if (b->closed)
+        return portres_fail(EBADF, "bind");
+    if (want && (want < b->start || want - b->start >= b->count))
+        return portres_fail(EADDRNOTAVAIL, "bind");
+    /* Only a UDP layout depends on it (TCP placeholders never take a
+     * connection, whatever the caller's socket is). */
+    v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 ? 0
+        : fresh ? bindv6only_default : socket_v6only(fd, sa->sa_family);
+    wildcard = is_wildcard(sa);
+    if (want) {
+        i = want - b->start;
+        if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
+            return err;   /* could not tell: say why, not "in use" */
+        err = (b->state[i] & PORT_USED) ? portres_fail(EADDRINUSE, "bind")
+            : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+    } else {
+        err = portres_fail(EADDRINUSE, "bind");
+        for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
+            if (pass == 1) {
+                int rerr = reclaim(b, &freed);
+                if (!freed) {
+                    if (rerr)
+                        err = rerr;   /* could not tell: say why, not "block full" */
+                    break;
+                }
+            }
+            for (n = 0; n < b->count; n++) {
+                i = (b->cursor + n) % b->count;
+                if (b->state[i] & PORT_USED)
+                    continue;
+                err = bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+                if (err == EADDRINUSE) {
+                    /* a socket of our uid shares the port by SO_REUSEPORT
+                     * outside portres: leave the port to it */
+                    b->state[i] |= PORT_USED;
+                    continue;
+                }
+                if (!err)
+                    b->cursor = (i + 1) % b->count;
+                break;
+            }
+        }
+    }
+    if (!err)
+        *port_out = get_port(sa);
+    return err;
+}
+
+/* Bind FD in B.  REGISTRY_HELD: registry_lock is held on entry (B was just
+ * found by token) and released here once B is locked, so B cannot be
+ * closed and freed in between.  FRESH: FD is a socket the binding just
+ * created and closes on failure: SO_REUSEPORT is known to be off and need
+ * not be restored. */
+int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
+                         socklen_t addrlen, unsigned *port_out, int registry_held, int fresh)
+{
+    struct sockaddr_storage ss;
+    int err, one = 1, old_reuseport = 0;
+    socklen_t optlen = sizeof old_reuseport;
+
+    if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in)) {
+        if (registry_held)
+            pthread_mutex_unlock(&registry_lock);
+        return portres_fail(EINVAL, "bind");
+    }
+    memcpy(&ss, addr, addrlen);
+    if (!fresh)
+        getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, &optlen);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
+        err = lx_fail("setsockopt(SO_REUSEPORT)");
+        if (registry_held)
+            pthread_mutex_unlock(&registry_lock);
+        return err;
+    }
+    pthread_mutex_lock(&b->lock);
+    if (registry_held)
+        pthread_mutex_unlock(&registry_lock);
+    err = bind_in_block_locked(b, fd, (struct sockaddr *)&ss, addrlen, port_out, fresh);
+    pthread_mutex_unlock(&b->lock);
+    if (err && !fresh)   /* leave the caller's socket as it was */
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, sizeof old_reuseport);
+    return err;
+}
+
+/* The checks every bind from a block starts with. */
+int check_bindable(portres_block *b, int fd, const struct sockaddr *addr)
+{
+    int family, type;
+    unsigned bound;
+    int err = portres_socket_info(fd, &family, &type, &bound);
+    if (err)
+        return err;
+    if (bound)
+        return portres_fail(EISCONN, "bind");
+    if (type != sock_type_for(b->protocol))
+        return portres_fail(EPROTOTYPE, "bind");
+    if (family != addr->sa_family)
+        return portres_fail(EAFNOSUPPORT, "bind");
+    return 0;
+}
+
+int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr,
+                       int addrlen, unsigned *port)
+{
+    int err = check_bindable(b, s, addr);
+    return err ? err : bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 0);
+}
+
+int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
+                           int addrlen, unsigned *port)
+{
+    return bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 1);
+}
+
+int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr,
+                         int addrlen, portres_socket *out, unsigned *port)
+{
+    int fd, err;
+    if (family != addr->sa_family)
+        return portres_fail(EAFNOSUPPORT, "bind");
+    if (portres_block_closed(b))
+        return portres_fail(EBADF, "bind");
+    fd = new_socket(family, sock_type_for(b->protocol), 1);
+    if (fd < 0)
+        return errno;   /* recorded by new_socket() */
+    err = bind_in_block(b, fd, addr, (socklen_t)addrlen, port, 0, 1);
+    if (err) {
+        close(fd);
+        return err;
+    }
+    *out = fd;
+    return 0;
+}
+
+int portres_socket_info(portres_socket s, int *family, int *type, unsigned *bound_port)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int v;
+    socklen_t vlen = sizeof v;
+
+    /* getsockname() gives the family and the port in one call. */
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(s, (struct sockaddr *)&ss, &len) == 0) {
+        *family = ss.ss_family;
+    } else if (errno == EBADF || errno == ENOTSOCK) {
+        return lx_fail("getsockname");
+    } else {   /* a family without getsockname */
+        if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &v, &vlen))
+            return lx_fail("getsockopt(SO_DOMAIN)");
+        *family = v;
+        vlen = sizeof v;
+    }
+    if (getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &vlen))
+        return lx_fail("getsockopt(SO_TYPE)");
+    *type = v;
+    *bound_port = *family == AF_INET || *family == AF_INET6
+        ? get_port((struct sockaddr *)&ss) : 0;
+    return 0;
+}
+
+#endif /* __linux__ */

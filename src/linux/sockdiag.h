@@ -1,0 +1,32 @@
+/*
+ * linux/sockdiag.h - NETLINK_SOCK_DIAG dumps of the kernel's inet sockets
+ * (sockdiag.c).  Self-contained, so that bench/_benchhelp.c compiles the
+ * backend's own dump code: it needs only portres.h's protocol numbers.
+ */
+#ifndef PORTRES_LINUX_SOCKDIAG_H
+#define PORTRES_LINUX_SOCKDIAG_H
+
+#include <stdint.h>
+#include <linux/inet_diag.h>
+
+#pragma GCC visibility push(hidden)
+
+typedef void (*diag_cb)(const struct inet_diag_msg *m, void *ctx);
+
+/* Dump the kernel's FAMILY/PROTOCOL (PORTRES_TCP/PORTRES_UDP) sockets whose
+ * local port is in [LO, HI], in the states of the STATES mask (bit n: TCP
+ * state n; bound but inactive TCP sockets are state 13 since Linux 6.5),
+ * through NETLINK_SOCK_DIAG socket *FDP (opened if it is -1, kept for the
+ * next dump, closed and set to -1 after an error, which may leave part of a
+ * reply unread); call CB for each.  Returns 0 or errno, the failing call
+ * recorded (portres_fail). */
+int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
+                 diag_cb cb, void *ctx);
+
+/* diag_dump_on() with a netlink socket of its own. */
+int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states, diag_cb cb,
+              void *ctx);
+
+#pragma GCC visibility pop
+
+#endif /* PORTRES_LINUX_SOCKDIAG_H */
