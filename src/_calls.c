@@ -165,7 +165,7 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
         }
         PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
     }
-    free(items);
+    portres_port_sockets_free(items);
     return list;
 }
 #endif

@@ -113,18 +113,6 @@ int portres_block_bind_new(portres_block *b, portres_socket s,
                            const struct sockaddr *addr, int addrlen, unsigned *port);
 void portres_unregister_persistent(uint64_t token);
 
-/* Linux: the kernel's sockets of PROTOCOL whose local port is in [LO, HI],
- * every state, bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).
- * *OUT is malloc'ed; the caller frees it. */
-typedef struct {
-    int family;
-    int state;          /* TCP state number (include/net/tcp_states.h) */
-    unsigned port;
-    unsigned uid;
-    unsigned long inode;
-} portres_port_socket;
-int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
-                         size_t *n);
 
 /* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
  * it), as sorted runs of consecutive ports; empty where the kernel has no
@@ -218,6 +206,60 @@ int portres_ov_unregister_wait(void *wait_handle);
  * completes with ECANCELED).  Windows: ERROR_NOT_SUPPORTED. */
 int portres_ov_start_pending(portres_overlapped **out);
 
+/* ------------------------------------------------------------ port owners
+ *
+ * portres_port_sockets: the sockets of PROTOCOL whose local port is in
+ * [LO, HI], IPv4 and IPv6, every state; *OUT (free it with
+ * portres_port_sockets_free) gets *N entries.  The fields that say who
+ * holds the socket are each platform's own:
+ *
+ *   Linux: NETLINK_SOCK_DIAG, bound-but-inactive TCP sockets included;
+ *   STATE is the kernel's TCP state number (include/net/tcp_states.h; UDP
+ *   sockets report 7, TCP_CLOSE, when unconnected), with the owner's UID
+ *   and the socket's INODE.
+ *
+ *   Windows: GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and
+ *   connections) or GetExtendedUdpTable (UDP_TABLE_OWNER_PID), with the
+ *   PID that bound it (0 when the table does not know it, "MIB_UDPROW_
+ *   OWNER_PID structure (udpmib.h)").  STATE uses Linux's TCP state
+ *   numbers too, so that the Python layer reads both platforms alike; the
+ *   mapping from MIB_TCP_STATE is written once, in
+ *   portres_tcp_state_from_mib (windows/owners.c):
+ *
+ *   MIB_TCP_STATE_ESTAB 5 -> 1 ESTABLISHED  MIB_TCP_STATE_SYN_SENT 3 -> 2
+ *   MIB_TCP_STATE_SYN_RCVD 4 -> 3           MIB_TCP_STATE_FIN_WAIT1 6 -> 4
+ *   MIB_TCP_STATE_FIN_WAIT2 7 -> 5          MIB_TCP_STATE_TIME_WAIT 11 -> 6
+ *   MIB_TCP_STATE_CLOSED 1 -> 7 CLOSE       MIB_TCP_STATE_CLOSE_WAIT 8 -> 8
+ *   MIB_TCP_STATE_LAST_ACK 10 -> 9          MIB_TCP_STATE_LISTEN 2 -> 10
+ *   MIB_TCP_STATE_CLOSING 9 -> 11           MIB_TCP_STATE_DELETE_TCB 12 -> 7
+ *   any other MIB value V -> PORTRES_MIB_STATE_OTHER + V (kept, not lost;
+ *   the module exports the offset as MIB_STATE_OTHER)
+ *
+ *   UDP rows have no state: 7 (TCP_CLOSE), i.e. "bound".
+ */
+typedef struct {
+    int family;             /* AF_INET or AF_INET6 */
+    int state;              /* Linux TCP state number, see above */
+    unsigned port;          /* host order */
+#ifdef _WIN32
+    unsigned long pid;      /* dwOwningPid */
+#else
+    unsigned uid;
+    unsigned long inode;
+#endif
+} portres_port_socket;
+
+int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
+                         size_t *n);
+void portres_port_sockets_free(portres_port_socket *sockets);
+
+#ifdef _WIN32
+#define PORTRES_MIB_STATE_OTHER 1000
+
+/* The mapping above, for one MIB_TCP_STATE value. */
+int portres_tcp_state_from_mib(unsigned long mib_state);
+#endif
+
 /* ------------------------------------------------------------ persistent
  *
  * Windows only: persistent, system-wide reservations (iphlpapi), one call
@@ -244,51 +286,10 @@ int portres_persistent_delete(int protocol, unsigned start, unsigned count);
 
 /* The persistent reservations of PROTOCOL, sorted by start: *blocks (free
  * it with portres_persistent_list_free) gets *n entries.  Windows has no
- * documented enumeration; see windows.c for what this reads and how each
- * entry is confirmed.  On failure *call names the Win32 call that failed
- * (a static string) and *blocks is NULL. */
-int portres_persistent_list(int protocol, portres_port_block **blocks,
-                            size_t *n, const char **call);
+ * documented enumeration; see windows/persistent.c for what this reads and
+ * how each entry is confirmed.  On failure *blocks is NULL. */
+int portres_persistent_list(int protocol, portres_port_block **blocks, size_t *n);
 void portres_persistent_list_free(portres_port_block *blocks);
-
-/* ------------------------------------------------------------ port owners
- *
- * Windows: the sockets of PROTOCOL whose local port is in [LO, HI], IPv4
- * and IPv6, with the PID that bound them: GetExtendedTcpTable
- * (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or
- * GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  STATE uses Linux's TCP state
- * numbers (include/net/tcp_states.h), so that the Python layer reads both
- * platforms alike:
- *
- *   MIB_TCP_STATE_ESTAB 5 -> 1 ESTABLISHED  MIB_TCP_STATE_SYN_SENT 3 -> 2
- *   MIB_TCP_STATE_SYN_RCVD 4 -> 3           MIB_TCP_STATE_FIN_WAIT1 6 -> 4
- *   MIB_TCP_STATE_FIN_WAIT2 7 -> 5          MIB_TCP_STATE_TIME_WAIT 11 -> 6
- *   MIB_TCP_STATE_CLOSED 1 -> 7 CLOSE       MIB_TCP_STATE_CLOSE_WAIT 8 -> 8
- *   MIB_TCP_STATE_LAST_ACK 10 -> 9          MIB_TCP_STATE_LISTEN 2 -> 10
- *   MIB_TCP_STATE_CLOSING 9 -> 11           MIB_TCP_STATE_DELETE_TCB 12 -> 7
- *   any other MIB value V -> PORTRES_MIB_STATE_OTHER + V (kept, not lost)
- *
- * UDP rows have no state: 7 (TCP_CLOSE, what Linux reports for an
- * unconnected UDP socket), i.e. "bound".  PID is 0 when the table does not
- * know it ("MIB_UDPROW_OWNER_PID structure (udpmib.h)").  *OUT is
- * allocated (free it with portres_win_port_sockets_free); on failure it is
- * NULL and *CALL names the function that failed (a static string). */
-typedef struct {
-    int family;             /* AF_INET or AF_INET6 */
-    int state;              /* Linux TCP state number, see above */
-    unsigned port;          /* host order */
-    unsigned long pid;      /* dwOwningPid */
-} portres_win_socket;
-
-#define PORTRES_MIB_STATE_OTHER 1000
-
-/* The mapping above, for one MIB_TCP_STATE value. */
-int portres_tcp_state_from_mib(unsigned long mib_state);
-
-int portres_win_port_sockets(int protocol, unsigned lo, unsigned hi,
-                             portres_win_socket **out, size_t *n,
-                             const char **call);
-void portres_win_port_sockets_free(portres_win_socket *sockets);
 
 /* The full path of process PID's executable, in UTF-8 (OpenProcess with
  * PROCESS_QUERY_LIMITED_INFORMATION, then QueryFullProcessImageNameW).
@@ -300,7 +301,8 @@ int portres_process_name(unsigned long pid, char **utf8, size_t *len);
 void portres_process_name_free(char *utf8);
 #endif
 
-/* One-time process setup (WSAStartup on Windows).  Idempotent. */
+/* One-time process setup (WSAStartup on Windows; on Linux the fork
+ * handlers and the host's IPv6 support).  Idempotent. */
 int portres_backend_init(void);
 
 #endif /* PORTRES_H */

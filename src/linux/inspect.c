@@ -59,4 +59,9 @@ int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_so
     return 0;
 }
 
+void portres_port_sockets_free(portres_port_socket *sockets)
+{
+    free(sockets);
+}
+
 #endif /* __linux__ */

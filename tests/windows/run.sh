@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # tests/windows/run.sh - check the Windows sources without Windows:
-#   1. build src/windows.c (also linked into a DLL against ws2_32, iphlpapi
-#      and advapi32) and tests/windows/test_windows.c with mingw-w64 for
-#      x86_64 and i686, all warnings as errors;
-#   2. compile-check (-fsyntax-only) src/_portres.c (if present), src/windows.c
-#      and a small Python.h sample against the installed CPython headers with
-#      our Windows pyconfig.h, for both archs;
+#   1. build the Windows backend (src/windows/*.c + src/error.c, also linked
+#      into a DLL against ws2_32, iphlpapi and advapi32) and
+#      tests/windows/test_windows.c with mingw-w64 for x86_64 and i686, all
+#      warnings as errors;
+#   2. compile-check (-fsyntax-only) every C file of the extension (src/*.c,
+#      src/linux/*.c, src/windows/*.c) and a small Python.h sample against
+#      the installed CPython headers with our Windows pyconfig.h, for both
+#      archs;
 #   3. run the x86_64 test program under Wine (fresh WINEPREFIX, no display).
 # The exit status is the test program's (or the first build failure's).
 # Env: PYTHON (default python3) picks the CPython headers; KEEP_BUILD=1 keeps
@@ -44,14 +46,19 @@ trap cleanup EXIT
 # ---- 1. native builds ------------------------------------------------------
 for arch in "${archs[@]}"; do
     cc="$arch-w64-mingw32-gcc"
-    "$cc" "${cflags[@]}" -I src -c src/windows.c -o "$build/windows-$arch.o"
+    objs=()
+    for src in src/error.c src/windows/*.c; do
+        obj="$build/$(basename "$src" .c)-$arch.o"
+        "$cc" "${cflags[@]}" -I src -c "$src" -o "$obj"
+        objs+=("$obj")
+    done
     # Link it for real: every Win32 import (ws2_32, iphlpapi, advapi32)
     # must resolve, with the stdcall decorations of i686.
-    "$cc" -shared -o "$build/windows-$arch.dll" "$build/windows-$arch.o" \
+    "$cc" -shared -o "$build/windows-$arch.dll" "${objs[@]}" \
         -lws2_32 -liphlpapi -ladvapi32
     "$cc" "${cflags[@]}" -I src -o "$build/test_windows-$arch.exe" \
         tests/windows/test_windows.c -lws2_32 -liphlpapi
-    echo "built: src/windows.c (+ linked DLL), tests/windows/test_windows.c ($arch)"
+    echo "built: src/windows/*.c (+ linked DLL), tests/windows/test_windows.c ($arch)"
 done
 
 # ---- 2. compile-only checks against CPython's headers -----------------------
@@ -130,10 +137,10 @@ PyInit__sample(void)
 }
 EOF
 
-# Every C file of the extension: the binding (src/_*.c) and both backends
-# (linux.c is empty under _WIN32, which this checks too).
-sources=("$build/pyconfig_sample.c" src/*.c)
-portres_c="checked: $(cd src && echo *.c)"
+# Every C file of the extension: the binding (src/_*.c, src/error.c) and
+# both backends (src/linux/ is empty under _WIN32, which this checks too).
+sources=("$build/pyconfig_sample.c" src/*.c src/linux/*.c src/windows/*.c)
+portres_c="checked: $(cd src && echo *.c linux/*.c windows/*.c)"
 # 3.12+ headers: also as the cp312-abi3 wheel is built (setup.py).
 limited=()
 if "$python" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then

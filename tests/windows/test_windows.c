@@ -1,5 +1,5 @@
 /*
- * test_windows.c - native test of the Windows backend (src/windows.c),
+ * test_windows.c - native test of the Windows backend (src/windows/),
  * built with mingw-w64 and run under Wine by tests/windows/run.sh.
  *
  * The backend is compiled into this program with its WSAIoctl calls routed
@@ -112,7 +112,11 @@ WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR,
 #define GetExtendedUdpTable portres_test_GetExtendedUdpTable
 #define QueryFullProcessImageNameW portres_test_QueryFullProcessImageNameW
 
-#include "../../src/windows.c"
+#include "../../src/error.c"
+#include "../../src/windows/ioctl.c"
+#include "../../src/windows/overlapped.c"
+#include "../../src/windows/persistent.c"
+#include "../../src/windows/owners.c"
 
 #undef WSAIoctl
 #undef WSAStartup
@@ -129,6 +133,32 @@ WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR,
 #undef GetExtendedTcpTable
 #undef GetExtendedUdpTable
 #undef QueryFullProcessImageNameW
+
+/* The listing functions' failing call, as the checks below read it: the
+ * error record of portres.h ("Errors"), NULL after a success. */
+static int
+list_persistent(int protocol, portres_port_block **blocks, size_t *n,
+                const char **call)
+{
+    int err;
+
+    portres_error_clear();
+    err = portres_persistent_list(protocol, blocks, n);
+    *call = err ? portres_error_call() : NULL;
+    return err;
+}
+
+static int
+list_port_sockets(int protocol, unsigned lo, unsigned hi,
+                  portres_port_socket **out, size_t *n, const char **call)
+{
+    int err;
+
+    portres_error_clear();
+    err = portres_port_sockets(protocol, lo, hi, out, n);
+    *call = err ? portres_error_call() : NULL;
+    return err;
+}
 
 /* ---- heap and WSAStartup accounting ------------------------------------ */
 
@@ -1638,7 +1668,7 @@ test_persistent_list(void)
     reg_mode = REG_REDIRECT;
     reg_redirect_path = list_key_tcp;
     reg_calls = 0;
-    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
     check(err == 0 && call == NULL && reg_calls == 1
               && reg_root == HKEY_LOCAL_MACHINE
               && lstrcmpW(reg_path,
@@ -1678,7 +1708,7 @@ test_persistent_list(void)
         pscript_store = 1;
         enum_mode = i == 0 ? ENUM_REVERSE : ENUM_TWICE;
         blocks = (portres_port_block *)1;
-        err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+        err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
         enum_mode = ENUM_AS_IS;
         ok = err == 0 && n == 42 && blocks[0].start == 80
              && blocks[41].start == 50000
@@ -1698,7 +1728,7 @@ test_persistent_list(void)
     pscript_store = 1;
     reg_redirect_path = list_key_udp;
     blocks = (portres_port_block *)1;
-    err = portres_persistent_list(PORTRES_UDP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_UDP, &blocks, &n, &call);
     check(err == 0 && n == 1 && blocks[0].start == 52311
               && blocks[0].count == 1 && n_pcalls == 2
               && pcalls[0].fn == PF_LOOKUP_UDP && pcalls[1].fn == PF_LOOKUP_UDP
@@ -1717,7 +1747,7 @@ test_persistent_list(void)
     pscript_err = ERROR_ACCESS_DENIED;
     reg_redirect_path = list_key_tcp;
     blocks = (portres_port_block *)1;
-    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
     check(err == ERROR_ACCESS_DENIED && blocks == NULL && n == 0
               && call != NULL
               && strcmp(call, "LookupPersistentTcpPortReservation") == 0,
@@ -1730,23 +1760,23 @@ test_persistent_list(void)
     reg_mode = REG_FAIL;
     reg_err = ERROR_FILE_NOT_FOUND;
     blocks = (portres_port_block *)1;
-    err = portres_persistent_list(PORTRES_UDP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_UDP, &blocks, &n, &call);
     check(err == 0 && blocks == NULL && n == 0 && n_pcalls == 0,
           "persistent list, store key absent: empty list, no Lookup", "err %d",
           err);
     reg_err = ERROR_ACCESS_DENIED;
-    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
     check(err == ERROR_ACCESS_DENIED && blocks == NULL && call != NULL
               && strcmp(call, "RegOpenKeyExW") == 0,
           "persistent list, key not readable: 5, naming RegOpenKeyExW",
           "err %d", err);
 
     reg_calls = 0;
-    err = portres_persistent_list(7, &blocks, &n, &call);
+    err = list_persistent(7, &blocks, &n, &call);
     check(err == ERROR_INVALID_PARAMETER && reg_calls == 0
-              && portres_persistent_list(PORTRES_TCP, NULL, &n, &call)
+              && list_persistent(PORTRES_TCP, NULL, &n, &call)
                  == ERROR_INVALID_PARAMETER
-              && portres_persistent_list(PORTRES_TCP, &blocks, NULL, &call)
+              && list_persistent(PORTRES_TCP, &blocks, NULL, &call)
                  == ERROR_INVALID_PARAMETER,
           "persistent list: bad protocol, NULL outputs -> 87, no call",
           "err %d", err);
@@ -1761,7 +1791,7 @@ test_persistent_list(void)
     reset_pcalls();
     pscript_store = 1;
     reg_mode = REG_FORWARD;
-    err = portres_persistent_list(PORTRES_TCP, &blocks, &n, &call);
+    err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
     check(err == 0, "wine: persistent list tcp on Wine's registry: no error",
           "err %d", err);
     printf("     note: Wine's registry holds %lu persistent TCP block(s)\n",
@@ -1976,7 +2006,7 @@ set_udp6(const trow *rows, int n)
 
 /* Is (family, state, port, pid) the I-th result? */
 static int
-sock_is(const portres_win_socket *s, size_t n, size_t i, int family,
+sock_is(const portres_port_socket *s, size_t n, size_t i, int family,
         int state, unsigned port, unsigned long pid)
 {
     return s != NULL && i < n && s[i].family == family && s[i].state == state
@@ -1984,7 +2014,7 @@ sock_is(const portres_win_socket *s, size_t n, size_t i, int family,
 }
 
 static void
-print_sockets(const portres_win_socket *s, size_t n)
+print_sockets(const portres_port_socket *s, size_t n)
 {
     size_t i;
 
@@ -2042,7 +2072,7 @@ test_port_sockets_crafted(void)
     };
     static const trow udp4[] = { {50000, 0, 10}, {50001, 0, 11} };
     static const trow udp6[] = { {49999, 0, 12}, {50000, 0, 13} };
-    portres_win_socket *s = (portres_win_socket *)1;
+    portres_port_socket *s = (portres_port_socket *)1;
     size_t n = 99;
     const char *call = "x";
     long heap0 = heap_live;
@@ -2052,7 +2082,7 @@ test_port_sockets_crafted(void)
     reset_tables();
     set_tcp4(tcp4, 5);
     set_tcp6(tcp6, 3);
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50001, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50001, &s, &n, &call);
     ok = err == 0 && call == NULL && n == 5
          && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
          && sock_is(s, n, 1, AF_INET, 1, 50001, 2222)
@@ -2075,15 +2105,15 @@ test_port_sockets_crafted(void)
           "FALSE, AF_INET then AF_INET6, TCP_TABLE_OWNER_PID_ALL, 0)",
           "%d calls, class %d, size %lu", n_tcalls, tcalls[0].table_class,
           (unsigned long)tcalls[0].size_in);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* One port, exactly; the rows after dwNumEntries are never read */
-    err = portres_win_port_sockets(PORTRES_TCP, 50002, 50002, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50002, 50002, &s, &n, &call);
     check(err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50002, 4),
           "port sockets tcp 50002-50002: the one row", "err %d, n %lu", err,
           (unsigned long)n);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
-    err = portres_win_port_sockets(PORTRES_TCP, 61166, 61166, &s, &n, &call);
+    portres_port_sockets_free(err == 0 ? s : NULL);
+    err = list_port_sockets(PORTRES_TCP, 61166, 61166, &s, &n, &call);
     check(err == 0 && n == 0 && s == NULL,
           "port sockets: bytes past dwNumEntries (port 61166 there) not read",
           "err %d, n %lu", err, (unsigned long)n);
@@ -2092,7 +2122,7 @@ test_port_sockets_crafted(void)
     set_udp4(udp4, 2);
     set_udp6(udp6, 2);
     n_tcalls = 0;
-    err = portres_win_port_sockets(PORTRES_UDP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_UDP, 50000, 50000, &s, &n, &call);
     check(err == 0 && n == 2 && sock_is(s, n, 0, AF_INET, 7, 50000, 10)
               && sock_is(s, n, 1, AF_INET6, 7, 50000, 13)
               && n_tcalls == 2 && tcalls[0].udp && tcalls[1].udp
@@ -2104,13 +2134,13 @@ test_port_sockets_crafted(void)
           "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
     if (err == 0 && n != 2)
         print_sockets(s, n);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Growth: the first buffer is too small */
     reset_tables();
     set_tcp4(tcp4, 5);
     tbl_pad = 40000;
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
     check(err == 0 && n == 1 && n_tcalls == 4
               && tcalls[0].rc == ERROR_INSUFFICIENT_BUFFER
               && tcalls[1].rc == NO_ERROR
@@ -2119,14 +2149,14 @@ test_port_sockets_crafted(void)
           "port sockets: ERROR_INSUFFICIENT_BUFFER -> one retry with at "
           "least the size returned, per family", "err %d, n %lu, %d calls",
           err, (unsigned long)n, n_tcalls);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Growth: the table grows twice between the size and the next call */
     reset_tables();
     set_tcp4(tcp4, 5);
     tbl_pad = 40000;
     tbl_grow = 2;
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
     ok = err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
          && n_tcalls == 6 && tcalls[3].rc == NO_ERROR;
     for (i = 1; ok && i < 4; i++)
@@ -2134,27 +2164,27 @@ test_port_sockets_crafted(void)
     check(ok, "port sockets: a table that grows between calls -> each retry "
               "asks for the latest size (plus margin) until it fits",
           "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Growth: "too small" without a bigger size still grows the buffer */
     reset_tables();
     set_tcp4(tcp4, 5);
     tbl_lie = 1;
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
     check(err == 0 && n == 1 && n_tcalls == 3
               && tcalls[1].size_in > tcalls[0].size_in,
           "port sockets: ERROR_INSUFFICIENT_BUFFER with no larger size -> "
           "a larger buffer anyway", "err %d, %d calls, %lu -> %lu", err,
           n_tcalls, (unsigned long)tcalls[0].size_in,
           (unsigned long)(n_tcalls > 1 ? tcalls[1].size_in : 0));
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Growth without end: bounded */
     reset_tables();
     set_tcp4(tcp4, 5);
     tbl_pad = 40000;
     tbl_grow = 1000;
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
     check(err == ERROR_INSUFFICIENT_BUFFER && s == NULL && n == 0
               && n_tcalls == PORTRES_TABLE_ATTEMPTS && call != NULL
               && strcmp(call, "GetExtendedTcpTable") == 0,
@@ -2166,7 +2196,7 @@ test_port_sockets_crafted(void)
     reset_tables();
     set_tcp4(tcp4, 5);
     ((MIB_TCPTABLE_OWNER_PID *)tbl_store[0][0])->dwNumEntries = 0x10000000;
-    err = portres_win_port_sockets(PORTRES_TCP, 0, 65535, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 0, 65535, &s, &n, &call);
     check(err == ERROR_INVALID_DATA && s == NULL && call != NULL,
           "port sockets: dwNumEntries past the buffer -> ERROR_INVALID_DATA, "
           "no row read", "err %d", err);
@@ -2174,26 +2204,26 @@ test_port_sockets_crafted(void)
     reset_tables();
     set_udp6(udp6, 2);
     ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 586;
-    err = portres_win_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
+    err = list_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
     check(sizeof(MIB_UDP6ROW_OWNER_PID) == 28 && err == ERROR_INVALID_DATA
               && s == NULL && call != NULL
               && strcmp(call, "GetExtendedUdpTable") == 0,
           "port sockets: 586 udp6 rows claimed in a 16384-byte buffer -> "
           "ERROR_INVALID_DATA (naming GetExtendedUdpTable)", "err %d", err);
     ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 585;
-    err = portres_win_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
+    err = list_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
     check(err == 0 && n == 585 && sock_is(s, n, 0, AF_INET6, 7, 49999, 12)
               && sock_is(s, n, 584, AF_INET6, 7, 0xEEEE, 0xEEEEEEEEul),
           "port sockets: 585 udp6 rows (exactly the buffer) are read",
           "err %d, n %lu", err, (unsigned long)n);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Errors pass through; nothing is kept from the first family */
     reset_tables();
     set_tcp4(tcp4, 5);
     tbl_err = ERROR_INVALID_PARAMETER;
     tbl_err_af = AF_INET6;
-    err = portres_win_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
     check(err == ERROR_INVALID_PARAMETER && s == NULL && n == 0
               && n_tcalls == 2,
           "port sockets: the AF_INET6 call's error is returned, the AF_INET "
@@ -2201,13 +2231,13 @@ test_port_sockets_crafted(void)
 
     /* Bad arguments: no call */
     reset_tables();
-    ok = portres_win_port_sockets(7, 1, 2, &s, &n, &call)
+    ok = list_port_sockets(7, 1, 2, &s, &n, &call)
              == ERROR_INVALID_PARAMETER
-         && portres_win_port_sockets(PORTRES_TCP, 3, 2, &s, &n, &call)
+         && list_port_sockets(PORTRES_TCP, 3, 2, &s, &n, &call)
              == ERROR_INVALID_PARAMETER
-         && portres_win_port_sockets(PORTRES_UDP, 0, 65536, &s, &n, &call)
+         && list_port_sockets(PORTRES_UDP, 0, 65536, &s, &n, &call)
              == ERROR_INVALID_PARAMETER
-         && portres_win_port_sockets(PORTRES_UDP, 0, 1, NULL, &n, &call)
+         && list_port_sockets(PORTRES_UDP, 0, 1, NULL, &n, &call)
              == ERROR_INVALID_PARAMETER;
     check(ok && n_tcalls == 0,
           "port sockets: bad protocol/range/pointer -> "
@@ -2224,7 +2254,7 @@ test_port_sockets_crafted(void)
         reset_tables();
         set_tcp4(many, 40);
         set_tcp6(many, 40);
-        err = portres_win_port_sockets(PORTRES_TCP, 40000, 40039, &s, &n,
+        err = list_port_sockets(PORTRES_TCP, 40000, 40039, &s, &n,
                                        &call);
         ok = err == 0 && n == 80;
         for (i = 0; ok && i < 40; i++)
@@ -2234,7 +2264,7 @@ test_port_sockets_crafted(void)
                             40000 + (unsigned)i, 100 + (unsigned long)i);
         check(ok, "port sockets: 80 results, in table order", "err %d, n %lu",
               err, (unsigned long)n);
-        portres_win_port_sockets_free(err == 0 ? s : NULL);
+        portres_port_sockets_free(err == 0 ? s : NULL);
     }
     check(heap_live == heap0, "port sockets: no heap block left by any case",
           "%ld -> %ld", heap0, (long)heap_live);
@@ -2275,7 +2305,7 @@ knows_pids(void)
 /* Find (family, state, port) owned by PID among the results (PID or, where
  * Wine cannot tell, 0; never another process). */
 static int
-has_sock(const portres_win_socket *s, size_t n, int family, int state,
+has_sock(const portres_port_socket *s, size_t n, int family, int state,
          unsigned port, unsigned long pid)
 {
     size_t i;
@@ -2291,7 +2321,7 @@ static void
 test_port_sockets_wine(void)
 {
     unsigned long me = GetCurrentProcessId();
-    portres_win_socket *s = NULL;
+    portres_port_socket *s = NULL;
     size_t n = 0;
     const char *call = NULL;
     struct sockaddr_in sin = loopback_any_port();
@@ -2311,7 +2341,7 @@ test_port_sockets_wine(void)
         return;
     }
     port = local_port(lst);
-    err = portres_win_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
     ok = err == 0 && has_sock(s, n, AF_INET, 10, port, me);
     check(ok, "wine: GetExtendedTcpTable finds our listener (LISTEN, our PID)",
           "err %d (%s), port %u, n %lu", err, call ? call : "-", port,
@@ -2322,7 +2352,7 @@ test_port_sockets_wine(void)
            "sizes returned %lu/%lu\n", n_tcalls,
            (unsigned long)tcalls[0].size_in, (unsigned long)tcalls[0].size_out,
            (unsigned long)(n_tcalls > 1 ? tcalls[1].size_out : 0));
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* A connection: ESTABLISHED on the listener's port (accepted side) */
     cli = new_socket(AF_INET, SOCK_STREAM);
@@ -2330,7 +2360,7 @@ test_port_sockets_wine(void)
     if (cli != INVALID_SOCKET
             && connect(cli, (struct sockaddr *)&sin, sizeof(sin)) == 0)
         acc = accept(lst, NULL, NULL);
-    err = portres_win_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
+    err = list_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
     ok = err == 0 && acc != INVALID_SOCKET
          && has_sock(s, n, AF_INET, 10, port, me)
          && has_sock(s, n, AF_INET, 1, port, me);
@@ -2339,7 +2369,7 @@ test_port_sockets_wine(void)
           acc != INVALID_SOCKET ? "ok" : "failed", (unsigned long)n);
     if (err == 0 && !ok)
         print_sockets(s, n);
-    portres_win_port_sockets_free(err == 0 ? s : NULL);
+    portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* UDP */
     udp = new_socket(AF_INET, SOCK_DGRAM);
@@ -2347,12 +2377,12 @@ test_port_sockets_wine(void)
     if (udp != INVALID_SOCKET
             && bind(udp, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
         uport = local_port(udp);
-        err = portres_win_port_sockets(PORTRES_UDP, uport, uport, &s, &n,
+        err = list_port_sockets(PORTRES_UDP, uport, uport, &s, &n,
                                        &call);
         check(err == 0 && n >= 1 && has_sock(s, n, AF_INET, 7, uport, me),
               "wine: GetExtendedUdpTable finds our bound UDP socket (state 7, "
               "our PID)", "err %d, n %lu", err, (unsigned long)n);
-        portres_win_port_sockets_free(err == 0 ? s : NULL);
+        portres_port_sockets_free(err == 0 ? s : NULL);
     } else {
         check(0, "wine: a bound UDP socket", "%d", WSAGetLastError());
     }
@@ -2368,14 +2398,14 @@ test_port_sockets_wine(void)
         len = (int)sizeof(sin6);
         getsockname(l6, (struct sockaddr *)&sin6, &len);
         port6 = ntohs(sin6.sin6_port);
-        err = portres_win_port_sockets(PORTRES_TCP, port6, port6, &s, &n,
+        err = list_port_sockets(PORTRES_TCP, port6, port6, &s, &n,
                                        &call);
         check(err == 0 && has_sock(s, n, AF_INET6, 10, port6, me),
               "wine: GetExtendedTcpTable(AF_INET6) finds our [::1] listener",
               "err %d, n %lu", err, (unsigned long)n);
         if (err == 0 && !has_sock(s, n, AF_INET6, 10, port6, me))
             print_sockets(s, n);
-        portres_win_port_sockets_free(err == 0 ? s : NULL);
+        portres_port_sockets_free(err == 0 ? s : NULL);
     } else {
         printf("     note: wine: no IPv6 listener (%d): AF_INET6 real call "
                "not checked\n", WSAGetLastError());
@@ -2384,11 +2414,11 @@ test_port_sockets_wine(void)
     /* Whole range, twice, leaks nothing */
     h0 = count_handles();
     for (i = 0; i < 20; i++) {
-        err = portres_win_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0,
+        err = list_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0,
                                        65535, &s, &n, &call);
         if (err)
             break;
-        portres_win_port_sockets_free(s);
+        portres_port_sockets_free(s);
     }
     h1 = count_handles();
     check(i == 20 && heap_live == heap0 && h1 == h0,
