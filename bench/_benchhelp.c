@@ -2,7 +2,8 @@
  * _benchhelp.c - the C side of the portres benchmarks (bench/run.py).
  *
  * Built at bench time with cc into a temporary directory as a tiny CPython
- * extension (no setuptools): bench/run.py imports it from there.
+ * extension (no setuptools), with src/linux/sockdiag.c and src/error.c:
+ * bench/run.py imports it from there.
  *
  * The bare-syscall baselines run their whole N-port loop inside C and time
  * it there with clock_gettime(CLOCK_MONOTONIC) (the clock behind
@@ -28,7 +29,8 @@
  *       the kernel's price of mapping a port range: one NETLINK_SOCK_DIAG
  *       dump per family (AF_INET, AF_INET6) of the TCP (tcp=1) or UDP
  *       sockets whose local port is in [lo, hi], every state, filtered in
- *       the kernel, as src/linux.c does it; timed inside C.
+ *       the kernel, by the backend's own code (src/linux/sockdiag.c,
+ *       compiled in); timed inside C.
  *   noop(*args) -> None        a METH_FASTCALL function doing nothing
  */
 #define PY_SSIZE_T_CLEAN
@@ -43,8 +45,9 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <linux/inet_diag.h>
-#include <linux/netlink.h>
-#include <linux/sock_diag.h>
+
+#include "portres.h"
+#include "linux/sockdiag.h"
 
 static long long now_ns(void)
 {
@@ -211,63 +214,20 @@ static PyObject *bare_cycle(PyObject *self, PyObject *args)
     return PyLong_FromLongLong(t1 - t0);
 }
 
-static int dump_family(int tcp, int family, unsigned lo, unsigned hi, long *count)
+/* The project's own dump code (src/linux/sockdiag.c, compiled in by
+ * bench/run.py): one socket per call, as a dump outside a block makes. */
+static void count_cb(const struct inet_diag_msg *m, void *ctx)
 {
-    struct {
-        struct nlmsghdr nlh;
-        struct inet_diag_req_v2 req;
-        struct nlattr attr;
-        struct inet_diag_bc_op ops[4];
-    } msg;
-    struct sockaddr_nl nladdr;
-    static char buf[65536];
-    int fd, err = 0, done = 0;
-
-    fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
-    if (fd < 0)
-        return errno;
-    memset(&nladdr, 0, sizeof nladdr);
-    nladdr.nl_family = AF_NETLINK;
-    memset(&msg, 0, sizeof msg);
-    msg.nlh.nlmsg_len = sizeof msg;
-    msg.nlh.nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    msg.nlh.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    msg.req.sdiag_family = (unsigned char)family;
-    msg.req.sdiag_protocol = tcp ? IPPROTO_TCP : IPPROTO_UDP;
-    msg.req.idiag_states = ~0u;
-    msg.attr.nla_len = sizeof msg.attr + sizeof msg.ops;
-    msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
-    msg.ops[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
-    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)lo };
-    msg.ops[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
-    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)hi };
-    if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
-        err = errno;
-        goto out;
-    }
-    while (!done) {
-        ssize_t len = recv(fd, buf, sizeof buf, 0);
-        struct nlmsghdr *h;
-        if (len < 0) {
-            if (errno == EINTR)
-                continue;
-            err = errno;
-            break;
-        }
-        for (h = (struct nlmsghdr *)buf; NLMSG_OK(h, (size_t)len); h = NLMSG_NEXT(h, len)) {
-            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
-                done = 1;
-                break;
-            }
-            (*count)++;
-        }
-    }
-out:
-    close(fd);
-    return err;
+    (void)m;
+    (*(long *)ctx)++;
 }
 
-static PyObject *diag_dump(PyObject *self, PyObject *args)
+static int dump_family(int tcp, int family, unsigned lo, unsigned hi, long *count)
+{
+    return diag_dump(tcp ? PORTRES_TCP : PORTRES_UDP, family, lo, hi, ~0u, count_cb, count);
+}
+
+static PyObject *time_diag_dump(PyObject *self, PyObject *args)
 {
     int tcp, err;
     unsigned lo, hi;
@@ -292,7 +252,7 @@ static PyObject *diag_dump(PyObject *self, PyObject *args)
 
 static PyMethodDef methods[] = {
     {"bare_cycle", bare_cycle, METH_VARARGS, "socket+bind+close cycles in C."},
-    {"diag_dump", diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},
+    {"diag_dump", time_diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL, "Do nothing."},
     {"bare_hold", bare_hold, METH_VARARGS, "Bind N placeholder-like sockets, then close them."},
     {"bare_socket_bind", bare_socket_bind, METH_VARARGS, "N socket()+bind() in C."},

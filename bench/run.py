@@ -51,12 +51,17 @@ SECTIONS = ("socket", "acquire", "peers", "call", "crowded", "memory")
 # ----------------------------------------------------------------- helpers
 
 def build_helper():
-    """Compile bench/_benchhelp.c into a temporary directory and import it."""
+    """Compile bench/_benchhelp.c (with src/linux/sockdiag.c) into a temporary
+    directory and import it."""
     tmp = tempfile.mkdtemp(prefix="portres-bench-")
     out = os.path.join(tmp, "_benchhelp" + sysconfig.get_config_var("EXT_SUFFIX"))
     cc = os.environ.get("CC", "cc")
-    cmd = [cc, "-O2", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"],
-           os.path.join(HERE, "_benchhelp.c"), "-o", out]
+    src = os.path.join(os.path.dirname(HERE), "src")
+    cmd = [cc, "-O2", "-shared", "-fPIC", "-I", sysconfig.get_paths()["include"], "-I", src,
+           os.path.join(HERE, "_benchhelp.c"),
+           # the backend's own sock_diag dump, not a copy
+           os.path.join(src, "linux", "sockdiag.c"), os.path.join(src, "error.c"),
+           "-o", out]
     subprocess.run(cmd, check=True)
     sys.path.insert(0, tmp)
     import _benchhelp  # noqa: E402

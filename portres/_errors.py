@@ -50,10 +50,11 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None) -> OSError:
     if hint and not detail:
         parts.append(f"; {hint}")
     message = "".join(parts)
+    # filename: the call that failed, as the C layer named it.
     if WINDOWS and winerror is not None:
-        new = OSError(exc.errno, message, None, winerror)
+        new = OSError(exc.errno, message, exc.filename, winerror)
     else:
-        new = OSError(exc.errno, message)
+        new = OSError(exc.errno, message, exc.filename)
     for name in ("conflict_port",):
         if hasattr(exc, name):
             setattr(new, name, getattr(exc, name))

@@ -51,14 +51,14 @@ echo "== building with $("$CLANG" --version | head -1): $san"
          "$PYTHON" setup.py -q build_ext --inplace >"$work/build.log" 2>&1; then
         # setup.py refused (e.g. a pyproject.toml newer than the installed
         # setuptools): compile the same sources directly.
-        echo "   (setup.py build_ext failed, see below; compiling src/*.c directly)"
+        echo "   (setup.py build_ext failed, see below; compiling the sources directly)"
         tail -3 "$work/build.log" | sed 's/^/   | /'
         inc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
         ext=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
         # -fno-wrapv: CPython's own flags make signed overflow defined; ours must not rely on it
         "$CLANG" $san -fno-wrapv -g -O1 -fPIC -std=c11 -Wall -Wextra \
             -Werror=implicit-function-declaration -shared -shared-libasan \
-            -I"$inc" -Isrc src/_portres.c src/_overlapped.c src/windows.c src/linux.c \
+            -I"$inc" -Isrc src/*.c src/linux/*.c src/windows/*.c \
             -o "portres/_portres$ext"
     fi
 )
