@@ -101,10 +101,9 @@ static PyObject *bare_hold(PyObject *self, PyObject *args)
         fds[i] = fd;
         a.sin6_port = htons((uint16_t)(start + i));
         if ((v6only && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero))
-                || (reuseport_first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
-                || bind(fd, (struct sockaddr *)&a, sizeof a)
-                || (!reuseport_first
-                    && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))) {
+            || (reuseport_first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+            || bind(fd, (struct sockaddr *)&a, sizeof a)
+            || (!reuseport_first && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))) {
             err = errno;
             i++;
             break;
@@ -153,7 +152,7 @@ static PyObject *bare_socket_bind(PyObject *self, PyObject *args)
         fds[i] = fd;
         a.sin_port = shared_start ? htons((uint16_t)(shared_start + i)) : 0;
         if ((shared_start && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
-                || bind(fd, (struct sockaddr *)&a, sizeof a)) {
+            || bind(fd, (struct sockaddr *)&a, sizeof a)) {
             err = errno;
             i++;
             break;
@@ -198,8 +197,8 @@ static PyObject *bare_cycle(PyObject *self, PyObject *args)
         }
         memset(&ev, 0, sizeof ev);
         if ((shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
-                || bind(fd, (struct sockaddr *)&a, sizeof a)
-                || (track && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)))
+            || bind(fd, (struct sockaddr *)&a, sizeof a)
+            || (track && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)))
             err = errno;
         close(fd);
     }

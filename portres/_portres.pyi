@@ -1,4 +1,4 @@
-"""Type stubs for the C module portres._portres (src/_portres.c, src/_overlapped.c).
+"""Type stubs for the C module portres._portres (src/_*.c; backends in src/linux/, src/windows/).
 
 One function per Win32 call; the portres package validates arguments and
 explains errors on top.  Sockets are passed as descriptors (Windows SOCKET

@@ -11,16 +11,16 @@
 #include <stdlib.h>
 #include <string.h>
 #ifndef _WIN32
-#  include <errno.h>
+#include <errno.h>
 #endif
 
 PyDoc_STRVAR(acquire_port_reservation_doc,
-"acquire_port_reservation(protocol, start, count, overlapped=False)\n\n"
-"WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) on a new socket of `protocol` (TCP or\n"
-"UDP): reserve `count` ports from `start` (0: the system picks the start).\n"
-"Returns a PortReservation, or with overlapped=True an Overlapped whose\n"
-"result() is one.  On failure the OSError carries `conflict_port` (the port\n"
-"that was taken, when known; else 0).");
+             "acquire_port_reservation(protocol, start, count, overlapped=False)\n\n"
+             "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION) on a new socket of `protocol` (TCP or\n"
+             "UDP): reserve `count` ports from `start` (0: the system picks the start).\n"
+             "Returns a PortReservation, or with overlapped=True an Overlapped whose\n"
+             "result() is one.  On failure the OSError carries `conflict_port` (the port\n"
+             "that was taken, when known; else 0).");
 
 static PyObject *acquire_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -36,8 +36,8 @@ static PyObject *acquire_port_reservation(PyObject *module, PyObject *args, PyOb
     if (portres_check_protocol(protocol) < 0 || portres_check_block(start, count) < 0)
         return NULL;
     if (overlapped)
-        return portres_start_overlapped(module, PORTRES_OP_ACQUIRE, (portres_socket)0, 0,
-                                        protocol, start, count, NULL);
+        return portres_start_overlapped(module, PORTRES_OP_ACQUIRE, (portres_socket)0, 0, protocol,
+                                        start, count, NULL);
     PORTRES_CALL(err, portres_block_acquire(protocol, start, count, &block, &conflict));
     if (err) {
         portres_raise_backend_error(err, portres_op_call(PORTRES_OP_ACQUIRE));
@@ -79,11 +79,11 @@ static PyObject *token_ioctl(PyObject *module, PyObject *args, PyObject *kwargs,
 }
 
 PyDoc_STRVAR(associate_port_reservation_doc,
-"associate_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
-"WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION): the socket's next bind to port 0\n"
-"takes a port from the reservation `token`.  Synchronous with the GIL\n"
-"released, or with overlapped=True returns an Overlapped (event-signalled);\n"
-"`owner` is kept alive while it is pending.");
+             "associate_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
+             "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION): the socket's next bind to port 0\n"
+             "takes a port from the reservation `token`.  Synchronous with the GIL\n"
+             "released, or with overlapped=True returns an Overlapped (event-signalled);\n"
+             "`owner` is kept alive while it is pending.");
 
 static PyObject *associate_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -92,9 +92,9 @@ static PyObject *associate_port_reservation(PyObject *module, PyObject *args, Py
 }
 
 PyDoc_STRVAR(release_port_reservation_doc,
-"release_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
-"WSAIoctl(SIO_RELEASE_PORT_RESERVATION): end the runtime reservation `token`\n"
-"of this process.  Synchronous, or overlapped as associate_port_reservation.");
+             "release_port_reservation(socket, token, overlapped=False, owner=None)\n\n"
+             "WSAIoctl(SIO_RELEASE_PORT_RESERVATION): end the runtime reservation `token`\n"
+             "of this process.  Synchronous, or overlapped as associate_port_reservation.");
 
 static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyObject *kwargs)
 {
@@ -104,22 +104,22 @@ static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyOb
 
 #ifdef __linux__
 PyDoc_STRVAR(register_persistent_token_doc,
-"register_persistent_token(token, protocol, start, count)\n\n"
-"Linux: make a persistent reservation's token (kept by the package) known\n"
-"to associate_port_reservation in this process.");
+             "register_persistent_token(token, protocol, start, count)\n\n"
+             "Linux: make a persistent reservation's token (kept by the package) known\n"
+             "to associate_port_reservation in this process.");
 
 static PyObject *register_persistent_token(PyObject *Py_UNUSED(module), PyObject *args)
 {
     uint64_t token;
     int protocol, err;
     unsigned start, count;
-    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter,
-                          &token, &protocol, &start, &count))
+    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter, &token,
+                          &protocol, &start, &count))
         return NULL;
     if (portres_check_persistent_block(protocol, (long)start, (long)count, 1) < 0)
         return NULL;
     portres_error_clear();
-    err = portres_register_persistent(token, protocol, start, count);   /* no blocking call */
+    err = portres_register_persistent(token, protocol, start, count); /* no blocking call */
     if (err)
         return portres_raise_backend_error(err, "register_persistent_token");
     Py_RETURN_NONE;
@@ -137,9 +137,9 @@ static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObje
 
 #ifdef __linux__
 PyDoc_STRVAR(port_sockets_doc,
-"port_sockets(protocol, lo, hi) -> list of (family, state, port, uid, inode)\n\n"
-"Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
-"bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
+             "port_sockets(protocol, lo, hi) -> list of (family, state, port, uid, inode)\n\n"
+             "Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
+             "bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
 
 static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -163,7 +163,7 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
             Py_CLEAR(list);
             break;
         }
-        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+        PyList_SetItem(list, (Py_ssize_t)i, t); /* steals t; cannot fail */
     }
     portres_port_sockets_free(items);
     return list;
@@ -171,9 +171,9 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 #endif
 
 PyDoc_STRVAR(pending_overlapped_doc,
-"_pending_overlapped() -> Overlapped\n\n"
-"For tests of the wait machinery on Linux, where every real operation\n"
-"completes at once: an operation that stays pending until cancelled.");
+             "_pending_overlapped() -> Overlapped\n\n"
+             "For tests of the wait machinery on Linux, where every real operation\n"
+             "completes at once: an operation that stays pending until cancelled.");
 
 static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignored))
 {
@@ -182,9 +182,9 @@ static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignore
 
 #ifdef __linux__
 PyDoc_STRVAR(reserved_ports_doc,
-"reserved_ports() -> list of (first, last)\n\n"
-"Linux: net.ipv4.ip_local_reserved_ports of this network namespace, as sorted\n"
-"runs of consecutive ports (inclusive); [] where the kernel has no such sysctl.");
+             "reserved_ports() -> list of (first, last)\n\n"
+             "Linux: net.ipv4.ip_local_reserved_ports of this network namespace, as sorted\n"
+             "runs of consecutive ports (inclusive); [] where the kernel has no such sysctl.");
 
 static PyObject *reserved_ports(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
 {
@@ -203,17 +203,16 @@ static PyObject *reserved_ports(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED
             Py_CLEAR(list);
             break;
         }
-        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+        PyList_SetItem(list, (Py_ssize_t)i, t); /* steals t; cannot fail */
     }
     free(runs);
     return list;
 }
 #endif
 
-PyDoc_STRVAR(bind_doc,
-"bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
-"bind() that honours an association (plain bind() on Windows, where the\n"
-"kernel does it).  Returns the port bound.");
+PyDoc_STRVAR(bind_doc, "bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
+                       "bind() that honours an association (plain bind() on Windows, where the\n"
+                       "kernel does it).  Returns the port bound.");
 
 static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObject *kwargs)
 {
@@ -225,8 +224,9 @@ static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObje
     unsigned long flowinfo = 0, scope_id = 0;
     struct sockaddr_storage ss;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, portres_socket_converter,
-                                     &s, &family, &host, &port, &flowinfo, &scope_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist,
+                                     portres_socket_converter, &s, &family, &host, &port, &flowinfo,
+                                     &scope_id))
         return NULL;
     if (portres_make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
         return NULL;
@@ -236,9 +236,8 @@ static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObje
     return PyLong_FromUnsignedLong(bound);
 }
 
-PyDoc_STRVAR(socket_info_doc,
-"socket_info(socket) -> (family, type, bound_port)\n\n"
-"The socket's address family, type and local port (0 when unbound).");
+PyDoc_STRVAR(socket_info_doc, "socket_info(socket) -> (family, type, bound_port)\n\n"
+                              "The socket's address family, type and local port (0 when unbound).");
 
 static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
 {
@@ -280,18 +279,18 @@ static int persistent_args(PyObject *args, const char *format, int *protocol, un
 }
 
 PyDoc_STRVAR(create_persistent_port_reservation_doc,
-"create_persistent_port_reservation(protocol, start, count) -> token\n\n"
-"CreatePersistentTcpPortReservation / CreatePersistentUdpPortReservation:\n"
-"reserve ports start..start+count-1 system-wide until deleted (survives\n"
-"reboots; the token may change at reboot).  Administrator only.  Windows.");
+             "create_persistent_port_reservation(protocol, start, count) -> token\n\n"
+             "CreatePersistentTcpPortReservation / CreatePersistentUdpPortReservation:\n"
+             "reserve ports start..start+count-1 system-wide until deleted (survives\n"
+             "reboots; the token may change at reboot).  Administrator only.  Windows.");
 
 static PyObject *create_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int protocol, err;
     unsigned start, count;
     uint64_t token = 0;
-    if (persistent_args(args, "iii:create_persistent_port_reservation", &protocol, &start,
-                        &count) < 0)
+    if (persistent_args(args, "iii:create_persistent_port_reservation", &protocol, &start, &count)
+        < 0)
         return NULL;
     PORTRES_CALL(err, portres_persistent_create(protocol, start, count, &token));
     if (err)
@@ -300,17 +299,17 @@ static PyObject *create_persistent_port_reservation(PyObject *Py_UNUSED(module),
 }
 
 PyDoc_STRVAR(lookup_persistent_port_reservation_doc,
-"lookup_persistent_port_reservation(protocol, start, count) -> token\n\n"
-"LookupPersistentTcpPortReservation / LookupPersistentUdpPortReservation:\n"
-"the token of the persistent reservation of exactly this block.  Windows.");
+             "lookup_persistent_port_reservation(protocol, start, count) -> token\n\n"
+             "LookupPersistentTcpPortReservation / LookupPersistentUdpPortReservation:\n"
+             "the token of the persistent reservation of exactly this block.  Windows.");
 
 static PyObject *lookup_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int protocol, err;
     unsigned start, count;
     uint64_t token = 0;
-    if (persistent_args(args, "iii:lookup_persistent_port_reservation", &protocol, &start,
-                        &count) < 0)
+    if (persistent_args(args, "iii:lookup_persistent_port_reservation", &protocol, &start, &count)
+        < 0)
         return NULL;
     PORTRES_CALL(err, portres_persistent_lookup(protocol, start, count, &token));
     if (err)
@@ -319,17 +318,17 @@ static PyObject *lookup_persistent_port_reservation(PyObject *Py_UNUSED(module),
 }
 
 PyDoc_STRVAR(delete_persistent_port_reservation_doc,
-"delete_persistent_port_reservation(protocol, start, count)\n\n"
-"DeletePersistentTcpPortReservation / DeletePersistentUdpPortReservation:\n"
-"delete the persistent reservation of exactly this block.  Administrator\n"
-"only.  Windows.");
+             "delete_persistent_port_reservation(protocol, start, count)\n\n"
+             "DeletePersistentTcpPortReservation / DeletePersistentUdpPortReservation:\n"
+             "delete the persistent reservation of exactly this block.  Administrator\n"
+             "only.  Windows.");
 
 static PyObject *delete_persistent_port_reservation(PyObject *Py_UNUSED(module), PyObject *args)
 {
     int protocol, err;
     unsigned start, count;
-    if (persistent_args(args, "iii:delete_persistent_port_reservation", &protocol, &start,
-                        &count) < 0)
+    if (persistent_args(args, "iii:delete_persistent_port_reservation", &protocol, &start, &count)
+        < 0)
         return NULL;
     PORTRES_CALL(err, portres_persistent_delete(protocol, start, count));
     if (err)
@@ -338,13 +337,13 @@ static PyObject *delete_persistent_port_reservation(PyObject *Py_UNUSED(module),
 }
 
 PyDoc_STRVAR(list_persistent_port_reservations_doc,
-"list_persistent_port_reservations(protocol) -> [(start, count), ...]\n\n"
-"The persistent reservations of `protocol`, sorted by start.  Windows has no\n"
-"documented enumeration: the candidates come from the TCP/UDP module's\n"
-"persistent store in the registry (an undocumented layout) and each one is\n"
-"confirmed with LookupPersistent*PortReservation, so every block listed is\n"
-"one lookup and delete accept.  Runtime reservations (e.g. Hyper-V's or\n"
-"WinNAT's excluded ranges) are not listed.  Windows.");
+             "list_persistent_port_reservations(protocol) -> [(start, count), ...]\n\n"
+             "The persistent reservations of `protocol`, sorted by start.  Windows has no\n"
+             "documented enumeration: the candidates come from the TCP/UDP module's\n"
+             "persistent store in the registry (an undocumented layout) and each one is\n"
+             "confirmed with LookupPersistent*PortReservation, so every block listed is\n"
+             "one lookup and delete accept.  Runtime reservations (e.g. Hyper-V's or\n"
+             "WinNAT's excluded ranges) are not listed.  Windows.");
 
 static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -370,7 +369,7 @@ static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), 
             Py_CLEAR(list);
             break;
         }
-        PyList_SetItem(list, (Py_ssize_t)i, item);  /* steals item; cannot fail */
+        PyList_SetItem(list, (Py_ssize_t)i, item); /* steals item; cannot fail */
     }
     portres_persistent_list_free(blocks);
     return list;
@@ -379,14 +378,14 @@ static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), 
 /* ---------------------------------------------- port owners (Windows) */
 
 PyDoc_STRVAR(port_sockets_doc,
-"port_sockets(protocol, lo, hi) -> list of (family, state, port, pid, 0)\n\n"
-"Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
-"GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
-"GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
-"state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
-"...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
-"7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
-"TCP sockets bound but not listening are not in these tables.");
+             "port_sockets(protocol, lo, hi) -> list of (family, state, port, pid, 0)\n\n"
+             "Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
+             "GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
+             "GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
+             "state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
+             "...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
+             "7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
+             "TCP sockets bound but not listening are not in these tables.");
 
 static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -414,17 +413,17 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
             Py_CLEAR(list);
             break;
         }
-        PyList_SetItem(list, (Py_ssize_t)i, t);     /* steals t; cannot fail */
+        PyList_SetItem(list, (Py_ssize_t)i, t); /* steals t; cannot fail */
     }
     portres_port_sockets_free(items);
     return list;
 }
 
 PyDoc_STRVAR(process_name_doc,
-"process_name(pid) -> str | None\n\n"
-"Windows: the full path of the process's executable (OpenProcess with\n"
-"PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW), or None\n"
-"when it cannot be had (no such process, access denied, PID 0, ...).");
+             "process_name(pid) -> str | None\n\n"
+             "Windows: the full path of the process's executable (OpenProcess with\n"
+             "PROCESS_QUERY_LIMITED_INFORMATION, QueryFullProcessImageNameW), or None\n"
+             "when it cannot be had (no such process, access denied, PID 0, ...).");
 
 static PyObject *process_name(PyObject *Py_UNUSED(module), PyObject *arg)
 {
@@ -448,7 +447,7 @@ static PyObject *process_name(PyObject *Py_UNUSED(module), PyObject *arg)
     if (err == ERROR_NOT_ENOUGH_MEMORY)
         return PyErr_NoMemory();
     if (err || name == NULL)
-        Py_RETURN_NONE;         /* no name is an answer, not an error */
+        Py_RETURN_NONE; /* no name is an answer, not an error */
     result = PyUnicode_DecodeUTF8(name, (Py_ssize_t)len, "replace");
     portres_process_name_free(name);
     return result;

@@ -31,9 +31,9 @@ typedef struct {
     PyThread_type_lock lock;
     int op;
     int state;
-    PyObject *owner;          /* the socket, kept alive while pending */
-    PyObject *reservation;    /* ACQUIRE: the PortReservation, once made */
-    void *wait_handle;        /* Windows RegisterWaitForSingleObject */
+    PyObject *owner;       /* the socket, kept alive while pending */
+    PyObject *reservation; /* ACQUIRE: the PortReservation, once made */
+    void *wait_handle;     /* Windows RegisterWaitForSingleObject */
     PyObject *wait_callback;
 } OverlappedObject;
 
@@ -119,7 +119,7 @@ static int cancel_and_reap(OverlappedObject *self)
     PyThread_release_lock(self->lock);
     if (done)
         return 1;
-    if (err)   /* nothing to wait for if the cancel itself failed */
+    if (err) /* nothing to wait for if the cancel itself failed */
         return 0;
     {
         PyObject *exc_type, *exc_value, *exc_tb;
@@ -217,14 +217,15 @@ static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwarg
                                      &timeout_ms))
         return NULL;
     done = wait_done(self, timeout_ms, 1);
-    if (done < 0) {   /* interrupted: cancel and reap, then propagate */
+    if (done < 0) { /* interrupted: cancel and reap, then propagate */
         cancel_and_reap(self);
         return NULL;
     }
     if (!done) {
         int reaped = cancel_and_reap(self);
-        PyErr_Format(PyExc_TimeoutError, "%s did not complete in time; %s", portres_op_call(self->op),
-                     reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
+        PyErr_Format(
+            PyExc_TimeoutError, "%s did not complete in time; %s", portres_op_call(self->op),
+            reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
         return NULL;
     }
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
@@ -351,7 +352,9 @@ static void Overlapped_dealloc(PyObject *op)
             if (PyErr_WarnEx(PyExc_ResourceWarning,
                              "portres: an overlapped operation was still pending in the kernel "
                              "after CancelIoEx; its OVERLAPPED and buffers were leaked rather "
-                             "than freed", 1) < 0)
+                             "than freed",
+                             1)
+                < 0)
                 PyErr_WriteUnraisable(op);
             PyErr_Restore(exc_type, exc_value, exc_tb);
             /* The socket must outlive the kernel's use of it, too. */
@@ -408,7 +411,8 @@ static PyType_Slot Overlapped_slots[] = {
     {Py_tp_repr, Overlapped_repr},
     {Py_tp_methods, Overlapped_methods},
     {Py_tp_getset, Overlapped_getset},
-    {Py_tp_doc, (void *)"An IOCTL in flight in overlapped mode, completion signalled through an event."},
+    {Py_tp_doc,
+     (void *)"An IOCTL in flight in overlapped mode, completion signalled through an event."},
     {0, NULL},
 };
 

@@ -22,7 +22,7 @@ static int add_unsigned_constant(PyObject *module, const char *name, unsigned lo
     PyObject *v = PyLong_FromUnsignedLong(value);
     if (!v)
         return -1;
-    if (PyModule_AddObject(module, name, v) < 0) {   /* steals v on success */
+    if (PyModule_AddObject(module, name, v) < 0) { /* steals v on success */
         Py_DECREF(v);
         return -1;
     }
@@ -99,9 +99,8 @@ static PyModuleDef_Slot module_slots[] = {
     {0, NULL},
 };
 
-PyDoc_STRVAR(module_doc,
-"Low-level port reservations: one function per Win32 call.\n"
-"Use the portres package; it validates arguments and explains errors.");
+PyDoc_STRVAR(module_doc, "Low-level port reservations: one function per Win32 call.\n"
+                         "Use the portres package; it validates arguments and explains errors.");
 
 struct PyModuleDef portres_module_def = {
     PyModuleDef_HEAD_INIT,

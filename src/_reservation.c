@@ -63,10 +63,10 @@ static PyGetSetDef PortReservation_getset[] = {
 };
 
 PyDoc_STRVAR(PortReservation_bind_doc,
-"bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
-"Bind the unbound socket (a file descriptor / SOCKET) to a free port of the\n"
-"block on host, or to `port` when it is a port of the block.  On Windows:\n"
-"SIO_ASSOCIATE_PORT_RESERVATION then bind().  Returns the port bound.");
+             "bind(socket, family, host, port=0, flowinfo=0, scope_id=0) -> int\n\n"
+             "Bind the unbound socket (a file descriptor / SOCKET) to a free port of the\n"
+             "block on host, or to `port` when it is a port of the block.  On Windows:\n"
+             "SIO_ASSOCIATE_PORT_RESERVATION then bind().  Returns the port bound.");
 
 static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -79,8 +79,9 @@ static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kw
     unsigned long flowinfo = 0, scope_id = 0;
     struct sockaddr_storage ss;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist, portres_socket_converter,
-                                     &s, &family, &host, &port, &flowinfo, &scope_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&is|Ikk:bind", kwlist,
+                                     portres_socket_converter, &s, &family, &host, &port, &flowinfo,
+                                     &scope_id))
         return NULL;
     if (portres_make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
         return NULL;
@@ -91,9 +92,9 @@ static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kw
 }
 
 PyDoc_STRVAR(PortReservation_socket_doc,
-"socket(family, host, port=0, flowinfo=0, scope_id=0) -> (fd, port)\n\n"
-"Create a non-inheritable socket of the block's protocol and bind it in the\n"
-"block.  Returns its file descriptor (SOCKET) and port.");
+             "socket(family, host, port=0, flowinfo=0, scope_id=0) -> (fd, port)\n\n"
+             "Create a non-inheritable socket of the block's protocol and bind it in the\n"
+             "block.  Returns its file descriptor (SOCKET) and port.");
 
 static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *kwargs)
 {
@@ -106,13 +107,13 @@ static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *
     struct sockaddr_storage ss;
     portres_socket s;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "is|Ikk:socket", kwlist, &family, &host,
-                                     &port, &flowinfo, &scope_id))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "is|Ikk:socket", kwlist, &family, &host, &port,
+                                     &flowinfo, &scope_id))
         return NULL;
     if (portres_make_sockaddr(family, host, port, flowinfo, scope_id, &ss, &len))
         return NULL;
-    PORTRES_CALL(err,
-                 portres_block_socket(self->block, family, (struct sockaddr *)&ss, len, &s, &bound));
+    PORTRES_CALL(
+        err, portres_block_socket(self->block, family, (struct sockaddr *)&ss, len, &s, &bound));
     if (err)
         return portres_raise_backend_error(err, "bind");
 #ifdef _WIN32
@@ -124,11 +125,11 @@ static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *
 
 #ifdef __linux__
 PyDoc_STRVAR(PortReservation_bind_new_doc,
-"_bind_new(fd, family, host) -> int\n\n"
-"Linux, the fast path of the package's Reservation.socket(): bind FD, a socket\n"
-"the package has just created (unbound, of the block's protocol and FAMILY,\n"
-"no option set), in the block on HOST (an IP literal, or \"\").  The package\n"
-"closes the socket if this fails.  Returns the port bound.");
+             "_bind_new(fd, family, host) -> int\n\n"
+             "Linux, the fast path of the package's Reservation.socket(): bind FD, a socket\n"
+             "the package has just created (unbound, of the block's protocol and FAMILY,\n"
+             "no option set), in the block on HOST (an IP literal, or \"\").  The package\n"
+             "closes the socket if this fails.  Returns the port bound.");
 
 static PyObject *PortReservation_bind_new(PyObject *op, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -175,9 +176,9 @@ static PyObject *PortReservation_bind_new(PyObject *op, PyObject *const *args, P
 #endif
 
 PyDoc_STRVAR(PortReservation_close_doc,
-"close()\n\n"
-"Release the reservation (SIO_RELEASE_PORT_RESERVATION and closesocket of\n"
-"the acquiring socket on Windows).  Idempotent.");
+             "close()\n\n"
+             "Release the reservation (SIO_RELEASE_PORT_RESERVATION and closesocket of\n"
+             "the acquiring socket on Windows).  Idempotent.");
 
 static PyObject *PortReservation_close(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
@@ -203,8 +204,8 @@ static PyMethodDef PortReservation_methods[] = {
 };
 
 PyDoc_STRVAR(PortReservation_doc,
-"A runtime port reservation held by this process (SIO_ACQUIRE_PORT_RESERVATION).\n"
-"Created by acquire_port_reservation(); released by close() or when collected.");
+             "A runtime port reservation held by this process (SIO_ACQUIRE_PORT_RESERVATION).\n"
+             "Created by acquire_port_reservation(); released by close() or when collected.");
 
 static PyType_Slot PortReservation_slots[] = {
     {Py_tp_dealloc, PortReservation_dealloc},

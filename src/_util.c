@@ -6,9 +6,9 @@
 
 #include <string.h>
 #ifndef _WIN32
-#  include <arpa/inet.h>
-#  include <errno.h>
-#  include <netinet/in.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #endif
 
 /* --------------------------------------------------------------- errors */
@@ -139,8 +139,9 @@ int portres_check_persistent_block(int protocol, long start, long count, int mes
         && (valid_protocol(protocol) || !message_protocol))
         return 0;
     if (message_protocol)
-        PyErr_Format(PyExc_ValueError, "invalid persistent block: protocol %d, start %lu, count %lu",
-                     protocol, (unsigned long)start, (unsigned long)count);
+        PyErr_Format(PyExc_ValueError,
+                     "invalid persistent block: protocol %d, start %lu, count %lu", protocol,
+                     (unsigned long)start, (unsigned long)count);
     else
         PyErr_Format(PyExc_ValueError,
                      "invalid persistent block: start %ld, count %ld (start and count must be "

@@ -15,13 +15,13 @@
 
 #include "portres.h"
 
-#ifndef Py_TPFLAGS_IMMUTABLETYPE           /* Python 3.9 */
-#  define Py_TPFLAGS_IMMUTABLETYPE 0
+#ifndef Py_TPFLAGS_IMMUTABLETYPE /* Python 3.9 */
+#define Py_TPFLAGS_IMMUTABLETYPE 0
 #endif
-#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION  /* Python 3.9: no tp_new slot has the same effect */
-#  define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
+#ifndef Py_TPFLAGS_DISALLOW_INSTANTIATION /* Python 3.9: no tp_new slot has the same effect */
+#define Py_TPFLAGS_DISALLOW_INSTANTIATION 0
 #endif
-#if PY_VERSION_HEX < 0x030A0000   /* Python 3.9 */
+#if PY_VERSION_HEX < 0x030A0000 /* Python 3.9 */
 static inline PyObject *Py_NewRef(PyObject *o)
 {
     Py_INCREF(o);
@@ -55,12 +55,13 @@ PyObject *portres_raise_backend_error(int err, const char *fallback);
 
 /* Call a backend function with the GIL released, its error record
  * cleared first: PORTRES_CALL(err, portres_bind(...)). */
-#define PORTRES_CALL(err, expr) \
-    do { \
-        portres_error_clear(); \
-        Py_BEGIN_ALLOW_THREADS \
-        (err) = (expr); \
-        Py_END_ALLOW_THREADS \
+#define PORTRES_CALL(err, expr)                                           \
+    do {                                                                  \
+        PyThreadState *portres_save_;                                     \
+        portres_error_clear();                                            \
+        portres_save_ = PyEval_SaveThread(); /* Py_BEGIN_ALLOW_THREADS */ \
+        (err) = (expr);                                                   \
+        PyEval_RestoreThread(portres_save_); /* Py_END_ALLOW_THREADS */   \
     } while (0)
 
 /* ------------------------------------------------------------ converters */

@@ -6,9 +6,9 @@
 #include "portres.h"
 
 #if defined(_MSC_VER)
-#  define PORTRES_THREAD_LOCAL __declspec(thread)
+#define PORTRES_THREAD_LOCAL __declspec(thread)
 #else
-#  define PORTRES_THREAD_LOCAL _Thread_local
+#define PORTRES_THREAD_LOCAL _Thread_local
 #endif
 
 static PORTRES_THREAD_LOCAL const char *failed_call;

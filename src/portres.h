@@ -31,11 +31,11 @@
 #include <stddef.h>
 
 #ifdef _WIN32
-#  include <winsock2.h>
-#  include <ws2tcpip.h>
+#include <winsock2.h>
+#include <ws2tcpip.h>
 typedef SOCKET portres_socket;
 #else
-#  include <sys/socket.h>
+#include <sys/socket.h>
 typedef int portres_socket;
 #endif
 
@@ -58,31 +58,29 @@ void portres_error_clear(void);
 typedef struct portres_block portres_block;
 
 typedef struct {
-    unsigned start;       /* first port, host order */
-    unsigned count;       /* number of ports */
-    uint64_t token;       /* never 0 for a live reservation */
-    int protocol;         /* enum portres_protocol */
+    unsigned start; /* first port, host order */
+    unsigned count; /* number of ports */
+    uint64_t token; /* never 0 for a live reservation */
+    int protocol;   /* enum portres_protocol */
 } portres_block_info;
 
 /* Reserve COUNT ports starting at START (0: the system picks the start).
  * On success *out owns the reservation until portres_block_free().  On
  * failure *conflict_port names the port that could not be taken when the
  * backend knows it (Linux), else 0. */
-int portres_block_acquire(int protocol, unsigned start, unsigned count,
-                          portres_block **out, unsigned *conflict_port);
+int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_block **out,
+                          unsigned *conflict_port);
 void portres_block_get_info(const portres_block *b, portres_block_info *info);
 
 /* Bind S (unbound, matching the block's protocol) to a free port of the
  * block on ADDR, whose port must be 0.  Windows: SIO_ASSOCIATE_PORT_RESERVATION
  * then bind().  *port receives the port bound (host order). */
-int portres_block_bind(portres_block *b, portres_socket s,
-                       const struct sockaddr *addr, int addrlen,
+int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr, int addrlen,
                        unsigned *port);
 
 /* Create a socket of FAMILY for the block's protocol and bind it in the block
  * on ADDR (port 0).  The socket is not inheritable. */
-int portres_block_socket(portres_block *b, int family,
-                         const struct sockaddr *addr, int addrlen,
+int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr, int addrlen,
                          portres_socket *out, unsigned *port);
 
 /* Release the reservation (SIO_RELEASE_PORT_RESERVATION, then close the
@@ -109,29 +107,26 @@ int portres_register_persistent(uint64_t token, int protocol, unsigned start, un
  * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off,
  * IPV6_V6ONLY at its default) and closes if this fails: the checks and the
  * restoring of the socket's options on failure are skipped. */
-int portres_block_bind_new(portres_block *b, portres_socket s,
-                           const struct sockaddr *addr, int addrlen, unsigned *port);
+int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
+                           int addrlen, unsigned *port);
 void portres_unregister_persistent(uint64_t token);
-
 
 /* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
  * it), as sorted runs of consecutive ports; empty where the kernel has no
  * such sysctl.  *OUT is malloc'ed (NULL when empty); the caller frees it. */
 typedef struct {
-    unsigned first, last;   /* inclusive, host order */
+    unsigned first, last; /* inclusive, host order */
 } portres_port_run;
 int portres_reserved_ports(portres_port_run **out, size_t *n);
 #endif
 
 /* bind() that honours an association made by portres_associate (Linux keeps
  * associations itself; on Windows this is plain bind()). */
-int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen,
-                 unsigned *port);
+int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port);
 
 /* What the binding checks before an association: the socket's family, type
  * (SOCK_STREAM/SOCK_DGRAM) and, if bound, its local port (0 if unbound). */
-int portres_socket_info(portres_socket s, int *family, int *type,
-                        unsigned *bound_port);
+int portres_socket_info(portres_socket s, int *family, int *type, unsigned *bound_port);
 
 /* ------------------------------------------------------------ overlapped
  *
@@ -154,8 +149,8 @@ enum portres_op { PORTRES_OP_ACQUIRE, PORTRES_OP_ASSOCIATE, PORTRES_OP_RELEASE }
  * socket is created here); ASSOCIATE and RELEASE use S and TOKEN.  Returns
  * an error code for an immediate failure (nothing is left allocated);
  * otherwise 0 with *out set, the operation pending or already done. */
-int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
-                     unsigned start, unsigned count, portres_overlapped **out);
+int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, unsigned start,
+                     unsigned count, portres_overlapped **out);
 
 /* The event: a HANDLE (as an integer) on Windows, an eventfd on Linux. */
 intptr_t portres_ov_event(const portres_overlapped *ov);
@@ -238,11 +233,11 @@ int portres_ov_start_pending(portres_overlapped **out);
  *   UDP rows have no state: 7 (TCP_CLOSE), i.e. "bound".
  */
 typedef struct {
-    int family;             /* AF_INET or AF_INET6 */
-    int state;              /* Linux TCP state number, see above */
-    unsigned port;          /* host order */
+    int family;    /* AF_INET or AF_INET6 */
+    int state;     /* Linux TCP state number, see above */
+    unsigned port; /* host order */
 #ifdef _WIN32
-    unsigned long pid;      /* dwOwningPid */
+    unsigned long pid; /* dwOwningPid */
 #else
     unsigned uid;
     unsigned long inode;
@@ -271,16 +266,14 @@ int portres_tcp_state_from_mib(unsigned long mib_state);
  * bad arguments give ERROR_INVALID_PARAMETER without any call. */
 #ifdef _WIN32
 typedef struct {
-    unsigned start;       /* first port, host order */
-    unsigned count;       /* number of ports */
+    unsigned start; /* first port, host order */
+    unsigned count; /* number of ports */
 } portres_port_block;
 
 /* CreatePersistent{Tcp,Udp}PortReservation: *token receives the token. */
-int portres_persistent_create(int protocol, unsigned start, unsigned count,
-                              uint64_t *token);
+int portres_persistent_create(int protocol, unsigned start, unsigned count, uint64_t *token);
 /* LookupPersistent{Tcp,Udp}PortReservation: the block must match exactly. */
-int portres_persistent_lookup(int protocol, unsigned start, unsigned count,
-                              uint64_t *token);
+int portres_persistent_lookup(int protocol, unsigned start, unsigned count, uint64_t *token);
 /* DeletePersistent{Tcp,Udp}PortReservation. */
 int portres_persistent_delete(int protocol, unsigned start, unsigned count);
 

@@ -51,7 +51,6 @@ static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *ta
  * reports every socket of the range (about 0.4 us each). */
 #define PROBE_BUDGET 1024
 
-
 /* Rotate A[0..N) left by R. */
 static void rotate_left(int *a, unsigned n, unsigned r)
 {
@@ -110,11 +109,11 @@ static int hold_any_one(portres_block *b, unsigned *port_out)
 struct wildcard {
     portres_block *b;
     unsigned lo, hi, span, count;
-    unsigned char *taken;   /* ports known taken: reserved, or refused */
-    unsigned *ports;        /* ports[slot]: the port b->fds[slot] holds */
-    int spare;              /* an unbound socket the next probe reuses, or -1 */
-    unsigned failures;      /* failed binds so far */
-    int mapped;             /* the range was mapped with a dump */
+    unsigned char *taken; /* ports known taken: reserved, or refused */
+    unsigned *ports;      /* ports[slot]: the port b->fds[slot] holds */
+    int spare;            /* an unbound socket the next probe reuses, or -1 */
+    unsigned failures;    /* failed binds so far */
+    int mapped;           /* the range was mapped with a dump */
 };
 
 /* Step 1: the ephemeral range, the reserved ports, a random start offset. */
@@ -165,7 +164,7 @@ static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
         int fd;
         if (fds[slot] >= 0 && w->ports[slot] == port)
             continue;
-        close_fd(&fds[slot]);   /* a port outside this window */
+        close_fd(&fds[slot]); /* a port outside this window */
         fd = w->spare >= 0 ? w->spare : main_socket(w->b, w->count - k);
         w->spare = -1;
         if (fd < 0)
@@ -176,11 +175,11 @@ static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
             w->ports[slot] = port;
             continue;
         }
-        if (err < 0) {   /* bound, then a setsockopt failed */
+        if (err < 0) { /* bound, then a setsockopt failed */
             close(fd);
             return -err;
         }
-        w->spare = fd;   /* still unbound: the next probe reuses it */
+        w->spare = fd; /* still unbound: the next probe reuses it */
         *bad = port;
         return err;
     }
@@ -234,7 +233,7 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
     err = portres_fail(EADDRINUSE, "bind");
     while (tried < w.span) {
         unsigned first = w.lo + offset;
-        if (first + w.count - 1 > w.hi) {   /* a window never wraps */
+        if (first + w.count - 1 > w.hi) { /* a window never wraps */
             tried += w.hi - first + 1;
             offset = 0;
             continue;
@@ -254,7 +253,7 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
             break;
         }
         if (err != EADDRINUSE && err != EACCES)
-            break;   /* EMFILE, ENOMEM...: sliding will not help */
+            break; /* EMFILE, ENOMEM...: sliding will not help */
         if ((err = wildcard_note_taken(&w, bad)))
             break;
         tried += bad - first + 1;
@@ -265,8 +264,8 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
     return err;
 }
 
-int portres_block_acquire(int protocol, unsigned start, unsigned count,
-                          portres_block **out, unsigned *conflict_port)
+int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_block **out,
+                          unsigned *conflict_port)
 {
     portres_block *b;
     unsigned i, first = start;

@@ -24,7 +24,6 @@ static int socket_identity(int fd, dev_t *dev, ino_t *ino)
     return 0;
 }
 
-
 /* The checks every association starts with: an unbound socket; its type
  * in *TYPE and its identity in *DEV, *INO. */
 static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
@@ -34,14 +33,12 @@ static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
     if ((err = portres_socket_info(fd, &family, type, &bound)))
         return err;
     /* Only TCP/UDP over IP can be associated, as on Windows (WSAEOPNOTSUPP). */
-    if ((family != AF_INET && family != AF_INET6)
-            || (*type != SOCK_STREAM && *type != SOCK_DGRAM))
+    if ((family != AF_INET && family != AF_INET6) || (*type != SOCK_STREAM && *type != SOCK_DGRAM))
         return portres_fail(EOPNOTSUPP, "associate_port_reservation");
     if (bound)
         return portres_fail(EISCONN, "associate_port_reservation");
     return socket_identity(fd, dev, ino);
 }
-
 
 int portres_associate(portres_socket s, uint64_t token)
 {
@@ -57,8 +54,9 @@ int portres_associate(portres_socket s, uint64_t token)
     for (b = registry; b && b->token != token; b = b->next)
         ;
     if (b) {
-        err = type != sock_type_for(b->protocol) ? portres_fail(EPROTOTYPE, "associate_port_reservation")
-            : record_association(dev, ino, token, 0, 0);
+        err = type != sock_type_for(b->protocol)
+                  ? portres_fail(EPROTOTYPE, "associate_port_reservation")
+                  : record_association(dev, ino, token, 0, 0);
     } else {
         for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
             ;
@@ -77,8 +75,8 @@ int portres_associate(portres_socket s, uint64_t token)
 /* Bind to the first free port of a persistent block.  Such ports are only
  * kept out of the kernel's automatic choice (ip_local_reserved_ports), so a
  * plain bind is the whole mechanism. */
-static int bind_in_range(int fd, const struct sockaddr *addr, socklen_t addrlen,
-                         unsigned start, unsigned count, unsigned *port_out)
+static int bind_in_range(int fd, const struct sockaddr *addr, socklen_t addrlen, unsigned start,
+                         unsigned count, unsigned *port_out)
 {
     struct sockaddr_storage ss;
     unsigned want, i;
@@ -155,7 +153,7 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
             return err;
         }
         err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
-        if (!err) {   /* the association is spent once the socket is bound */
+        if (!err) { /* the association is spent once the socket is bound */
             pthread_mutex_lock(&registry_lock);
             i = find_association(dev, ino);
             if (i < n_associations)

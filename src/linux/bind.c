@@ -21,8 +21,8 @@ static int socket_v6only(int fd, int family)
 }
 
 /* Bind FD to port index I of B, block locked. */
-static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len,
-                      unsigned i, int v6only, int wildcard)
+static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len, unsigned i,
+                      int v6only, int wildcard)
 {
     int err;
     if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
@@ -32,15 +32,15 @@ static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t l
         return lx_fail("bind");
     handed_out(b, i, fd, sa->sa_family);
     if (b->protocol == PORTRES_UDP && (err = steer_udp(b, i, sa->sa_family, v6only, wildcard)))
-        return err;   /* rare (ENOMEM); the socket stays bound, see caller */
+        return err; /* rare (ENOMEM); the socket stays bound, see caller */
     return 0;
 }
 
 /* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
  * with B locked; the caller's SO_REUSEPORT is already set.  FRESH: FD is a
  * socket the binding just created (its IPV6_V6ONLY is the default). */
-static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
-                                socklen_t addrlen, unsigned *port_out, int fresh)
+static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, socklen_t addrlen,
+                                unsigned *port_out, int fresh)
 {
     unsigned want = get_port(sa), n, i, pass, freed = 0;
     int err, v6only, wildcard;
@@ -52,14 +52,15 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
     /* Only a UDP layout depends on it (TCP placeholders never take a
      * connection, whatever the caller's socket is). */
     v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 ? 0
-        : fresh ? bindv6only_default : socket_v6only(fd, sa->sa_family);
+             : fresh                                                 ? bindv6only_default
+                     : socket_v6only(fd, sa->sa_family);
     wildcard = is_wildcard(sa);
     if (want) {
         i = want - b->start;
         if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
-            return err;   /* could not tell: say why, not "in use" */
+            return err; /* could not tell: say why, not "in use" */
         err = (b->state[i] & PORT_USED) ? portres_fail(EADDRINUSE, "bind")
-            : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+                                        : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
     } else {
         err = portres_fail(EADDRINUSE, "bind");
         for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
@@ -67,7 +68,7 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
                 int rerr = reclaim(b, &freed);
                 if (!freed) {
                     if (rerr)
-                        err = rerr;   /* could not tell: say why, not "block full" */
+                        err = rerr; /* could not tell: say why, not "block full" */
                     break;
                 }
             }
@@ -98,8 +99,8 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa,
  * closed and freed in between.  FRESH: FD is a socket the binding just
  * created and closes on failure: SO_REUSEPORT is known to be off and need
  * not be restored. */
-int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
-                         socklen_t addrlen, unsigned *port_out, int registry_held, int fresh)
+int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr, socklen_t addrlen,
+                  unsigned *port_out, int registry_held, int fresh)
 {
     struct sockaddr_storage ss;
     int err, one = 1, old_reuseport = 0;
@@ -124,7 +125,7 @@ int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr,
         pthread_mutex_unlock(&registry_lock);
     err = bind_in_block_locked(b, fd, (struct sockaddr *)&ss, addrlen, port_out, fresh);
     pthread_mutex_unlock(&b->lock);
-    if (err && !fresh)   /* leave the caller's socket as it was */
+    if (err && !fresh) /* leave the caller's socket as it was */
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, sizeof old_reuseport);
     return err;
 }
@@ -146,8 +147,8 @@ int check_bindable(portres_block *b, int fd, const struct sockaddr *addr)
     return 0;
 }
 
-int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr,
-                       int addrlen, unsigned *port)
+int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr, int addrlen,
+                       unsigned *port)
 {
     int err = check_bindable(b, s, addr);
     return err ? err : bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 0);
@@ -159,8 +160,8 @@ int portres_block_bind_new(portres_block *b, portres_socket s, const struct sock
     return bind_in_block(b, s, addr, (socklen_t)addrlen, port, 0, 1);
 }
 
-int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr,
-                         int addrlen, portres_socket *out, unsigned *port)
+int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr, int addrlen,
+                         portres_socket *out, unsigned *port)
 {
     int fd, err;
     if (family != addr->sa_family)
@@ -169,7 +170,7 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
         return portres_fail(EBADF, "bind");
     fd = new_socket(family, sock_type_for(b->protocol), 1);
     if (fd < 0)
-        return errno;   /* recorded by new_socket() */
+        return errno; /* recorded by new_socket() */
     err = bind_in_block(b, fd, addr, (socklen_t)addrlen, port, 0, 1);
     if (err) {
         close(fd);
@@ -192,7 +193,7 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
         *family = ss.ss_family;
     } else if (errno == EBADF || errno == ENOTSOCK) {
         return lx_fail("getsockname");
-    } else {   /* a family without getsockname */
+    } else { /* a family without getsockname */
         if (getsockopt(s, SOL_SOCKET, SO_DOMAIN, &v, &vlen))
             return lx_fail("getsockopt(SO_DOMAIN)");
         *family = v;
@@ -201,8 +202,7 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
     if (getsockopt(s, SOL_SOCKET, SO_TYPE, &v, &vlen))
         return lx_fail("getsockopt(SO_TYPE)");
     *type = v;
-    *bound_port = *family == AF_INET || *family == AF_INET6
-        ? get_port((struct sockaddr *)&ss) : 0;
+    *bound_port = *family == AF_INET || *family == AF_INET6 ? get_port((struct sockaddr *)&ss) : 0;
     return 0;
 }
 

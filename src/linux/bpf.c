@@ -28,8 +28,12 @@
  * The programs' descriptors are kept while a UDP block is held, and closed
  * with the last one: no descriptor outlives the reservations. */
 static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct { int fd; uint32_t id; int failed; } ret_prog[2] = { { -1, 0, 0 }, { -1, 0, 0 } };
-static unsigned udp_blocks;   /* UDP blocks held (or being acquired), under prog_lock */
+static struct {
+    int fd;
+    uint32_t id;
+    int failed;
+} ret_prog[2] = {{-1, 0, 0}, {-1, 0, 0}};
+static unsigned udp_blocks; /* UDP blocks held (or being acquired), under prog_lock */
 
 void bpf_atfork_prepare(void)
 {
@@ -44,7 +48,7 @@ void bpf_atfork_parent(void)
 void bpf_atfork_child(void)
 {
     unsigned k;
-    for (k = 0; k < 2; k++) {   /* the shared UDP filters: no UDP block is left */
+    for (k = 0; k < 2; k++) { /* the shared UDP filters: no UDP block is left */
         if (ret_prog[k].fd >= 0)
             close(ret_prog[k].fd);
         ret_prog[k].fd = -1;
@@ -100,24 +104,24 @@ void shared_prog_check(unsigned k, int check)
 #ifdef SYS_bpf
     pthread_mutex_lock(&prog_lock);
     if (ret_prog[k].fd >= 0 && check && prog_id(ret_prog[k].fd) != ret_prog[k].id)
-        __atomic_store_n(&ret_prog[k].fd, -1, __ATOMIC_RELAXED);   /* not ours: not closed */
+        __atomic_store_n(&ret_prog[k].fd, -1, __ATOMIC_RELAXED); /* not ours: not closed */
     if (ret_prog[k].fd < 0 && !ret_prog[k].failed) {
         struct bpf_insn insns[2];
         union bpf_attr attr;
         int fd;
         memset(insns, 0, sizeof insns);
-        insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K;   /* r0 = K */
+        insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K; /* r0 = K */
         insns[0].dst_reg = BPF_REG_0;
         insns[0].imm = (int32_t)k;
-        insns[1].code = BPF_JMP | BPF_EXIT;            /* return r0 */
+        insns[1].code = BPF_JMP | BPF_EXIT; /* return r0 */
         memset(&attr, 0, sizeof attr);
         attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
         attr.insns = (uint64_t)(uintptr_t)insns;
         attr.insn_cnt = 2;
-        attr.license = (uint64_t)(uintptr_t)"MIT";
-        fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);   /* O_CLOEXEC */
+        attr.license = (uint64_t)(uintptr_t) "MIT";
+        fd = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr); /* O_CLOEXEC */
         if (fd < 0) {
-            ret_prog[k].failed = 1;   /* EPERM: unprivileged */
+            ret_prog[k].failed = 1; /* EPERM: unprivileged */
         } else if (!(ret_prog[k].id = prog_id(fd))) {
             close(fd);
             ret_prog[k].failed = 1;
@@ -136,16 +140,18 @@ void shared_prog_check(unsigned k, int check)
 int attach_ret(int fd, int optname, unsigned k)
 {
     struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, k);
-    struct sock_fprog prog = { 1, &insn };
+    struct sock_fprog prog = {1, &insn};
     int shared = __atomic_load_n(&ret_prog[k].fd, __ATOMIC_RELAXED);
     if (shared >= 0
-            && setsockopt(fd, SOL_SOCKET, optname == SO_ATTACH_FILTER ? SO_ATTACH_BPF
-                          : SO_ATTACH_REUSEPORT_EBPF, &shared, sizeof shared) == 0)
+        && setsockopt(fd, SOL_SOCKET,
+                      optname == SO_ATTACH_FILTER ? SO_ATTACH_BPF : SO_ATTACH_REUSEPORT_EBPF,
+                      &shared, sizeof shared)
+               == 0)
         return 0;
     return setsockopt(fd, SOL_SOCKET, optname, &prog, sizeof prog)
-        ? lx_fail(optname == SO_ATTACH_FILTER ? "setsockopt(SO_ATTACH_FILTER)"
-                                              : "setsockopt(SO_ATTACH_REUSEPORT_CBPF)")
-        : 0;
+               ? lx_fail(optname == SO_ATTACH_FILTER ? "setsockopt(SO_ATTACH_FILTER)"
+                                                     : "setsockopt(SO_ATTACH_REUSEPORT_CBPF)")
+               : 0;
 }
 
 /* UDP: arrange port I's placeholders so that the caller's socket (FAMILY,
@@ -192,7 +198,7 @@ int layout_udp(portres_block *b, unsigned i, int family, int v6only, int wildcar
             return -fd6;
         }
         if ((err = attach_ret(fd4, SO_ATTACH_REUSEPORT_CBPF, 1))
-                || (err = attach_ret(fd6, SO_ATTACH_REUSEPORT_CBPF, 1))) {
+            || (err = attach_ret(fd6, SO_ATTACH_REUSEPORT_CBPF, 1))) {
             close(fd4);
             close(fd6);
             return err;
@@ -225,7 +231,7 @@ int steer_udp(portres_block *b, unsigned i, int family, int v6only, int wildcard
     int ph_v6only = b->family == AF_INET6 && (b->state[i] & PORT_PAIR);
     int err;
     if (!wildcard || (b->state[i] & PORT_STEERED) || family != b->family
-            || (family == AF_INET6 && v6only != ph_v6only))
+        || (family == AF_INET6 && v6only != ph_v6only))
         return 0;
     shared_prog_check(1, 1);
     err = attach_ret(b->fds[i], SO_ATTACH_REUSEPORT_CBPF, 1);

@@ -40,7 +40,7 @@ static void list_cb(const struct inet_diag_msg *m, void *ctx)
 int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
                          size_t *n)
 {
-    struct list_ctx c = { NULL, 0, 0, AF_INET, 0 };
+    struct list_ctx c = {NULL, 0, 0, AF_INET, 0};
     int err;
     portres_backend_init();
     err = diag_dump(protocol, AF_INET, lo, hi, ~0u, list_cb, &c);

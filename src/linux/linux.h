@@ -57,7 +57,7 @@
 #define PORTRES_LINUX_H
 
 #ifndef _GNU_SOURCE
-#  define _GNU_SOURCE
+#define _GNU_SOURCE
 #endif
 
 #include "portres.h"
@@ -95,28 +95,28 @@ enum {
 
 struct portres_block {
     pthread_mutex_t lock;
-    struct portres_block *next;   /* registry list, under registry_lock */
+    struct portres_block *next; /* registry list, under registry_lock */
     uint64_t token;
     unsigned start, count;
     int protocol;
     int closed;
-    int family;                   /* of the main placeholders */
-    unsigned cursor;              /* next port index to try */
-    int *fds;                     /* main placeholder per port */
-    int *fds4;                    /* UDP PAIR mode: AF_INET placeholder, or -1 */
+    int family;      /* of the main placeholders */
+    unsigned cursor; /* next port index to try */
+    int *fds;        /* main placeholder per port */
+    int *fds4;       /* UDP PAIR mode: AF_INET placeholder, or -1 */
     unsigned char *state;
-    int *handed;                  /* per port: the caller's descriptor it was bound on */
-    int epfd;                     /* release tracking (see reclaim()), or -1 */
-    int infofd;                   /* /proc/self/fdinfo/<epfd>, or -1 */
-    int diagfd;                   /* NETLINK_SOCK_DIAG kept for reclaim_closing(), or -1 */
-    pid_t track_pid;              /* the process infofd describes */
+    int *handed;     /* per port: the caller's descriptor it was bound on */
+    int epfd;        /* release tracking (see reclaim()), or -1 */
+    int infofd;      /* /proc/self/fdinfo/<epfd>, or -1 */
+    int diagfd;      /* NETLINK_SOCK_DIAG kept for reclaim_closing(), or -1 */
+    pid_t track_pid; /* the process infofd describes */
 };
 
 struct association {
     dev_t dev;
     ino_t ino;
     uint64_t token;
-    unsigned range_start, range_count;   /* a persistent block; 0 for runtime */
+    unsigned range_start, range_count; /* a persistent block; 0 for runtime */
 };
 
 /* Persistent blocks whose tokens the package has told us about. */
@@ -129,13 +129,13 @@ struct persistent_token {
 /* ------------------------------------------------------------ registry.c */
 
 extern pthread_mutex_t registry_lock;
-extern portres_block *registry;                 /* live blocks */
-extern struct association *associations;        /* under registry_lock */
+extern portres_block *registry;          /* live blocks */
+extern struct association *associations; /* under registry_lock */
 extern size_t n_associations;
-extern struct persistent_token *persistent_tokens;   /* under registry_lock */
+extern struct persistent_token *persistent_tokens; /* under registry_lock */
 extern size_t n_persistent;
-extern int have_ipv6;             /* set once by portres_backend_init */
-extern int bindv6only_default;    /* net.ipv6.bindv6only */
+extern int have_ipv6;          /* set once by portres_backend_init */
+extern int bindv6only_default; /* net.ipv6.bindv6only */
 
 uint64_t new_token(void);
 void register_block(portres_block *b);

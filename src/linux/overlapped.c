@@ -24,8 +24,8 @@ struct portres_overlapped {
     int op;
     int done;
     int error;
-    const char *call;        /* the failed call, with ERROR */
-    portres_block *block;    /* ACQUIRE result until taken */
+    const char *call;     /* the failed call, with ERROR */
+    portres_block *block; /* ACQUIRE result until taken */
 };
 
 static int ov_new(int op, portres_overlapped **out)
@@ -58,8 +58,8 @@ static void ov_complete(portres_overlapped *ov, int error, const char *call)
         }
 }
 
-int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
-                     unsigned start, unsigned count, portres_overlapped **out)
+int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, unsigned start,
+                     unsigned count, portres_overlapped **out)
 {
     portres_overlapped *ov;
     portres_block *block = NULL;
@@ -80,7 +80,7 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
     default:
         return portres_fail(EINVAL, "portres_ov_start");
     }
-    if (err)   /* an immediate failure, as WSAIoctl's non-pending error */
+    if (err) /* an immediate failure, as WSAIoctl's non-pending error */
         return err;
     if ((err = ov_new(op, &ov))) {
         portres_block_free(block);
@@ -105,8 +105,9 @@ intptr_t portres_ov_event(const portres_overlapped *ov)
 
 int portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms)
 {
-    struct pollfd p = { ov->efd, POLLIN, 0 };
-    int n = poll(&p, 1, timeout_ms < 0 ? -1 : (timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms));
+    struct pollfd p = {ov->efd, POLLIN, 0};
+    int n =
+        poll(&p, 1, timeout_ms < 0 ? -1 : (timeout_ms > INT32_MAX ? INT32_MAX : (int)timeout_ms));
     if (n > 0)
         return PORTRES_WAIT_SIGNALLED;
     if (n == 0)

@@ -11,8 +11,8 @@
 /* One placeholder: bound first, SO_REUSEPORT after (see the top comment);
  * or, for the UDP layouts that must form a steerable group at once,
  * SO_REUSEPORT before the bind.  Returns the fd or -errno. */
-int new_placeholder(int family, int v6only, int protocol, unsigned port,
-                           int reuseport_first, unsigned still_needed)
+int new_placeholder(int family, int v6only, int protocol, unsigned port, int reuseport_first,
+                    unsigned still_needed)
 {
     struct sockaddr_storage ss;
     socklen_t len;
@@ -20,7 +20,7 @@ int new_placeholder(int family, int v6only, int protocol, unsigned port,
     if (fd < 0)
         return -errno;
     if (family == AF_INET6 && v6only != bindv6only_default
-            && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)))
+        && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)))
         goto fail;
     if (reuseport_first && (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)))
         goto fail;
@@ -53,7 +53,7 @@ int place(portres_block *b, int fd, unsigned port)
     if (bind(fd, (struct sockaddr *)&ss, len))
         return lx_fail("bind");
     if ((err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1))
-            || (b->protocol == PORTRES_UDP && (err = attach_ret(fd, SO_ATTACH_FILTER, 0))))
+        || (b->protocol == PORTRES_UDP && (err = attach_ret(fd, SO_ATTACH_FILTER, 0))))
         return -err;
     return 0;
 }
@@ -65,7 +65,7 @@ int main_socket(portres_block *b, unsigned still_needed)
     if (fd < 0)
         return -errno;
     if (b->family == AF_INET6 && bindv6only_default
-            && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
+        && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
         close(fd);
         return -err;
     }

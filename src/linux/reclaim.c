@@ -31,9 +31,9 @@ static void count_cb(const struct inet_diag_msg *m, void *ctx)
  * the states of the STATES mask (added to COUNTS). */
 static int diag_count(portres_block *b, int family, uint32_t states, unsigned *counts)
 {
-    struct count_ctx c = { b, counts };
-    return diag_dump_on(&b->diagfd, b->protocol, family, b->start, b->start + b->count - 1,
-                        states, count_cb, &c);
+    struct count_ctx c = {b, counts};
+    return diag_dump_on(&b->diagfd, b->protocol, family, b->start, b->start + b->count - 1, states,
+                        count_cb, &c);
 }
 
 /* Any state but TIME_WAIT, which does not stop a reuseport bind. */
@@ -130,8 +130,8 @@ static void track(portres_block *b, unsigned i, int fd)
 /* Port index I was just bound on the caller's FD, of FAMILY. */
 void handed_out(portres_block *b, unsigned i, int fd, int family)
 {
-    b->state[i] = (unsigned char)((b->state[i] & ~PORT_V6) | PORT_USED
-                                  | (family == AF_INET6 ? PORT_V6 : 0));
+    b->state[i] =
+        (unsigned char)((b->state[i] & ~PORT_V6) | PORT_USED | (family == AF_INET6 ? PORT_V6 : 0));
     if (!b->handed)
         b->handed = malloc(b->count * sizeof *b->handed);
     if (b->handed)
@@ -148,11 +148,11 @@ static int holds_port(const portres_block *b, int fd, unsigned i)
     int type = 0;
     socklen_t tlen = sizeof type;
     if (getsockname(fd, (struct sockaddr *)&ss, &len)
-            || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
-            || get_port((struct sockaddr *)&ss) != b->start + i)
+        || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+        || get_port((struct sockaddr *)&ss) != b->start + i)
         return 0;
     return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0
-        && type == sock_type_for(b->protocol);
+           && type == sock_type_for(b->protocol);
 }
 
 /* Tracked ports whose socket's file is released become CLOSING.  Returns
@@ -170,7 +170,7 @@ static int reclaim_tracked(portres_block *b)
         tracked += (b->state[i] & PORT_TRACKED) != 0;
     if (!tracked)
         return 0;
-    if (getpid() != b->track_pid)   /* a forked child: infofd reads the parent's table */
+    if (getpid() != b->track_pid) /* a forked child: infofd reads the parent's table */
         return portres_fail(ECHILD, "pread(/proc/self/fdinfo)");
     /* "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x\n" */
     for (cap = 512 + 128 * tracked;; cap *= 2) {
@@ -180,7 +180,7 @@ static int reclaim_tracked(portres_block *b)
             return portres_fail(ENOMEM, "realloc");
         }
         buf = nbuf;
-        len = pread(b->infofd, buf, cap, 0);   /* one read: one snapshot */
+        len = pread(b->infofd, buf, cap, 0); /* one read: one snapshot */
         if (len < 0) {
             int err = lx_fail("pread(/proc/self/fdinfo)");
             free(buf);
@@ -208,7 +208,7 @@ static int reclaim_tracked(portres_block *b)
         parsed++;
     }
     free(buf);
-    if (parsed != items) {   /* not the format this was written for */
+    if (parsed != items) { /* not the format this was written for */
         free(alive);
         return portres_fail(EPROTO, "pread(/proc/self/fdinfo)");
     }
@@ -236,14 +236,13 @@ static int reclaim_dump(portres_block *b, unsigned *freed)
         return portres_fail(ENOMEM, "calloc");
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if ((err = diag_count(b, AF_INET, STATES_ON_PORT, counts))
-            || (have_ipv6 && (err = diag_count(b, AF_INET6, STATES_ON_PORT, counts)))) {
+        || (have_ipv6 && (err = diag_count(b, AF_INET6, STATES_ON_PORT, counts)))) {
         free(counts);
         return err;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     spent = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-    adopt = b->epfd >= 0
-        || (spent > (long long)b->count * TRACK_COST_NS && start_tracking(b) == 0);
+    adopt = b->epfd >= 0 || (spent > (long long)b->count * TRACK_COST_NS && start_tracking(b) == 0);
     for (i = 0; i < b->count; i++) {
         unsigned ours = (b->fds[i] >= 0) + (b->fds4 && b->fds4[i] >= 0);
         if ((b->state[i] & (PORT_USED | PORT_TRACKED)) != PORT_USED)
@@ -268,7 +267,7 @@ static unsigned placeholders_taking_traffic(const portres_block *b, unsigned i, 
     if (b->protocol != PORTRES_UDP)
         return 0;
     return (b->family == family && b->fds[i] >= 0)
-        + (family == AF_INET && b->fds4 && b->fds4[i] >= 0);
+           + (family == AF_INET && b->fds4 && b->fds4[i] >= 0);
 }
 
 /* CLOSING ports whose socket is off the port (no socket of its family but
@@ -277,7 +276,7 @@ static unsigned placeholders_taking_traffic(const portres_block *b, unsigned i, 
  * errno (a dump failed). */
 static int reclaim_closing(portres_block *b, unsigned *freed)
 {
-    static const int families[2] = { AF_INET, AF_INET6 };
+    static const int families[2] = {AF_INET, AF_INET6};
     unsigned *counts = malloc(b->count * sizeof *counts), i, f;
     int err = 0;
     if (!counts)
@@ -293,7 +292,7 @@ static int reclaim_closing(portres_block *b, unsigned *freed)
             break;
         for (i = 0; i < b->count; i++) {
             if ((b->state[i] & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6)
-                    && counts[i] <= placeholders_taking_traffic(b, i, families[f])) {
+                && counts[i] <= placeholders_taking_traffic(b, i, families[f])) {
                 b->state[i] &= (unsigned char)~(PORT_USED | PORT_CLOSING);
                 (*freed)++;
             }

@@ -67,7 +67,7 @@ void register_block(portres_block *b)
 {
     portres_block *p;
     pthread_mutex_lock(&registry_lock);
-    for (;;) {  /* tokens are unique among live reservations */
+    for (;;) { /* tokens are unique among live reservations */
         for (p = registry; p && p->token != b->token; p = p->next)
             ;
         if (!p)
@@ -238,7 +238,7 @@ static void prune_associations(void)
             size_t cap = cap_live ? cap_live * 2 : 256;
             ino_t *p = realloc(live, cap * sizeof *p);
             if (!p)
-                goto out;   /* keep everything rather than drop a live one */
+                goto out; /* keep everything rather than drop a live one */
             live = p;
             cap_live = cap;
         }
@@ -257,7 +257,7 @@ out:
 }
 
 int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
-                              unsigned range_count)
+                       unsigned range_count)
 {
     size_t i = find_association(dev, ino);
     if (i == n_associations && n_associations >= prune_mark) {
@@ -284,7 +284,6 @@ int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_star
     return 0;
 }
 
-
 int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count)
 {
     size_t i;
@@ -305,7 +304,7 @@ int portres_register_persistent(uint64_t token, int protocol, unsigned start, un
         }
         n_persistent++;
     }
-    persistent_tokens[i] = (struct persistent_token){ token, protocol, start, count };
+    persistent_tokens[i] = (struct persistent_token){token, protocol, start, count};
 out:
     pthread_mutex_unlock(&registry_lock);
     return err;

@@ -17,7 +17,7 @@ unsigned char *reserved_port_map(int *err)
     char *buf = NULL, *p;
     unsigned char *map;
     *err = read_proc_file("/proc/sys/net/ipv4/ip_local_reserved_ports", &buf);
-    if (*err == ENOENT)   /* a kernel without the sysctl: nothing reserved */
+    if (*err == ENOENT) /* a kernel without the sysctl: nothing reserved */
         *err = 0;
     if (*err || !buf)
         return NULL;

@@ -18,9 +18,8 @@
 /* What the dumps read: "socket:[ino]" sockets of one family and protocol,
  * filtered by local port in the kernel (inet_diag bytecode). */
 
-int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi,
-                        uint32_t states, void (*cb)(const struct inet_diag_msg *, void *),
-                        void *ctx)
+int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
+                 void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
 {
     struct {
         struct nlmsghdr nlh;
@@ -28,7 +27,7 @@ int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi,
         struct nlattr attr;
         struct inet_diag_bc_op ops[4];
     } msg;
-    struct sockaddr_nl nladdr = { .nl_family = AF_NETLINK };
+    struct sockaddr_nl nladdr = {.nl_family = AF_NETLINK};
     char buf[16384];
     int fd = *fdp, err = 0, done = 0;
 
@@ -49,10 +48,10 @@ int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi,
      * of len + 4 rejects (inet_diag bytecode convention). */
     msg.attr.nla_len = sizeof msg.attr + sizeof msg.ops;
     msg.attr.nla_type = INET_DIAG_REQ_BYTECODE;
-    msg.ops[0] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_GE, 8, 20 };
-    msg.ops[1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)lo };
-    msg.ops[2] = (struct inet_diag_bc_op){ INET_DIAG_BC_S_LE, 8, 12 };
-    msg.ops[3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)hi };
+    msg.ops[0] = (struct inet_diag_bc_op){INET_DIAG_BC_S_GE, 8, 20};
+    msg.ops[1] = (struct inet_diag_bc_op){0, 0, (unsigned short)lo};
+    msg.ops[2] = (struct inet_diag_bc_op){INET_DIAG_BC_S_LE, 8, 12};
+    msg.ops[3] = (struct inet_diag_bc_op){0, 0, (unsigned short)hi};
 
     if (sendto(fd, &msg, sizeof msg, 0, (struct sockaddr *)&nladdr, sizeof nladdr) < 0) {
         err = portres_fail(errno, "sendto(NETLINK_SOCK_DIAG)");
@@ -90,13 +89,12 @@ out:
 }
 
 int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states,
-                     void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
+              void (*cb)(const struct inet_diag_msg *, void *), void *ctx)
 {
     int fd = -1, err = diag_dump_on(&fd, protocol, family, lo, hi, states, cb, ctx);
     if (fd >= 0)
         close(fd);
     return err;
 }
-
 
 #endif /* __linux__ */

@@ -35,14 +35,13 @@ int read_proc_ints(const char *path, int *vals, int n)
 
 int set_int(int fd, int level, int name, int value)
 {
-    const char *call = level == SOL_SOCKET && name == SO_REUSEPORT ? "setsockopt(SO_REUSEPORT)"
-                     : level == IPPROTO_IPV6 && name == IPV6_V6ONLY ? "setsockopt(IPV6_V6ONLY)"
-                                                                    : "setsockopt";
+    const char *call = level == SOL_SOCKET && name == SO_REUSEPORT    ? "setsockopt(SO_REUSEPORT)"
+                       : level == IPPROTO_IPV6 && name == IPV6_V6ONLY ? "setsockopt(IPV6_V6ONLY)"
+                                                                      : "setsockopt";
     return setsockopt(fd, level, name, &value, sizeof value) ? lx_fail(call) : 0;
 }
 
-void sockaddr_for_port(int family, unsigned port, struct sockaddr_storage *ss,
-                              socklen_t *len)
+void sockaddr_for_port(int family, unsigned port, struct sockaddr_storage *ss, socklen_t *len)
 {
     memset(ss, 0, sizeof *ss);
     if (family == AF_INET6) {
@@ -170,10 +169,10 @@ void close_fd(int *fd)
     }
 }
 
-#if !defined(SYS_close_range) && (defined(__x86_64__) || defined(__i386__) \
-        || defined(__aarch64__) || defined(__arm__) || defined(__riscv) \
-        || defined(__powerpc__) || defined(__s390__))
-#  define SYS_close_range 436   /* the same number on these (Linux 5.9+) */
+#if !defined(SYS_close_range)                                                                \
+    && (defined(__x86_64__) || defined(__i386__) || defined(__aarch64__) || defined(__arm__) \
+        || defined(__riscv) || defined(__powerpc__) || defined(__s390__))
+#define SYS_close_range 436 /* the same number on these (Linux 5.9+) */
 #endif
 
 /* Close the descriptors of FDS[0..N) (-1 entries skipped) and set them to

@@ -9,29 +9,19 @@
 
 PORTRES_STATIC_ASSERT(range_size, sizeof(INET_PORT_RANGE) == 4);
 PORTRES_STATIC_ASSERT(range_start, offsetof(INET_PORT_RANGE, StartPort) == 0);
-PORTRES_STATIC_ASSERT(range_count,
-                      offsetof(INET_PORT_RANGE, NumberOfPorts) == 2);
+PORTRES_STATIC_ASSERT(range_count, offsetof(INET_PORT_RANGE, NumberOfPorts) == 2);
 PORTRES_STATIC_ASSERT(token_size, sizeof(INET_PORT_RESERVATION_TOKEN) == 8);
-PORTRES_STATIC_ASSERT(instance_size,
-                      sizeof(INET_PORT_RESERVATION_INSTANCE) == 16);
+PORTRES_STATIC_ASSERT(instance_size, sizeof(INET_PORT_RESERVATION_INSTANCE) == 16);
 /* "Token": the ULONG64 in C (anonymous member), the struct in C++;
  * offset 8 either way. */
-PORTRES_STATIC_ASSERT(instance_token,
-                      offsetof(INET_PORT_RESERVATION_INSTANCE, Token) == 8);
-PORTRES_STATIC_ASSERT(our_instance_size,
-                      sizeof(portres_reservation_instance) == 16);
-PORTRES_STATIC_ASSERT(our_instance_token,
-                      offsetof(portres_reservation_instance, Token) == 8);
-PORTRES_STATIC_ASSERT(code_acquire,
-                      (DWORD)SIO_ACQUIRE_PORT_RESERVATION == 0x98000064UL);
-PORTRES_STATIC_ASSERT(code_release,
-                      (DWORD)SIO_RELEASE_PORT_RESERVATION == 0x98000065UL);
-PORTRES_STATIC_ASSERT(code_associate,
-                      (DWORD)SIO_ASSOCIATE_PORT_RESERVATION == 0x98000066UL);
+PORTRES_STATIC_ASSERT(instance_token, offsetof(INET_PORT_RESERVATION_INSTANCE, Token) == 8);
+PORTRES_STATIC_ASSERT(our_instance_size, sizeof(portres_reservation_instance) == 16);
+PORTRES_STATIC_ASSERT(our_instance_token, offsetof(portres_reservation_instance, Token) == 8);
+PORTRES_STATIC_ASSERT(code_acquire, (DWORD)SIO_ACQUIRE_PORT_RESERVATION == 0x98000064UL);
+PORTRES_STATIC_ASSERT(code_release, (DWORD)SIO_RELEASE_PORT_RESERVATION == 0x98000065UL);
+PORTRES_STATIC_ASSERT(code_associate, (DWORD)SIO_ASSOCIATE_PORT_RESERVATION == 0x98000066UL);
 
-
-int
-protocol_type(int protocol, int *type, int *ipproto)
+int protocol_type(int protocol, int *type, int *ipproto)
 {
     switch (protocol) {
     case PORTRES_TCP:
@@ -48,8 +38,7 @@ protocol_type(int protocol, int *type, int *ipproto)
 }
 
 /* Port of a sockaddr returned by getsockname(), in host order. */
-unsigned
-sockaddr_port(const struct sockaddr_storage *ss)
+unsigned sockaddr_port(const struct sockaddr_storage *ss)
 {
     if (ss->ss_family == AF_INET)
         return ntohs(((const struct sockaddr_in *)ss)->sin_port);
@@ -63,8 +52,7 @@ sockaddr_port(const struct sockaddr_storage *ss)
  */
 static INIT_ONCE portres_init_once = INIT_ONCE_STATIC_INIT;
 
-static BOOL CALLBACK
-portres_init_callback(PINIT_ONCE once, PVOID param, PVOID *context)
+static BOOL CALLBACK portres_init_callback(PINIT_ONCE once, PVOID param, PVOID *context)
 {
     int *result = (int *)param;
     WSADATA wsa;
@@ -84,13 +72,11 @@ portres_init_callback(PINIT_ONCE once, PVOID param, PVOID *context)
     return err == 0;
 }
 
-int
-portres_backend_init(void)
+int portres_backend_init(void)
 {
     int result = 0;
 
-    if (!InitOnceExecuteOnce(&portres_init_once, portres_init_callback,
-                             &result, NULL)) {
+    if (!InitOnceExecuteOnce(&portres_init_once, portres_init_callback, &result, NULL)) {
         /* The callback failed and stored its error; fall back on
          * GetLastError() should InitOnceExecuteOnce fail by itself. */
         return result ? result : PORTRES_FAIL_LAST("InitOnceExecuteOnce");
@@ -102,37 +88,35 @@ portres_backend_init(void)
  * The raw IOCTLs, synchronous (lpOverlapped and lpCompletionRoutine NULL).
  * They block even on a non-blocking socket [ACQ]/[ASC]/[REL] Remarks.
  */
-int
-portres_associate(portres_socket s, uint64_t token)
+int portres_associate(portres_socket s, uint64_t token)
 {
     INET_PORT_RESERVATION_TOKEN in;
     DWORD returned = 0;
 
     in.Token = token;
     /* In: INET_PORT_RESERVATION_TOKEN; out: NULL, 0 [ASC]. */
-    if (WSAIoctl(s, SIO_ASSOCIATE_PORT_RESERVATION, &in, (DWORD)sizeof(in),
-                 NULL, 0, &returned, NULL, NULL) == SOCKET_ERROR)
+    if (WSAIoctl(s, SIO_ASSOCIATE_PORT_RESERVATION, &in, (DWORD)sizeof(in), NULL, 0, &returned,
+                 NULL, NULL)
+        == SOCKET_ERROR)
         return PORTRES_FAIL_WSA(PORTRES_CALL_ASSOCIATE);
     return 0;
 }
 
-int
-portres_release(portres_socket s, uint64_t token)
+int portres_release(portres_socket s, uint64_t token)
 {
     INET_PORT_RESERVATION_TOKEN in;
     DWORD returned = 0;
 
     in.Token = token;
     /* In: INET_PORT_RESERVATION_TOKEN; out: NULL, 0 [REL]. */
-    if (WSAIoctl(s, SIO_RELEASE_PORT_RESERVATION, &in, (DWORD)sizeof(in),
-                 NULL, 0, &returned, NULL, NULL) == SOCKET_ERROR)
+    if (WSAIoctl(s, SIO_RELEASE_PORT_RESERVATION, &in, (DWORD)sizeof(in), NULL, 0, &returned, NULL,
+                 NULL)
+        == SOCKET_ERROR)
         return PORTRES_FAIL_WSA(PORTRES_CALL_RELEASE);
     return 0;
 }
 
-int
-portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen,
-             unsigned *port)
+int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
 {
     struct sockaddr_storage ss;
     int len = (int)sizeof(ss);
@@ -148,9 +132,7 @@ portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen,
     return 0;
 }
 
-int
-portres_socket_info(portres_socket s, int *family, int *type,
-                    unsigned *bound_port)
+int portres_socket_info(portres_socket s, int *family, int *type, unsigned *bound_port)
 {
     WSAPROTOCOL_INFOW info;
     struct sockaddr_storage ss;
@@ -158,12 +140,10 @@ portres_socket_info(portres_socket s, int *family, int *type,
     int len;
 
     len = (int)sizeof(info);
-    if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len)
-            == SOCKET_ERROR)
+    if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) == SOCKET_ERROR)
         return PORTRES_FAIL_WSA("getsockopt(SO_PROTOCOL_INFOW)");
     len = (int)sizeof(sock_type);
-    if (getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&sock_type, &len)
-            == SOCKET_ERROR)
+    if (getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&sock_type, &len) == SOCKET_ERROR)
         return PORTRES_FAIL_WSA("getsockopt(SO_TYPE)");
 
     len = (int)sizeof(ss);
@@ -189,9 +169,7 @@ portres_socket_info(portres_socket s, int *family, int *type,
  * Runtime reservations.
  */
 /* Fill B, allocated by the caller, from a successful acquisition on S. */
-void
-block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst,
-           int protocol)
+void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst, int protocol)
 {
     b->sock = s;
     b->token = inst->Token.Token;
@@ -206,20 +184,16 @@ block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst,
 
 /* Arguments of an acquisition: the caller validates (src/_util.c); this
  * only guards the USHORT casts.  Also maps the protocol to a socket type. */
-int
-acquire_args(int protocol, unsigned start, unsigned count, int *type,
-             int *ipproto)
+int acquire_args(int protocol, unsigned start, unsigned count, int *type, int *ipproto)
 {
-    if (start > 65535u || count == 0 || count > 65535u
-            || (start != 0 && start + count - 1 > 65535u)
-            || protocol_type(protocol, type, ipproto))
+    if (start > 65535u || count == 0 || count > 65535u || (start != 0 && start + count - 1 > 65535u)
+        || protocol_type(protocol, type, ipproto))
         return portres_fail(WSAEINVAL, PORTRES_CALL_ACQUIRE);
     return 0;
 }
 
-int
-portres_block_acquire(int protocol, unsigned start, unsigned count,
-                      portres_block **out, unsigned *conflict_port)
+int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_block **out,
+                          unsigned *conflict_port)
 {
     portres_block *b;
     INET_PORT_RANGE range;
@@ -258,10 +232,10 @@ portres_block_acquire(int protocol, unsigned start, unsigned count,
     range.StartPort = htons((u_short)start);
     range.NumberOfPorts = (USHORT)count;
     memset(&inst, 0, sizeof(inst));
-    if (WSAIoctl(s, SIO_ACQUIRE_PORT_RESERVATION, &range, (DWORD)sizeof(range),
-                 &inst, (DWORD)sizeof(inst), &returned, NULL, NULL)
-            == SOCKET_ERROR) {
-        err = PORTRES_FAIL_WSA(PORTRES_CALL_ACQUIRE);   /* before closesocket() */
+    if (WSAIoctl(s, SIO_ACQUIRE_PORT_RESERVATION, &range, (DWORD)sizeof(range), &inst,
+                 (DWORD)sizeof(inst), &returned, NULL, NULL)
+        == SOCKET_ERROR) {
+        err = PORTRES_FAIL_WSA(PORTRES_CALL_ACQUIRE); /* before closesocket() */
         closesocket(s);
         free(b);
         return err;
@@ -279,8 +253,7 @@ portres_block_acquire(int protocol, unsigned start, unsigned count,
     return 0;
 }
 
-void
-portres_block_get_info(const portres_block *b, portres_block_info *info)
+void portres_block_get_info(const portres_block *b, portres_block_info *info)
 {
     info->start = b->start;
     info->count = b->count;
@@ -288,19 +261,16 @@ portres_block_get_info(const portres_block *b, portres_block_info *info)
     info->protocol = b->protocol;
 }
 
-int
-portres_block_closed(const portres_block *b)
+int portres_block_closed(const portres_block *b)
 {
     /* An interlocked no-op: a full-barrier read of the flag.  B is never
      * really const (it comes from calloc). */
-    return InterlockedCompareExchange(&((portres_block *)b)->closed, 0, 0)
-        != 0;
+    return InterlockedCompareExchange(&((portres_block *)b)->closed, 0, 0) != 0;
 }
 
 /* Associate + bind, with the block's lock held shared. */
-static int
-block_bind_locked(portres_block *b, SOCKET s, const struct sockaddr *addr,
-                  int addrlen, unsigned *port)
+static int block_bind_locked(portres_block *b, SOCKET s, const struct sockaddr *addr, int addrlen,
+                             unsigned *port)
 {
     int err;
 
@@ -314,9 +284,8 @@ block_bind_locked(portres_block *b, SOCKET s, const struct sockaddr *addr,
     return portres_bind(s, addr, addrlen, port);
 }
 
-int
-portres_block_bind(portres_block *b, portres_socket s,
-                   const struct sockaddr *addr, int addrlen, unsigned *port)
+int portres_block_bind(portres_block *b, portres_socket s, const struct sockaddr *addr, int addrlen,
+                       unsigned *port)
 {
     int err;
 
@@ -326,10 +295,8 @@ portres_block_bind(portres_block *b, portres_socket s,
     return err;
 }
 
-int
-portres_block_socket(portres_block *b, int family,
-                     const struct sockaddr *addr, int addrlen,
-                     portres_socket *out, unsigned *port)
+int portres_block_socket(portres_block *b, int family, const struct sockaddr *addr, int addrlen,
+                         portres_socket *out, unsigned *port)
 {
     int type = 0, ipproto = 0, err;
     SOCKET s;
@@ -356,8 +323,7 @@ portres_block_socket(portres_block *b, int family,
     return 0;
 }
 
-int
-portres_block_close(portres_block *b)
+int portres_block_close(portres_block *b)
 {
     int err = 0;
 
@@ -378,8 +344,7 @@ portres_block_close(portres_block *b)
     return err;
 }
 
-void
-portres_block_free(portres_block *b)
+void portres_block_free(portres_block *b)
 {
     if (b == NULL)
         return;

@@ -15,11 +15,11 @@
  */
 struct portres_overlapped {
     WSAOVERLAPPED ov;
-    HANDLE event;           /* manual-reset; ov.hEvent is this | 1 */
-    SOCKET s;               /* the socket the IOCTL was issued on */
-    int op;                 /* enum portres_op */
+    HANDLE event; /* manual-reset; ov.hEvent is this | 1 */
+    SOCKET s;     /* the socket the IOCTL was issued on */
+    int op;       /* enum portres_op */
     int protocol;
-    volatile LONG done;     /* the result below is recorded */
+    volatile LONG done; /* the result below is recorded */
     int error;
     DWORD returned;
     union {
@@ -27,13 +27,12 @@ struct portres_overlapped {
         INET_PORT_RESERVATION_TOKEN token;
     } in;
     portres_reservation_instance out;
-    portres_block *block;   /* ACQUIRE: allocated up front; the result
+    portres_block *block; /* ACQUIRE: allocated up front; the result
                                once done without error, until taken */
 };
 
 /* The IOCTL an operation issues. */
-static const char *
-ov_call(int op)
+static const char *ov_call(int op)
 {
     switch (op) {
     case PORTRES_OP_ACQUIRE:
@@ -46,8 +45,7 @@ ov_call(int op)
 }
 
 /* Record the result of a finished operation and signal the event. */
-static void
-ov_finish(portres_overlapped *ov, int err)
+static void ov_finish(portres_overlapped *ov, int err)
 {
     if (ov->op == PORTRES_OP_ACQUIRE) {
         if (err == 0 && ov->out.Token.Token == INVALID_PORT_RESERVATION_TOKEN)
@@ -69,22 +67,20 @@ ov_finish(portres_overlapped *ov, int err)
 }
 
 /* Free an object the kernel is done with (or never saw). */
-static void
-ov_destroy(portres_overlapped *ov)
+static void ov_destroy(portres_overlapped *ov)
 {
     if (ov->block != NULL) {
         if (ov->done && ov->error == 0)
-            portres_block_free(ov->block);  /* release + close */
+            portres_block_free(ov->block); /* release + close */
         else
-            free(ov->block);                /* never filled */
+            free(ov->block); /* never filled */
     }
     if (ov->event != NULL)
         CloseHandle(ov->event);
     free(ov);
 }
 
-int
-portres_ov_reap(portres_overlapped *ov)
+int portres_ov_reap(portres_overlapped *ov)
 {
     DWORD bytes = 0, flags = 0;
     ULONG_PTR status;
@@ -112,9 +108,8 @@ portres_ov_reap(portres_overlapped *ov)
     return 1;
 }
 
-int
-portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
-                 unsigned start, unsigned count, portres_overlapped **out)
+int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, unsigned start,
+                     unsigned count, portres_overlapped **out)
 {
     portres_overlapped *ov;
     DWORD code, cb_in, cb_out;
@@ -174,7 +169,7 @@ portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
             ov_destroy(ov);
             return err;
         }
-        ov->in.range.StartPort = htons((u_short)start);   /* as [ACQ] */
+        ov->in.range.StartPort = htons((u_short)start); /* as [ACQ] */
         ov->in.range.NumberOfPorts = (USHORT)count;
         code = SIO_ACQUIRE_PORT_RESERVATION;
         in = &ov->in.range;
@@ -188,13 +183,12 @@ portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
                                           : SIO_RELEASE_PORT_RESERVATION;
         in = &ov->in.token;
         cb_in = (DWORD)sizeof(ov->in.token);
-        outbuf = NULL;                  /* [ASC], [REL]: no output */
+        outbuf = NULL; /* [ASC], [REL]: no output */
         cb_out = 0;
     }
 
-    if (WSAIoctl(ov->s, code, in, cb_in, outbuf, cb_out, &ov->returned,
-                 &ov->ov, NULL) == 0) {
-        ov_finish(ov, 0);               /* completed at once */
+    if (WSAIoctl(ov->s, code, in, cb_in, outbuf, cb_out, &ov->returned, &ov->ov, NULL) == 0) {
+        ov_finish(ov, 0); /* completed at once */
     } else {
         err = WSAGetLastError();
         if (err != WSA_IO_PENDING) {
@@ -213,8 +207,7 @@ portres_ov_start(int op, portres_socket s, uint64_t token, int protocol,
     return 0;
 }
 
-int
-portres_ov_start_pending(portres_overlapped **out)
+int portres_ov_start_pending(portres_overlapped **out)
 {
     /* A test hook of the Linux backend; real IOCTLs pend here. */
     if (out != NULL)
@@ -222,14 +215,12 @@ portres_ov_start_pending(portres_overlapped **out)
     return portres_fail(ERROR_NOT_SUPPORTED, "portres_ov_start_pending");
 }
 
-intptr_t
-portres_ov_event(const portres_overlapped *ov)
+intptr_t portres_ov_event(const portres_overlapped *ov)
 {
-    return (intptr_t)ov->event;        /* the untagged handle */
+    return (intptr_t)ov->event; /* the untagged handle */
 }
 
-int
-portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms)
+int portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms)
 {
     /* long is 32 bits on Windows: any value >= 0 is below INFINITE. */
     DWORD ms = timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms;
@@ -244,14 +235,12 @@ portres_ov_wait_event(const portres_overlapped *ov, long timeout_ms)
     }
 }
 
-int
-portres_ov_error(const portres_overlapped *ov)
+int portres_ov_error(const portres_overlapped *ov)
 {
     return ov->error ? portres_fail(ov->error, ov_call(ov->op)) : 0;
 }
 
-portres_block *
-portres_ov_take_block(portres_overlapped *ov)
+portres_block *portres_ov_take_block(portres_overlapped *ov)
 {
     portres_block *b;
 
@@ -262,8 +251,7 @@ portres_ov_take_block(portres_overlapped *ov)
     return b;
 }
 
-int
-portres_ov_cancel(portres_overlapped *ov)
+int portres_ov_cancel(portres_overlapped *ov)
 {
     int err;
 
@@ -279,8 +267,7 @@ portres_ov_cancel(portres_overlapped *ov)
     return err == ERROR_NOT_FOUND ? 0 : portres_fail(err, "CancelIoEx");
 }
 
-int
-portres_ov_free(portres_overlapped *ov, long grace_ms)
+int portres_ov_free(portres_overlapped *ov, long grace_ms)
 {
     ULONGLONG deadline, now;
     DWORD slice;
@@ -293,7 +280,7 @@ portres_ov_free(portres_overlapped *ov, long grace_ms)
         while (!portres_ov_reap(ov)) {
             now = GetTickCount64();
             if (now >= deadline)
-                return 1;   /* the kernel still owns it: leak, never free */
+                return 1; /* the kernel still owns it: leak, never free */
             /* Short slices: a provider may complete without signalling. */
             slice = (DWORD)(deadline - now < 10 ? deadline - now : 10);
             WaitForSingleObject(ov->event, slice);
@@ -310,18 +297,16 @@ struct portres_wait {
     void *ctx;
 };
 
-static VOID CALLBACK
-portres_wait_callback(PVOID param, BOOLEAN timed_out)
+static VOID CALLBACK portres_wait_callback(PVOID param, BOOLEAN timed_out)
 {
     struct portres_wait *w = (struct portres_wait *)param;
 
-    (void)timed_out;            /* INFINITE: never a timeout */
+    (void)timed_out; /* INFINITE: never a timeout */
     w->cb(w->ctx);
 }
 
-int
-portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
-                         void **wait_handle)
+int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
+                             void **wait_handle)
 {
     struct portres_wait *w;
     int err;
@@ -336,8 +321,7 @@ portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
     w->ctx = ctx;
     /* "RegisterWaitForSingleObject function (winbase.h)": with
      * WT_EXECUTEONLYONCE the callback runs once, on a pool thread. */
-    if (!RegisterWaitForSingleObject(&w->wait, ov->event,
-                                     portres_wait_callback, w, INFINITE,
+    if (!RegisterWaitForSingleObject(&w->wait, ov->event, portres_wait_callback, w, INFINITE,
                                      WT_EXECUTEONLYONCE)) {
         err = PORTRES_FAIL_LAST("RegisterWaitForSingleObject");
         free(w);
@@ -347,8 +331,7 @@ portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
     return 0;
 }
 
-int
-portres_ov_unregister_wait(void *wait_handle)
+int portres_ov_unregister_wait(void *wait_handle)
 {
     struct portres_wait *w = (struct portres_wait *)wait_handle;
 
@@ -357,7 +340,7 @@ portres_ov_unregister_wait(void *wait_handle)
     /* INVALID_HANDLE_VALUE: return only once a running callback has
      * returned ("UnregisterWaitEx function" in the Synchronization docs). */
     if (!UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE))
-        return PORTRES_FAIL_LAST("UnregisterWaitEx");   /* W may still be used: leak it */
+        return PORTRES_FAIL_LAST("UnregisterWaitEx"); /* W may still be used: leak it */
     free(w);
     return 0;
 }

@@ -31,12 +31,11 @@
  * answer is checked against the buffer before any row is read: a
  * dwNumEntries the buffer cannot hold gives ERROR_INVALID_DATA.
  */
-#define PORTRES_TABLE_FIRST     (16u * 1024u)
-#define PORTRES_TABLE_MAX       (256u * 1024u * 1024u)
-#define PORTRES_TABLE_ATTEMPTS  8
+#define PORTRES_TABLE_FIRST (16u * 1024u)
+#define PORTRES_TABLE_MAX (256u * 1024u * 1024u)
+#define PORTRES_TABLE_ATTEMPTS 8
 
-int
-portres_tcp_state_from_mib(unsigned long mib_state)
+int portres_tcp_state_from_mib(unsigned long mib_state)
 {
     /* [STA] values -> include/net/tcp_states.h (TCP_ESTABLISHED 1,
      * TCP_SYN_SENT 2, TCP_SYN_RECV 3, TCP_FIN_WAIT1 4, TCP_FIN_WAIT2 5,
@@ -44,18 +43,30 @@ portres_tcp_state_from_mib(unsigned long mib_state)
      * TCP_LISTEN 10, TCP_CLOSING 11).  DELETE_TCB, a connection being torn
      * down, has no Linux counterpart: CLOSE. */
     switch (mib_state) {
-    case 1:  return 7;      /* MIB_TCP_STATE_CLOSED */
-    case 2:  return 10;     /* MIB_TCP_STATE_LISTEN */
-    case 3:  return 2;      /* MIB_TCP_STATE_SYN_SENT */
-    case 4:  return 3;      /* MIB_TCP_STATE_SYN_RCVD */
-    case 5:  return 1;      /* MIB_TCP_STATE_ESTAB */
-    case 6:  return 4;      /* MIB_TCP_STATE_FIN_WAIT1 */
-    case 7:  return 5;      /* MIB_TCP_STATE_FIN_WAIT2 */
-    case 8:  return 8;      /* MIB_TCP_STATE_CLOSE_WAIT */
-    case 9:  return 11;     /* MIB_TCP_STATE_CLOSING */
-    case 10: return 9;      /* MIB_TCP_STATE_LAST_ACK */
-    case 11: return 6;      /* MIB_TCP_STATE_TIME_WAIT */
-    case 12: return 7;      /* MIB_TCP_STATE_DELETE_TCB */
+    case 1:
+        return 7; /* MIB_TCP_STATE_CLOSED */
+    case 2:
+        return 10; /* MIB_TCP_STATE_LISTEN */
+    case 3:
+        return 2; /* MIB_TCP_STATE_SYN_SENT */
+    case 4:
+        return 3; /* MIB_TCP_STATE_SYN_RCVD */
+    case 5:
+        return 1; /* MIB_TCP_STATE_ESTAB */
+    case 6:
+        return 4; /* MIB_TCP_STATE_FIN_WAIT1 */
+    case 7:
+        return 5; /* MIB_TCP_STATE_FIN_WAIT2 */
+    case 8:
+        return 8; /* MIB_TCP_STATE_CLOSE_WAIT */
+    case 9:
+        return 11; /* MIB_TCP_STATE_CLOSING */
+    case 10:
+        return 9; /* MIB_TCP_STATE_LAST_ACK */
+    case 11:
+        return 6; /* MIB_TCP_STATE_TIME_WAIT */
+    case 12:
+        return 7; /* MIB_TCP_STATE_DELETE_TCB */
     default:
         /* Unknown to [STA] (e.g. a newer Windows' state): passed on, marked. */
         return mib_state < 1000ul ? PORTRES_MIB_STATE_OTHER + (int)mib_state
@@ -64,16 +75,14 @@ portres_tcp_state_from_mib(unsigned long mib_state)
 }
 
 /* The port of a table row: network order in the DWORD's first two bytes. */
-static unsigned
-table_port(DWORD local_port)
+static unsigned table_port(DWORD local_port)
 {
     return ntohs((u_short)(local_port & 0xFFFFu));
 }
 
 /* One table of PROTOCOL and FAMILY into a new buffer *TABLE of *SIZE
  * bytes.  Returns 0 or the function's error. */
-static int
-fetch_table(int protocol, ULONG family, void **table, DWORD *size)
+static int fetch_table(int protocol, ULONG family, void **table, DWORD *size)
 {
     DWORD cap = PORTRES_TABLE_FIRST, want, rc;
     void *buf;
@@ -88,14 +97,12 @@ fetch_table(int protocol, ULONG family, void **table, DWORD *size)
         want = cap;
         /* bOrder FALSE: no sorting needed; Reserved 0 [GTT]/[GUT]. */
         if (protocol == PORTRES_TCP)
-            rc = GetExtendedTcpTable(buf, &want, FALSE, family,
-                                     TCP_TABLE_OWNER_PID_ALL, 0);
+            rc = GetExtendedTcpTable(buf, &want, FALSE, family, TCP_TABLE_OWNER_PID_ALL, 0);
         else
-            rc = GetExtendedUdpTable(buf, &want, FALSE, family,
-                                     UDP_TABLE_OWNER_PID, 0);
+            rc = GetExtendedUdpTable(buf, &want, FALSE, family, UDP_TABLE_OWNER_PID, 0);
         if (rc == NO_ERROR) {
             *table = buf;
-            *size = cap;        /* what we own, whatever WANT says now */
+            *size = cap; /* what we own, whatever WANT says now */
             return 0;
         }
         free(buf);
@@ -105,7 +112,7 @@ fetch_table(int protocol, ULONG family, void **table, DWORD *size)
          * may appear before the next call.  A WANT that does not exceed
          * what was given (not documented) still makes the buffer grow. */
         if (want <= cap)
-            want = cap * 2;             /* cap <= 320 MB: no overflow */
+            want = cap * 2; /* cap <= 320 MB: no overflow */
         if (want > PORTRES_TABLE_MAX || want + want / 4 > PORTRES_TABLE_MAX)
             return ERROR_INSUFFICIENT_BUFFER;
         cap = want + want / 4;
@@ -115,9 +122,8 @@ fetch_table(int protocol, ULONG family, void **table, DWORD *size)
 
 /* Append to a growing array (calloc + copy: no realloc, so that the Wine
  * test's heap accounting sees every block). */
-static int
-append_socket(portres_port_socket **arr, size_t *len, size_t *cap,
-              int family, int state, unsigned port, unsigned long pid)
+static int append_socket(portres_port_socket **arr, size_t *len, size_t *cap, int family, int state,
+                         unsigned port, unsigned long pid)
 {
     portres_port_socket *bigger;
 
@@ -142,8 +148,7 @@ append_socket(portres_port_socket **arr, size_t *len, size_t *cap,
 
 /* Does a table of SIZE bytes hold its dwNumEntries rows of ROW bytes
  * after an offset of FIRST? */
-static int
-table_fits(DWORD entries, size_t first, size_t row, DWORD size)
+static int table_fits(DWORD entries, size_t first, size_t row, DWORD size)
 {
     if (size < first)
         return 0;
@@ -151,14 +156,11 @@ table_fits(DWORD entries, size_t first, size_t row, DWORD size)
 }
 
 #define PORTRES_TABLE_FITS(type, t, size) \
-    table_fits((t)->dwNumEntries, offsetof(type, table), \
-               sizeof((t)->table[0]), (size))
+    table_fits((t)->dwNumEntries, offsetof(type, table), sizeof((t)->table[0]), (size))
 
 /* The rows of one table whose port is in [LO, HI], appended to ARR. */
-static int
-parse_table(int protocol, int family, const void *table, DWORD size,
-            unsigned lo, unsigned hi, portres_port_socket **arr, size_t *len,
-            size_t *cap)
+static int parse_table(int protocol, int family, const void *table, DWORD size, unsigned lo,
+                       unsigned hi, portres_port_socket **arr, size_t *len, size_t *cap)
 {
     DWORD i;
     unsigned port;
@@ -173,8 +175,8 @@ parse_table(int protocol, int family, const void *table, DWORD size,
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
                 err = append_socket(arr, len, cap, AF_INET,
-                                    portres_tcp_state_from_mib(t->table[i].dwState),
-                                    port, t->table[i].dwOwningPid);
+                                    portres_tcp_state_from_mib(t->table[i].dwState), port,
+                                    t->table[i].dwOwningPid);
         }
     } else if (protocol == PORTRES_TCP) {
         const MIB_TCP6TABLE_OWNER_PID *t = (const MIB_TCP6TABLE_OWNER_PID *)table;
@@ -184,8 +186,8 @@ parse_table(int protocol, int family, const void *table, DWORD size,
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
                 err = append_socket(arr, len, cap, AF_INET6,
-                                    portres_tcp_state_from_mib(t->table[i].dwState),
-                                    port, t->table[i].dwOwningPid);
+                                    portres_tcp_state_from_mib(t->table[i].dwState), port,
+                                    t->table[i].dwOwningPid);
         }
     } else if (family == AF_INET) {
         const MIB_UDPTABLE_OWNER_PID *t = (const MIB_UDPTABLE_OWNER_PID *)table;
@@ -194,8 +196,7 @@ parse_table(int protocol, int family, const void *table, DWORD size,
         for (i = 0; i < t->dwNumEntries && !err; i++) {
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
-                err = append_socket(arr, len, cap, AF_INET, 7, port,
-                                    t->table[i].dwOwningPid);
+                err = append_socket(arr, len, cap, AF_INET, 7, port, t->table[i].dwOwningPid);
         }
     } else {
         const MIB_UDP6TABLE_OWNER_PID *t = (const MIB_UDP6TABLE_OWNER_PID *)table;
@@ -204,41 +205,36 @@ parse_table(int protocol, int family, const void *table, DWORD size,
         for (i = 0; i < t->dwNumEntries && !err; i++) {
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
-                err = append_socket(arr, len, cap, AF_INET6, 7, port,
-                                    t->table[i].dwOwningPid);
+                err = append_socket(arr, len, cap, AF_INET6, 7, port, t->table[i].dwOwningPid);
         }
     }
     return err;
 }
 
-int
-portres_port_sockets(int protocol, unsigned lo, unsigned hi,
-                     portres_port_socket **out, size_t *n)
+int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
+                         size_t *n)
 {
-    static const int families[2] = { AF_INET, AF_INET6 };
+    static const int families[2] = {AF_INET, AF_INET6};
     portres_port_socket *arr = NULL;
     size_t len = 0, cap = 0;
     void *table;
     DWORD size;
     int f, err = 0;
 
-    const char *call = protocol == PORTRES_TCP ? "GetExtendedTcpTable"
-                                               : "GetExtendedUdpTable";
+    const char *call = protocol == PORTRES_TCP ? "GetExtendedTcpTable" : "GetExtendedUdpTable";
 
     if (out == NULL || n == NULL)
         return portres_fail(ERROR_INVALID_PARAMETER, call);
     *out = NULL;
     *n = 0;
-    if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || lo > hi
-            || hi > 65535u)
+    if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || lo > hi || hi > 65535u)
         return portres_fail(ERROR_INVALID_PARAMETER, call);
 
     for (f = 0; f < 2 && !err; f++) {
         err = fetch_table(protocol, (ULONG)families[f], &table, &size);
         if (err)
             break;
-        err = parse_table(protocol, families[f], table, size, lo, hi, &arr,
-                          &len, &cap);
+        err = parse_table(protocol, families[f], table, size, lo, hi, &arr, &len, &cap);
         free(table);
     }
     if (err) {
@@ -251,8 +247,7 @@ portres_port_sockets(int protocol, unsigned lo, unsigned hi,
     return 0;
 }
 
-void
-portres_port_sockets_free(portres_port_socket *sockets)
+void portres_port_sockets_free(portres_port_socket *sockets)
 {
     free(sockets);
 }
@@ -263,8 +258,7 @@ portres_port_sockets_free(portres_port_socket *sockets)
  * Win32 path, 32767 characters. */
 #define PORTRES_LONG_PATH 32768u
 
-int
-portres_process_name(unsigned long pid, char **utf8, size_t *len)
+int portres_process_name(unsigned long pid, char **utf8, size_t *len)
 {
     WCHAR small[MAX_PATH + 1];
     WCHAR *wide = small, *big = NULL;
@@ -294,14 +288,13 @@ portres_process_name(unsigned long pid, char **utf8, size_t *len)
             } else {
                 wide = big;
                 wlen = PORTRES_LONG_PATH;
-                err = QueryFullProcessImageNameW(h, 0, wide, &wlen)
-                      ? 0 : (int)GetLastError();
+                err = QueryFullProcessImageNameW(h, 0, wide, &wlen) ? 0 : (int)GetLastError();
             }
         }
     }
     CloseHandle(h);
     if (err == 0 && (wlen == 0 || wlen >= PORTRES_LONG_PATH))
-        err = ERROR_INVALID_DATA;       /* no name, or not NUL-terminated */
+        err = ERROR_INVALID_DATA; /* no name, or not NUL-terminated */
     if (err) {
         free(big);
         /* calloc failures are recorded where they happen */
@@ -323,8 +316,7 @@ portres_process_name(unsigned long pid, char **utf8, size_t *len)
         free(big);
         return portres_fail(ERROR_NOT_ENOUGH_MEMORY, "calloc");
     }
-    if (WideCharToMultiByte(CP_UTF8, 0, wide, (int)wlen, buf, n, NULL, NULL)
-            != n) {
+    if (WideCharToMultiByte(CP_UTF8, 0, wide, (int)wlen, buf, n, NULL, NULL) != n) {
         err = (int)GetLastError();
         free(buf);
         free(big);
@@ -336,8 +328,7 @@ portres_process_name(unsigned long pid, char **utf8, size_t *len)
     return 0;
 }
 
-void
-portres_process_name_free(char *utf8)
+void portres_process_name_free(char *utf8)
 {
     free(utf8);
 }

@@ -19,43 +19,35 @@
  * system is restarted" [CPT] Remarks.
  */
 /* The function a persistent call makes: OP 'c'reate, 'l'ookup, 'd'elete. */
-static const char *
-persistent_call(char op, int protocol)
+static const char *persistent_call(char op, int protocol)
 {
     int tcp = protocol == PORTRES_TCP;
 
     switch (op) {
     case 'c':
-        return tcp ? "CreatePersistentTcpPortReservation"
-                   : "CreatePersistentUdpPortReservation";
+        return tcp ? "CreatePersistentTcpPortReservation" : "CreatePersistentUdpPortReservation";
     case 'l':
-        return tcp ? "LookupPersistentTcpPortReservation"
-                   : "LookupPersistentUdpPortReservation";
+        return tcp ? "LookupPersistentTcpPortReservation" : "LookupPersistentUdpPortReservation";
     default:
-        return tcp ? "DeletePersistentTcpPortReservation"
-                   : "DeletePersistentUdpPortReservation";
+        return tcp ? "DeletePersistentTcpPortReservation" : "DeletePersistentUdpPortReservation";
     }
 }
 
 /* The ranges the functions accept; the binding has checked them already
  * (src/_util.c), this guards the USHORT casts. */
-static int
-persistent_args(int protocol, unsigned start, unsigned count)
+static int persistent_args(int protocol, unsigned start, unsigned count)
 {
     if (protocol != PORTRES_TCP && protocol != PORTRES_UDP)
         return ERROR_INVALID_PARAMETER;
     /* What the functions themselves refuse with ERROR_INVALID_PARAMETER
      * ([CPT]: a zero StartPort or NumberOfPorts, or a block past the last
      * port), refused before the call; also guards the USHORT casts. */
-    if (start == 0 || start > 65535u || count == 0 || count > 65535u
-            || start + count - 1 > 65535u)
+    if (start == 0 || start > 65535u || count == 0 || count > 65535u || start + count - 1 > 65535u)
         return ERROR_INVALID_PARAMETER;
     return 0;
 }
 
-int
-portres_persistent_create(int protocol, unsigned start, unsigned count,
-                          uint64_t *token)
+int portres_persistent_create(int protocol, unsigned start, unsigned count, uint64_t *token)
 {
     ULONG64 tok = 0;
     ULONG err;
@@ -69,11 +61,9 @@ portres_persistent_create(int protocol, unsigned start, unsigned count,
     /* [CPT], [CPU]: StartPort network order, NumberOfPorts host order,
      * Token [out] PULONG64. */
     if (protocol == PORTRES_TCP)
-        err = CreatePersistentTcpPortReservation(htons((u_short)start),
-                                                 (USHORT)count, &tok);
+        err = CreatePersistentTcpPortReservation(htons((u_short)start), (USHORT)count, &tok);
     else
-        err = CreatePersistentUdpPortReservation(htons((u_short)start),
-                                                 (USHORT)count, &tok);
+        err = CreatePersistentUdpPortReservation(htons((u_short)start), (USHORT)count, &tok);
     if (err != NO_ERROR)
         return portres_fail((int)err, persistent_call('c', protocol));
     /* Passed through as is: the reservation exists now, whatever the token
@@ -82,9 +72,7 @@ portres_persistent_create(int protocol, unsigned start, unsigned count,
     return 0;
 }
 
-int
-portres_persistent_lookup(int protocol, unsigned start, unsigned count,
-                          uint64_t *token)
+int portres_persistent_lookup(int protocol, unsigned start, unsigned count, uint64_t *token)
 {
     ULONG64 tok = 0;
     ULONG err;
@@ -98,19 +86,16 @@ portres_persistent_lookup(int protocol, unsigned start, unsigned count,
     /* [LPT], [LPU]: START and COUNT must match those of the creation;
      * ERROR_NOT_FOUND otherwise. */
     if (protocol == PORTRES_TCP)
-        err = LookupPersistentTcpPortReservation(htons((u_short)start),
-                                                 (USHORT)count, &tok);
+        err = LookupPersistentTcpPortReservation(htons((u_short)start), (USHORT)count, &tok);
     else
-        err = LookupPersistentUdpPortReservation(htons((u_short)start),
-                                                 (USHORT)count, &tok);
+        err = LookupPersistentUdpPortReservation(htons((u_short)start), (USHORT)count, &tok);
     if (err != NO_ERROR)
         return portres_fail((int)err, persistent_call('l', protocol));
     *token = tok;
     return 0;
 }
 
-int
-portres_persistent_delete(int protocol, unsigned start, unsigned count)
+int portres_persistent_delete(int protocol, unsigned start, unsigned count)
 {
     ULONG err;
 
@@ -119,11 +104,9 @@ portres_persistent_delete(int protocol, unsigned start, unsigned count)
         return portres_fail((int)err, persistent_call('d', protocol));
     /* [DPT], [DPU]: no token; ERROR_NOT_FOUND if no such block. */
     if (protocol == PORTRES_TCP)
-        err = DeletePersistentTcpPortReservation(htons((u_short)start),
-                                                 (USHORT)count);
+        err = DeletePersistentTcpPortReservation(htons((u_short)start), (USHORT)count);
     else
-        err = DeletePersistentUdpPortReservation(htons((u_short)start),
-                                                 (USHORT)count);
+        err = DeletePersistentUdpPortReservation(htons((u_short)start), (USHORT)count);
     return err == NO_ERROR ? 0 : portres_fail((int)err, persistent_call('d', protocol));
 }
 
@@ -159,15 +142,12 @@ portres_persistent_delete(int protocol, unsigned start, unsigned count)
  * was ever made, an empty list.  Read-only: the key is opened with
  * KEY_QUERY_VALUE, all RegEnumValueW needs [REV].
  */
-static const WCHAR persistent_key_tcp[] =
-    L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
-    L"{eb004a03-9b1a-11d4-9123-0050047759bc}\\29";
-static const WCHAR persistent_key_udp[] =
-    L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
-    L"{eb004a02-9b1a-11d4-9123-0050047759bc}\\5";
+static const WCHAR persistent_key_tcp[] = L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                                          L"{eb004a03-9b1a-11d4-9123-0050047759bc}\\29";
+static const WCHAR persistent_key_udp[] = L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                                          L"{eb004a02-9b1a-11d4-9123-0050047759bc}\\5";
 
-static int
-hex_digit(WCHAR c)
+static int hex_digit(WCHAR c)
 {
     if (c >= L'0' && c <= L'9')
         return c - L'0';
@@ -179,9 +159,7 @@ hex_digit(WCHAR c)
 }
 
 /* A value name of the store -> the block; 0 if it is not one. */
-static int
-persistent_parse_name(const WCHAR *name, DWORD len, unsigned *start,
-                      unsigned *count)
+static int persistent_parse_name(const WCHAR *name, DWORD len, unsigned *start, unsigned *count)
 {
     unsigned char b[4];
     int i, hi, lo;
@@ -195,13 +173,12 @@ persistent_parse_name(const WCHAR *name, DWORD len, unsigned *start,
             return 0;
         b[i] = (unsigned char)(hi << 4 | lo);
     }
-    *start = (unsigned)b[0] << 8 | b[1];    /* StartPort: network order */
-    *count = b[2] | (unsigned)b[3] << 8;    /* NumberOfPorts: little-endian */
+    *start = (unsigned)b[0] << 8 | b[1]; /* StartPort: network order */
+    *count = b[2] | (unsigned)b[3] << 8; /* NumberOfPorts: little-endian */
     return 1;
 }
 
-static int
-block_compare(const void *a, const void *b)
+static int block_compare(const void *a, const void *b)
 {
     const portres_port_block *x = (const portres_port_block *)a;
     const portres_port_block *y = (const portres_port_block *)b;
@@ -220,8 +197,7 @@ typedef struct {
     size_t len, cap;
 } block_list;
 
-static int
-block_list_add(block_list *l, unsigned start, unsigned count)
+static int block_list_add(block_list *l, unsigned start, unsigned count)
 {
     portres_port_block *bigger;
 
@@ -244,8 +220,7 @@ block_list_add(block_list *l, unsigned start, unsigned count)
 
 /* Step 1: open the store of PROTOCOL.  *KEY is NULL (and 0 returned) when
  * it does not exist: no persistent reservation was ever made. */
-static int
-store_open(int protocol, HKEY *key)
+static int store_open(int protocol, HKEY *key)
 {
     LONG rc;
 
@@ -254,9 +229,8 @@ store_open(int protocol, HKEY *key)
      * the native view from a 32-bit process too ("Accessing an Alternate
      * Registry View"; SYSTEM is not redirected anyway). */
     rc = RegOpenKeyExW(HKEY_LOCAL_MACHINE,
-                       protocol == PORTRES_TCP ? persistent_key_tcp
-                                               : persistent_key_udp,
-                       0, KEY_QUERY_VALUE | KEY_WOW64_64KEY, key);
+                       protocol == PORTRES_TCP ? persistent_key_tcp : persistent_key_udp, 0,
+                       KEY_QUERY_VALUE | KEY_WOW64_64KEY, key);
     if (rc == ERROR_FILE_NOT_FOUND) {
         *key = NULL;
         return 0;
@@ -269,8 +243,7 @@ store_open(int protocol, HKEY *key)
 }
 
 /* Step 2: every value of the store that names a block Lookup confirms. */
-static int
-store_read(HKEY key, int protocol, block_list *l)
+static int store_read(HKEY key, int protocol, block_list *l)
 {
     WCHAR name[16];
     DWORD index, name_len;
@@ -283,36 +256,34 @@ store_read(HKEY key, int protocol, block_list *l)
         /* [REV]: in, the buffer size in characters; out, the length
          * without the terminating null.  Values come in no order. */
         name_len = (DWORD)(sizeof(name) / sizeof(name[0]));
-        rc = RegEnumValueW(key, index, name, &name_len, NULL, NULL, NULL,
-                           NULL);
+        rc = RegEnumValueW(key, index, name, &name_len, NULL, NULL, NULL, NULL);
         if (rc == ERROR_NO_MORE_ITEMS)
             return 0;
         if (rc == ERROR_MORE_DATA)
-            continue;       /* a longer name [REV]: not a block */
+            continue; /* a longer name [REV]: not a block */
         if (rc != ERROR_SUCCESS)
             return portres_fail((int)rc, "RegEnumValueW");
         if (!persistent_parse_name(name, name_len, &start, &count)
-                || persistent_args(protocol, start, count) != 0)
+            || persistent_args(protocol, start, count) != 0)
             continue;
         err = portres_persistent_lookup(protocol, start, count, &token);
         if (err == ERROR_NOT_FOUND)
-            continue;       /* not (or no longer) a persistent block */
+            continue; /* not (or no longer) a persistent block */
         if (err)
-            return err;     /* recorded by the lookup */
+            return err; /* recorded by the lookup */
         if ((err = block_list_add(l, start, count)))
             return err;
     }
 }
 
 /* Step 3: sorted, without duplicates; an empty list is NULL. */
-static void
-block_list_finish(block_list *l)
+static void block_list_finish(block_list *l)
 {
     size_t i, j;
 
     if (l->len > 1)
         qsort(l->arr, l->len, sizeof(*l->arr), block_compare);
-    for (i = j = 0; i < l->len; i++)    /* drop duplicates, if any */
+    for (i = j = 0; i < l->len; i++) /* drop duplicates, if any */
         if (j == 0 || block_compare(&l->arr[j - 1], &l->arr[i]) != 0)
             l->arr[j++] = l->arr[i];
     l->len = j;
@@ -322,10 +293,9 @@ block_list_finish(block_list *l)
     }
 }
 
-int
-portres_persistent_list(int protocol, portres_port_block **blocks, size_t *n)
+int portres_persistent_list(int protocol, portres_port_block **blocks, size_t *n)
 {
-    block_list l = { NULL, 0, 0 };
+    block_list l = {NULL, 0, 0};
     HKEY key;
     int err;
 
@@ -349,8 +319,7 @@ portres_persistent_list(int protocol, portres_port_block **blocks, size_t *n)
     return 0;
 }
 
-void
-portres_persistent_list_free(portres_port_block *blocks)
+void portres_persistent_list_free(portres_port_block *blocks)
 {
     free(blocks);
 }

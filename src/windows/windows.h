@@ -49,14 +49,14 @@
 #ifndef PORTRES_WINDOWS_H
 #define PORTRES_WINDOWS_H
 
-#include "portres.h"        /* winsock2.h + ws2tcpip.h come first */
+#include "portres.h" /* winsock2.h + ws2tcpip.h come first */
 #include <windows.h>
 #include <mstcpip.h>
-#include <iphlpapi.h>       /* the persistent functions; link iphlpapi */
+#include <iphlpapi.h> /* the persistent functions; link iphlpapi */
 #ifdef _MSC_VER
 /* RegOpenKeyExW/RegEnumValueW (listing) live in advapi32, which a plain
  * link.exe command line does not add by itself. */
-#  pragma comment(lib, "advapi32.lib")
+#pragma comment(lib, "advapi32.lib")
 #endif
 #include <stddef.h>
 #include <stdlib.h>
@@ -68,17 +68,17 @@
  * SDK and mingw-w64; the structures are those of [RNG], [TOK], [INS].
  */
 #ifndef IOC_VENDOR
-#  define IOC_VENDOR 0x18000000
+#define IOC_VENDOR 0x18000000
 #endif
 #ifndef _WSAIOW
-#  define _WSAIOW(x, y) (IOC_IN | (x) | (y))
+#define _WSAIOW(x, y) (IOC_IN | (x) | (y))
 #endif
 #ifndef SIO_ACQUIRE_PORT_RESERVATION
 /* The header predates the feature: the structures are missing as well. */
-#  define SIO_ACQUIRE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 100)
+#define SIO_ACQUIRE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 100)
 typedef struct _INET_PORT_RANGE {
-    USHORT StartPort;       /* network byte order [ACQ] sample: htons() */
-    USHORT NumberOfPorts;   /* host byte order */
+    USHORT StartPort;     /* network byte order [ACQ] sample: htons() */
+    USHORT NumberOfPorts; /* host byte order */
 } INET_PORT_RANGE, *PINET_PORT_RANGE;
 typedef struct {
     ULONG64 Token;
@@ -89,19 +89,19 @@ typedef struct {
 } INET_PORT_RESERVATION_INSTANCE, *PINET_PORT_RESERVATION_INSTANCE;
 #endif
 #ifndef SIO_RELEASE_PORT_RESERVATION
-#  define SIO_RELEASE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 101)
+#define SIO_RELEASE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 101)
 #endif
 #ifndef SIO_ASSOCIATE_PORT_RESERVATION
-#  define SIO_ASSOCIATE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 102)
+#define SIO_ASSOCIATE_PORT_RESERVATION _WSAIOW(IOC_VENDOR, 102)
 #endif
 #ifndef INVALID_PORT_RESERVATION_TOKEN
-#  define INVALID_PORT_RESERVATION_TOKEN ((ULONG64)0)
+#define INVALID_PORT_RESERVATION_TOKEN ((ULONG64)0)
 #endif
 #ifndef WSA_FLAG_NO_HANDLE_INHERIT
-#  define WSA_FLAG_NO_HANDLE_INHERIT 0x80   /* winsock2.h; [WSS] */
+#define WSA_FLAG_NO_HANDLE_INHERIT 0x80 /* winsock2.h; [WSS] */
 #endif
 #ifndef SO_PROTOCOL_INFOW
-#  define SO_PROTOCOL_INFOW 0x2005          /* winsock2.h */
+#define SO_PROTOCOL_INFOW 0x2005 /* winsock2.h */
 #endif
 
 /*
@@ -119,8 +119,7 @@ typedef struct {
 
 /* C89-compatible static assertion (MSVC's C mode lacks _Static_assert
  * before /std:c11). */
-#define PORTRES_STATIC_ASSERT(name, cond) \
-    typedef char portres_static_assert_##name[(cond) ? 1 : -1]
+#define PORTRES_STATIC_ASSERT(name, cond) typedef char portres_static_assert_##name[(cond) ? 1 : -1]
 
 /* Overlapped sockets, so that the IOCTLs can also be issued in overlapped
  * mode; synchronous calls (lpOverlapped NULL) still work on them [ACQ]
@@ -129,12 +128,12 @@ typedef struct {
 #define PORTRES_WSA_FLAGS (WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT)
 
 struct portres_block {
-    SOCKET sock;        /* the acquiring socket: the reservation lives as
+    SOCKET sock; /* the acquiring socket: the reservation lives as
                            long as this socket [ACQ] Remarks */
     uint64_t token;
-    unsigned start;     /* host order */
+    unsigned start; /* host order */
     unsigned count;
-    int protocol;       /* enum portres_protocol */
+    int protocol; /* enum portres_protocol */
     /* Shared by binds, exclusive for close: a bind in flight finishes
      * before the reservation ends, and none starts after it. */
     SRWLOCK lock;
@@ -156,7 +155,6 @@ struct portres_block {
 int protocol_type(int protocol, int *type, int *ipproto);
 unsigned sockaddr_port(const struct sockaddr_storage *ss);
 int acquire_args(int protocol, unsigned start, unsigned count, int *type, int *ipproto);
-void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst,
-                int protocol);
+void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst, int protocol);
 
 #endif /* PORTRES_WINDOWS_H */

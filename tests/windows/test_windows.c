@@ -53,59 +53,44 @@
 /* ---- the seams, declared before the backend is included ---------------- */
 
 /* Same prototype as WSAIoctl in winsock2.h. */
-int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode,
-                                 LPVOID lpvInBuffer, DWORD cbInBuffer,
-                                 LPVOID lpvOutBuffer, DWORD cbOutBuffer,
-                                 LPDWORD lpcbBytesReturned,
-                                 LPWSAOVERLAPPED lpOverlapped,
-                                 LPWSAOVERLAPPED_COMPLETION_ROUTINE
-                                     lpCompletionRoutine);
-int WSAAPI portres_test_WSAStartup(WORD wVersionRequested,
-                                   LPWSADATA lpWSAData);
+int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
+                                 DWORD cbInBuffer, LPVOID lpvOutBuffer, DWORD cbOutBuffer,
+                                 LPDWORD lpcbBytesReturned, LPWSAOVERLAPPED lpOverlapped,
+                                 LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine);
+int WSAAPI portres_test_WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData);
 static void *portres_test_calloc(size_t n, size_t size);
 static void portres_test_free(void *p);
 
 /* Wine's iphlpapi persistent functions abort the process: the backend's
  * calls go to recording fakes (test_persistent below), never to Wine.
  * Same prototypes as in iphlpapi.h / winreg.h. */
-ULONG WINAPI portres_test_CreatePersistentTcpPortReservation(USHORT, USHORT,
-                                                             PULONG64);
-ULONG WINAPI portres_test_CreatePersistentUdpPortReservation(USHORT, USHORT,
-                                                             PULONG64);
-ULONG WINAPI portres_test_LookupPersistentTcpPortReservation(USHORT, USHORT,
-                                                             PULONG64);
-ULONG WINAPI portres_test_LookupPersistentUdpPortReservation(USHORT, USHORT,
-                                                             PULONG64);
+ULONG WINAPI portres_test_CreatePersistentTcpPortReservation(USHORT, USHORT, PULONG64);
+ULONG WINAPI portres_test_CreatePersistentUdpPortReservation(USHORT, USHORT, PULONG64);
+ULONG WINAPI portres_test_LookupPersistentTcpPortReservation(USHORT, USHORT, PULONG64);
+ULONG WINAPI portres_test_LookupPersistentUdpPortReservation(USHORT, USHORT, PULONG64);
 ULONG WINAPI portres_test_DeletePersistentTcpPortReservation(USHORT, USHORT);
 ULONG WINAPI portres_test_DeletePersistentUdpPortReservation(USHORT, USHORT);
 LONG WINAPI portres_test_RegOpenKeyExW(HKEY, LPCWSTR, DWORD, REGSAM, PHKEY);
-LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD,
-                                       LPDWORD, LPBYTE, LPDWORD);
+LONG WINAPI portres_test_RegEnumValueW(HKEY, DWORD, LPWSTR, LPDWORD, LPDWORD, LPDWORD, LPBYTE,
+                                       LPDWORD);
 /* The endpoint tables and the image name: same prototypes as in
  * iphlpapi.h / winbase.h. */
-DWORD WINAPI portres_test_GetExtendedTcpTable(PVOID, PDWORD, WINBOOL, ULONG,
-                                              TCP_TABLE_CLASS, ULONG);
-DWORD WINAPI portres_test_GetExtendedUdpTable(PVOID, PDWORD, WINBOOL, ULONG,
-                                              UDP_TABLE_CLASS, ULONG);
-WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR,
-                                                       PDWORD);
+DWORD WINAPI portres_test_GetExtendedTcpTable(PVOID, PDWORD, WINBOOL, ULONG, TCP_TABLE_CLASS,
+                                              ULONG);
+DWORD WINAPI portres_test_GetExtendedUdpTable(PVOID, PDWORD, WINBOOL, ULONG, UDP_TABLE_CLASS,
+                                              ULONG);
+WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR, PDWORD);
 
 #define WSAIoctl portres_test_WSAIoctl
 #define WSAStartup portres_test_WSAStartup
 #define calloc portres_test_calloc
 #define free portres_test_free
-#define CreatePersistentTcpPortReservation \
-    portres_test_CreatePersistentTcpPortReservation
-#define CreatePersistentUdpPortReservation \
-    portres_test_CreatePersistentUdpPortReservation
-#define LookupPersistentTcpPortReservation \
-    portres_test_LookupPersistentTcpPortReservation
-#define LookupPersistentUdpPortReservation \
-    portres_test_LookupPersistentUdpPortReservation
-#define DeletePersistentTcpPortReservation \
-    portres_test_DeletePersistentTcpPortReservation
-#define DeletePersistentUdpPortReservation \
-    portres_test_DeletePersistentUdpPortReservation
+#define CreatePersistentTcpPortReservation portres_test_CreatePersistentTcpPortReservation
+#define CreatePersistentUdpPortReservation portres_test_CreatePersistentUdpPortReservation
+#define LookupPersistentTcpPortReservation portres_test_LookupPersistentTcpPortReservation
+#define LookupPersistentUdpPortReservation portres_test_LookupPersistentUdpPortReservation
+#define DeletePersistentTcpPortReservation portres_test_DeletePersistentTcpPortReservation
+#define DeletePersistentUdpPortReservation portres_test_DeletePersistentUdpPortReservation
 #define RegOpenKeyExW portres_test_RegOpenKeyExW
 #define RegEnumValueW portres_test_RegEnumValueW
 #define GetExtendedTcpTable portres_test_GetExtendedTcpTable
@@ -136,9 +121,7 @@ WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR,
 
 /* The listing functions' failing call, as the checks below read it: the
  * error record of portres.h ("Errors"), NULL after a success. */
-static int
-list_persistent(int protocol, portres_port_block **blocks, size_t *n,
-                const char **call)
+static int list_persistent(int protocol, portres_port_block **blocks, size_t *n, const char **call)
 {
     int err;
 
@@ -148,9 +131,8 @@ list_persistent(int protocol, portres_port_block **blocks, size_t *n,
     return err;
 }
 
-static int
-list_port_sockets(int protocol, unsigned lo, unsigned hi,
-                  portres_port_socket **out, size_t *n, const char **call)
+static int list_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,
+                             size_t *n, const char **call)
 {
     int err;
 
@@ -162,11 +144,10 @@ list_port_sockets(int protocol, unsigned lo, unsigned hi,
 
 /* ---- heap and WSAStartup accounting ------------------------------------ */
 
-static volatile LONG heap_live;      /* backend blocks not yet freed */
+static volatile LONG heap_live; /* backend blocks not yet freed */
 static volatile LONG startup_calls;
 
-static void *
-portres_test_calloc(size_t n, size_t size)
+static void *portres_test_calloc(size_t n, size_t size)
 {
     void *p = calloc(n, size);
     if (p != NULL)
@@ -174,19 +155,17 @@ portres_test_calloc(size_t n, size_t size)
     return p;
 }
 
-static void
-portres_test_free(void *p)
+static void portres_test_free(void *p)
 {
     if (p != NULL)
         InterlockedDecrement(&heap_live);
     free(p);
 }
 
-int WSAAPI
-portres_test_WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData)
+int WSAAPI portres_test_WSAStartup(WORD wVersionRequested, LPWSADATA lpWSAData)
 {
     InterlockedIncrement(&startup_calls);
-    Sleep(20);      /* widen the window for racing initialisers */
+    Sleep(20); /* widen the window for racing initialisers */
     return WSAStartup(wVersionRequested, lpWSAData);
 }
 
@@ -202,18 +181,18 @@ typedef struct {
     LPVOID out;
     DWORD cb_out;
     LPWSAOVERLAPPED overlapped;
-    HANDLE hevent;      /* overlapped->hEvent at call time */
+    HANDLE hevent; /* overlapped->hEvent at call time */
     LPWSAOVERLAPPED_COMPLETION_ROUTINE routine;
-    int bound_err;      /* getsockname() error on S at call time (0: bound) */
+    int bound_err; /* getsockname() error on S at call time (0: bound) */
     int forwarded;
     int rc;
-    int err;            /* WSAGetLastError() when rc != 0 */
+    int err; /* WSAGetLastError() when rc != 0 */
 } ioctl_record;
 
 #define MAX_RECORDS 16
 static ioctl_record records[MAX_RECORDS];
 static int n_records;
-static int n_calls;     /* all calls, including those not kept */
+static int n_calls; /* all calls, including those not kept */
 
 /* Script per code; acquire_out is what a scripted success writes. */
 static int mode_acquire = MODE_FORWARD, err_acquire;
@@ -224,14 +203,11 @@ static unsigned char acquire_out[16];
 /* The crafted INET_PORT_RESERVATION_INSTANCE, byte by byte: StartPort
  * 50000 in network order (C3 50), NumberOfPorts 10 in host (little-endian)
  * order, 4 bytes of padding, Token 0x1122334455667788 little-endian. */
-static const unsigned char crafted_instance[16] = {
-    0xC3, 0x50, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
-};
+static const unsigned char crafted_instance[16] = {0xC3, 0x50, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                                   0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
 static const uint64_t crafted_token = 0x1122334455667788ULL;
 
-static void
-script(int acquire, int associate, int release)
+static void script(int acquire, int associate, int release)
 {
     mode_acquire = acquire;
     mode_associate = associate;
@@ -239,18 +215,16 @@ script(int acquire, int associate, int release)
     memcpy(acquire_out, crafted_instance, sizeof(acquire_out));
 }
 
-static void
-reset_records(void)
+static void reset_records(void)
 {
     n_records = 0;
     n_calls = 0;
 }
 
-int WSAAPI
-portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
-                      DWORD cbInBuffer, LPVOID lpvOutBuffer, DWORD cbOutBuffer,
-                      LPDWORD lpcbBytesReturned, LPWSAOVERLAPPED lpOverlapped,
-                      LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine)
+int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
+                                 DWORD cbInBuffer, LPVOID lpvOutBuffer, DWORD cbOutBuffer,
+                                 LPDWORD lpcbBytesReturned, LPWSAOVERLAPPED lpOverlapped,
+                                 LPWSAOVERLAPPED_COMPLETION_ROUTINE lpCompletionRoutine)
 {
     ioctl_record r;
     struct sockaddr_storage ss;
@@ -262,15 +236,13 @@ portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
     r.code = dwIoControlCode;
     r.cb_in = cbInBuffer;
     if (lpvInBuffer != NULL)
-        memcpy(r.in, lpvInBuffer,
-               cbInBuffer < sizeof(r.in) ? cbInBuffer : sizeof(r.in));
+        memcpy(r.in, lpvInBuffer, cbInBuffer < sizeof(r.in) ? cbInBuffer : sizeof(r.in));
     r.out = lpvOutBuffer;
     r.cb_out = cbOutBuffer;
     r.overlapped = lpOverlapped;
     r.hevent = lpOverlapped != NULL ? lpOverlapped->hEvent : NULL;
     r.routine = lpCompletionRoutine;
-    r.bound_err = getsockname(s, (struct sockaddr *)&ss, &len) == 0
-                  ? 0 : WSAGetLastError();
+    r.bound_err = getsockname(s, (struct sockaddr *)&ss, &len) == 0 ? 0 : WSAGetLastError();
 
     if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION) {
         mode = mode_acquire;
@@ -285,23 +257,21 @@ portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
 
     if (mode == MODE_FORWARD) {
         r.forwarded = 1;
-        r.rc = WSAIoctl(s, dwIoControlCode, lpvInBuffer, cbInBuffer,
-                        lpvOutBuffer, cbOutBuffer, lpcbBytesReturned,
-                        lpOverlapped, lpCompletionRoutine);
+        r.rc = WSAIoctl(s, dwIoControlCode, lpvInBuffer, cbInBuffer, lpvOutBuffer, cbOutBuffer,
+                        lpcbBytesReturned, lpOverlapped, lpCompletionRoutine);
         r.err = r.rc ? WSAGetLastError() : 0;
     } else if (mode == MODE_OK) {
-        if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION
-                && lpvOutBuffer != NULL && cbOutBuffer >= 16) {
+        if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION && lpvOutBuffer != NULL
+            && cbOutBuffer >= 16) {
             memcpy(lpvOutBuffer, acquire_out, 16);
             if (lpcbBytesReturned != NULL)
                 *lpcbBytesReturned = 16;
         } else if (lpcbBytesReturned != NULL) {
             *lpcbBytesReturned = 0;
         }
-        if (lpOverlapped != NULL) {     /* completed at once */
+        if (lpOverlapped != NULL) { /* completed at once */
             lpOverlapped->Internal = 0;
-            lpOverlapped->InternalHigh = lpcbBytesReturned != NULL
-                                         ? *lpcbBytesReturned : 0;
+            lpOverlapped->InternalHigh = lpcbBytesReturned != NULL ? *lpcbBytesReturned : 0;
         }
         r.rc = 0;
     } else if (mode == MODE_PENDING && lpOverlapped != NULL) {
@@ -327,8 +297,7 @@ portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBuffer,
 
 static int n_passed, n_failed;
 
-static void
-check(int ok, const char *what, const char *detail_fmt, ...)
+static void check(int ok, const char *what, const char *detail_fmt, ...)
 {
     printf("%s - %s", ok ? "ok  " : "FAIL", what);
     if (!ok && detail_fmt != NULL) {
@@ -347,8 +316,7 @@ check(int ok, const char *what, const char *detail_fmt, ...)
         n_failed++;
 }
 
-static void
-hex(char *buf, const unsigned char *p, size_t n)
+static void hex(char *buf, const unsigned char *p, size_t n)
 {
     size_t i;
     buf[0] = '\0';
@@ -357,9 +325,7 @@ hex(char *buf, const unsigned char *p, size_t n)
 }
 
 /* Compare the first N recorded input bytes with EXPECT. */
-static int
-bytes_are(const ioctl_record *r, const unsigned char *expect, size_t n,
-          char *got)
+static int bytes_are(const ioctl_record *r, const unsigned char *expect, size_t n, char *got)
 {
     hex(got, r->in, r->cb_in < n ? r->cb_in : n);
     return r->cb_in == n && memcmp(r->in, expect, n) == 0;
@@ -367,25 +333,20 @@ bytes_are(const ioctl_record *r, const unsigned char *expect, size_t n,
 
 /* ---- helpers on real sockets ------------------------------------------- */
 
-static SOCKET
-new_socket(int family, int type)
+static SOCKET new_socket(int family, int type)
 {
-    return WSASocketW(family, type,
-                      type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP,
-                      NULL, 0, WSA_FLAG_OVERLAPPED);
+    return WSASocketW(family, type, type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP, NULL, 0,
+                      WSA_FLAG_OVERLAPPED);
 }
 
 /* WSAENOTSOCK once S has been closed. */
-static int
-socket_error(SOCKET s)
+static int socket_error(SOCKET s)
 {
     int type = 0, len = (int)sizeof(type);
-    return getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0
-           ? 0 : WSAGetLastError();
+    return getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0 ? 0 : WSAGetLastError();
 }
 
-static struct sockaddr_in
-loopback_any_port(void)
+static struct sockaddr_in loopback_any_port(void)
 {
     struct sockaddr_in sin;
     memset(&sin, 0, sizeof(sin));
@@ -395,8 +356,7 @@ loopback_any_port(void)
     return sin;
 }
 
-static unsigned
-local_port(SOCKET s)
+static unsigned local_port(SOCKET s)
 {
     struct sockaddr_in sin;
     int len = (int)sizeof(sin);
@@ -420,10 +380,9 @@ typedef struct {
     ULONG Count;
     handle_entry Handle[1];
 } handle_info;
-typedef LONG (WINAPI *nt_query_fn)(ULONG, PVOID, ULONG, PULONG);
+typedef LONG(WINAPI *nt_query_fn)(ULONG, PVOID, ULONG, PULONG);
 
-static long
-count_handles(void)
+static long count_handles(void)
 {
     static nt_query_fn query;
     ULONG size = 1 << 16, ret = 0, i;
@@ -433,8 +392,7 @@ count_handles(void)
     LONG status;
 
     if (query == NULL) {
-        FARPROC p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"),
-                                   "NtQuerySystemInformation");
+        FARPROC p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"), "NtQuerySystemInformation");
         memcpy(&query, &p, sizeof(query));
         if (query == NULL)
             return -1;
@@ -445,7 +403,7 @@ count_handles(void)
             return -1;
         status = query(16, hi, size, &ret);
         if (status == (LONG)0xC0000004L && size < (1u << 26)) {
-            free(hi);                   /* STATUS_INFO_LENGTH_MISMATCH */
+            free(hi); /* STATUS_INFO_LENGTH_MISMATCH */
             size *= 4;
             continue;
         }
@@ -464,15 +422,13 @@ count_handles(void)
 
 /* ---- tests ------------------------------------------------------------- */
 
-static DWORD WINAPI
-init_thread(LPVOID arg)
+static DWORD WINAPI init_thread(LPVOID arg)
 {
     *(int *)arg = portres_backend_init();
     return 0;
 }
 
-static void
-test_init(void)
+static void test_init(void)
 {
     HANDLE threads[8];
     int results[8];
@@ -492,15 +448,12 @@ test_init(void)
         if (results[i] != 0)
             all_zero = 0;
     }
-    check(started == 8 && all_zero,
-          "backend_init from 8 threads at once returns 0 in each", NULL);
-    check(portres_backend_init() == 0 && startup_calls == 1,
-          "WSAStartup(2.2) called exactly once", "%ld calls",
-          (long)startup_calls);
+    check(started == 8 && all_zero, "backend_init from 8 threads at once returns 0 in each", NULL);
+    check(portres_backend_init() == 0 && startup_calls == 1, "WSAStartup(2.2) called exactly once",
+          "%ld calls", (long)startup_calls);
 }
 
-static void
-test_acquire_bytes(void)
+static void test_acquire_bytes(void)
 {
     static const unsigned char in_50000_10[4] = {0xC3, 0x50, 0x0A, 0x00};
     static const unsigned char in_0_10[4] = {0x00, 0x00, 0x0A, 0x00};
@@ -518,52 +471,46 @@ test_acquire_bytes(void)
     reset_records();
     err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
     check(err == 0 && b != NULL && n_calls == 1,
-          "acquire tcp 50000/10 (scripted success) makes one WSAIoctl call",
-          "err %d, calls %d", err, n_calls);
+          "acquire tcp 50000/10 (scripted success) makes one WSAIoctl call", "err %d, calls %d",
+          err, n_calls);
     if (err || b == NULL)
         return;
-    check(r->code == 0x98000064UL, "acquire: code 0x98000064",
-          "0x%08lX", (unsigned long)r->code);
-    check(r->cb_in == 4, "acquire: cbInBuffer 4", "%lu",
-          (unsigned long)r->cb_in);
+    check(r->code == 0x98000064UL, "acquire: code 0x98000064", "0x%08lX", (unsigned long)r->code);
+    check(r->cb_in == 4, "acquire: cbInBuffer 4", "%lu", (unsigned long)r->cb_in);
     check(bytes_are(r, in_50000_10, 4, got),
           "acquire: input bytes C3 50 0A 00 (start network order, count "
-          "host order)", "got %s", got);
-    check(r->out != NULL && r->cb_out == 16,
-          "acquire: output buffer, cbOutBuffer 16", "%lu",
+          "host order)",
+          "got %s", got);
+    check(r->out != NULL && r->cb_out == 16, "acquire: output buffer, cbOutBuffer 16", "%lu",
           (unsigned long)r->cb_out);
     check(r->overlapped == NULL && r->routine == NULL,
-          "acquire: synchronous (lpOverlapped, lpCompletionRoutine NULL)",
-          NULL);
+          "acquire: synchronous (lpOverlapped, lpCompletionRoutine NULL)", NULL);
     portres_block_get_info(b, &info);
     check(info.start == 50000,
           "acquire: crafted StartPort C3 50 reads back as 50000 (no double "
-          "swap)", "%u", info.start);
+          "swap)",
+          "%u", info.start);
     check(info.count == 10, "acquire: count 10", "%u", info.count);
-    check(info.token == crafted_token, "acquire: token 0x1122334455667788",
-          "0x%08lX%08lX", (unsigned long)(info.token >> 32),
-          (unsigned long)(info.token & 0xFFFFFFFFu));
-    check(info.protocol == PORTRES_TCP && conflict == 0,
-          "acquire: protocol tcp, conflict_port 0", NULL);
+    check(info.token == crafted_token, "acquire: token 0x1122334455667788", "0x%08lX%08lX",
+          (unsigned long)(info.token >> 32), (unsigned long)(info.token & 0xFFFFFFFFu));
+    check(info.protocol == PORTRES_TCP && conflict == 0, "acquire: protocol tcp, conflict_port 0",
+          NULL);
     err = portres_socket_info(r->s, &family, &type, &bound);
     check(err == 0 && family == AF_INET && type == SOCK_STREAM && bound == 0,
           "acquire: acquiring socket is an unbound AF_INET SOCK_STREAM",
           "err %d family %d type %d port %u", err, family, type, bound);
-    ok = GetHandleInformation((HANDLE)r->s, &flags)
-         && !(flags & HANDLE_FLAG_INHERIT);
-    check(ok, "acquire: acquiring socket is not inheritable", "flags 0x%lx",
-          (unsigned long)flags);
+    ok = GetHandleInformation((HANDLE)r->s, &flags) && !(flags & HANDLE_FLAG_INHERIT);
+    check(ok, "acquire: acquiring socket is not inheritable", "flags 0x%lx", (unsigned long)flags);
     portres_block_free(b);
 
     reset_records();
     err = portres_block_acquire(PORTRES_UDP, 0, 10, &b, &conflict);
     check(err == 0 && n_calls == 1 && bytes_are(r, in_0_10, 4, got),
-          "acquire wildcard start 0: input bytes 00 00 0A 00", "err %d, got %s",
-          err, got);
+          "acquire wildcard start 0: input bytes 00 00 0A 00", "err %d, got %s", err, got);
     if (err == 0) {
         err = portres_socket_info(r->s, &family, &type, &bound);
-        check(err == 0 && type == SOCK_DGRAM,
-              "acquire udp: acquiring socket is SOCK_DGRAM", "type %d", type);
+        check(err == 0 && type == SOCK_DGRAM, "acquire udp: acquiring socket is SOCK_DGRAM",
+              "type %d", type);
         portres_block_free(b);
     }
 
@@ -573,19 +520,13 @@ test_acquire_bytes(void)
           "acquire start 1 count 300: input bytes 00 01 2C 01", "got %s", got);
     if (err == 0)
         portres_block_free(b);
-    check(heap_live == 0, "acquire/free: no backend heap block left",
-          "%ld live", (long)heap_live);
+    check(heap_live == 0, "acquire/free: no backend heap block left", "%ld live", (long)heap_live);
 }
 
-static void
-test_associate_release_bytes(void)
+static void test_associate_release_bytes(void)
 {
-    static const unsigned char token_bytes[8] = {
-        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
-    };
-    static const unsigned char raw_bytes[8] = {
-        0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01
-    };
+    static const unsigned char token_bytes[8] = {0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
+    static const unsigned char raw_bytes[8] = {0x08, 0x07, 0x06, 0x05, 0x04, 0x03, 0x02, 0x01};
     portres_block *b = NULL;
     SOCKET acq, s;
     struct sockaddr_in sin = loopback_any_port();
@@ -604,98 +545,77 @@ test_associate_release_bytes(void)
 
     s = new_socket(AF_INET, SOCK_STREAM);
     reset_records();
-    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin),
-                             &port);
-    check(err == 0 && n_calls == 1,
-          "block_bind (scripted associate): one WSAIoctl call, then bind",
+    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin), &port);
+    check(err == 0 && n_calls == 1, "block_bind (scripted associate): one WSAIoctl call, then bind",
           "err %d calls %d", err, n_calls);
     check(records[0].code == 0x98000066UL && records[0].s == s,
-          "block_bind: ASSOCIATE code 0x98000066 on the caller's socket",
-          "0x%08lX", (unsigned long)records[0].code);
+          "block_bind: ASSOCIATE code 0x98000066 on the caller's socket", "0x%08lX",
+          (unsigned long)records[0].code);
     check(bytes_are(&records[0], token_bytes, 8, got),
-          "block_bind: cbInBuffer 8, token bytes 88 77 66 55 44 33 22 11",
-          "got %s", got);
-    check(records[0].out == NULL && records[0].cb_out == 0
-              && records[0].overlapped == NULL,
+          "block_bind: cbInBuffer 8, token bytes 88 77 66 55 44 33 22 11", "got %s", got);
+    check(records[0].out == NULL && records[0].cb_out == 0 && records[0].overlapped == NULL,
           "block_bind: lpvOutBuffer NULL, cbOutBuffer 0, synchronous", NULL);
-    check(records[0].bound_err == WSAEINVAL,
-          "block_bind: socket still unbound when associated", "%d",
-          records[0].bound_err);
+    check(records[0].bound_err == WSAEINVAL, "block_bind: socket still unbound when associated",
+          "%d", records[0].bound_err);
     check(port != 0 && port == local_port(s),
-          "block_bind: reports the port bind() gave (getsockname)",
-          "%u vs %u", port, local_port(s));
+          "block_bind: reports the port bind() gave (getsockname)", "%u vs %u", port,
+          local_port(s));
     closesocket(s);
 
     /* family must match the address: refused before any call */
     reset_records();
     {
         SOCKET out = 12345;
-        err = portres_block_socket(b, AF_INET6, (struct sockaddr *)&sin,
-                                   sizeof(sin), &out, &port);
+        err = portres_block_socket(b, AF_INET6, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
         check(err == WSAEAFNOSUPPORT && n_calls == 0 && out == INVALID_SOCKET,
-              "block_socket: family/address mismatch -> WSAEAFNOSUPPORT",
-              "err %d", err);
+              "block_socket: family/address mismatch -> WSAEAFNOSUPPORT", "err %d", err);
     }
 
     reset_records();
     err = portres_block_close(b);
-    check(err == 0 && n_calls == 1 && records[0].code == 0x98000065UL
-              && records[0].s == acq,
+    check(err == 0 && n_calls == 1 && records[0].code == 0x98000065UL && records[0].s == acq,
           "block_close: RELEASE code 0x98000065 on the acquiring socket",
-          "err %d calls %d code 0x%08lX", err, n_calls,
-          (unsigned long)records[0].code);
-    check(bytes_are(&records[0], token_bytes, 8, got)
-              && records[0].out == NULL && records[0].cb_out == 0,
-          "block_close: 8-byte token 88 .. 11, no output buffer", "got %s",
-          got);
+          "err %d calls %d code 0x%08lX", err, n_calls, (unsigned long)records[0].code);
+    check(bytes_are(&records[0], token_bytes, 8, got) && records[0].out == NULL
+              && records[0].cb_out == 0,
+          "block_close: 8-byte token 88 .. 11, no output buffer", "got %s", got);
     check(socket_error(acq) == WSAENOTSOCK,
-          "block_close: acquiring socket closed after the release", "%d",
-          socket_error(acq));
-    check(portres_block_closed(b), "block_closed() is true after close",
-          NULL);
+          "block_close: acquiring socket closed after the release", "%d", socket_error(acq));
+    check(portres_block_closed(b), "block_closed() is true after close", NULL);
     reset_records();
     err = portres_block_close(b);
-    check(err == 0 && n_calls == 0, "block_close again: no call, returns 0",
-          "err %d calls %d", err, n_calls);
+    check(err == 0 && n_calls == 0, "block_close again: no call, returns 0", "err %d calls %d", err,
+          n_calls);
     s = new_socket(AF_INET, SOCK_STREAM);
-    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin),
-                             &port);
-    check(err == WSAEBADF && n_calls == 0,
-          "block_bind on a closed block: WSAEBADF, no call", "err %d", err);
+    err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin), &port);
+    check(err == WSAEBADF && n_calls == 0, "block_bind on a closed block: WSAEBADF, no call",
+          "err %d", err);
     closesocket(s);
     {
         SOCKET out = 12345;
-        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
-                                   sizeof(sin), &out, &port);
+        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
         check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0,
-              "block_socket on a closed block: WSAEBADF, no socket", "err %d",
-              err);
+              "block_socket on a closed block: WSAEBADF, no socket", "err %d", err);
     }
     portres_block_free(b);
-    check(heap_live == 0, "block_free: no backend heap block left",
-          "%ld live", (long)heap_live);
+    check(heap_live == 0, "block_free: no backend heap block left", "%ld live", (long)heap_live);
 
     /* the raw calls */
     s = new_socket(AF_INET, SOCK_DGRAM);
     reset_records();
     err = portres_associate(s, 0x0102030405060708ULL);
-    check(err == 0 && records[0].code == 0x98000066UL
-              && bytes_are(&records[0], raw_bytes, 8, got)
+    check(err == 0 && records[0].code == 0x98000066UL && bytes_are(&records[0], raw_bytes, 8, got)
               && records[0].out == NULL && records[0].cb_out == 0,
-          "associate(0x0102030405060708): code 0x98000066, bytes 08 07 .. 01",
-          "got %s", got);
+          "associate(0x0102030405060708): code 0x98000066, bytes 08 07 .. 01", "got %s", got);
     reset_records();
     err = portres_release(s, 0x0102030405060708ULL);
-    check(err == 0 && records[0].code == 0x98000065UL
-              && bytes_are(&records[0], raw_bytes, 8, got)
+    check(err == 0 && records[0].code == 0x98000065UL && bytes_are(&records[0], raw_bytes, 8, got)
               && records[0].out == NULL && records[0].cb_out == 0,
-          "release(0x0102030405060708): code 0x98000065, bytes 08 07 .. 01",
-          "got %s", got);
+          "release(0x0102030405060708): code 0x98000065, bytes 08 07 .. 01", "got %s", got);
     closesocket(s);
 }
 
-static void
-test_acquire_failures(void)
+static void test_acquire_failures(void)
 {
     portres_block *b = (portres_block *)1;
     unsigned conflict = 99;
@@ -707,38 +627,36 @@ test_acquire_failures(void)
     reset_records();
     err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
     check(err == WSAEADDRINUSE && b == NULL && conflict == 0,
-          "acquire failing with WSAEADDRINUSE returns it, *out NULL",
-          "err %d", err);
+          "acquire failing with WSAEADDRINUSE returns it, *out NULL", "err %d", err);
     check(socket_error(records[0].s) == WSAENOTSOCK && heap_live == 0,
           "acquire failure: acquiring socket closed, block freed", NULL);
 
-    memset(acquire_out + 8, 0, 8);      /* success, but token 0 */
+    memset(acquire_out + 8, 0, 8); /* success, but token 0 */
     mode_acquire = MODE_OK;
     reset_records();
     err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
-    check(err == ERROR_INVALID_DATA && b == NULL
-              && socket_error(records[0].s) == WSAENOTSOCK && heap_live == 0,
-          "acquire 'success' with token 0: ERROR_INVALID_DATA, nothing kept",
-          "err %d", err);
+    check(err == ERROR_INVALID_DATA && b == NULL && socket_error(records[0].s) == WSAENOTSOCK
+              && heap_live == 0,
+          "acquire 'success' with token 0: ERROR_INVALID_DATA, nothing kept", "err %d", err);
 
     script(MODE_OK, MODE_OK, MODE_OK);
     reset_records();
     err = portres_block_acquire(PORTRES_TCP, 50000, 0, &b, &conflict);
-    check(err == WSAEINVAL && n_calls == 0, "acquire count 0: WSAEINVAL, "
-          "no call", "err %d", err);
+    check(err == WSAEINVAL && n_calls == 0,
+          "acquire count 0: WSAEINVAL, "
+          "no call",
+          "err %d", err);
     err = portres_block_acquire(PORTRES_TCP, 65535, 2, &b, &conflict);
-    check(err == WSAEINVAL && n_calls == 0,
-          "acquire past port 65535: WSAEINVAL, no call", "err %d", err);
+    check(err == WSAEINVAL && n_calls == 0, "acquire past port 65535: WSAEINVAL, no call", "err %d",
+          err);
     err = portres_block_acquire(7, 50000, 10, &b, &conflict);
-    check(err == WSAEINVAL && n_calls == 0,
-          "acquire unknown protocol: WSAEINVAL, no call", "err %d", err);
-    check(handles0 >= 0 && count_handles() == handles0,
-          "acquire failures: handle count unchanged", "%ld -> %ld", handles0,
-          count_handles());
+    check(err == WSAEINVAL && n_calls == 0, "acquire unknown protocol: WSAEINVAL, no call",
+          "err %d", err);
+    check(handles0 >= 0 && count_handles() == handles0, "acquire failures: handle count unchanged",
+          "%ld -> %ld", handles0, count_handles());
 }
 
-static void
-test_wine_real(void)
+static void test_wine_real(void)
 {
     portres_block *b = (portres_block *)1;
     unsigned conflict, port = 0;
@@ -754,41 +672,36 @@ test_wine_real(void)
     err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, &conflict);
     check(err == WSAEOPNOTSUPP && b == NULL && records[0].forwarded
               && records[0].err == WSAEOPNOTSUPP,
-          "wine: acquire tcp -> WSAEOPNOTSUPP (10045), *out NULL", "err %d",
-          err);
-    check(socket_error(records[0].s) == WSAENOTSOCK,
-          "wine: acquire failure closed its socket", NULL);
+          "wine: acquire tcp -> WSAEOPNOTSUPP (10045), *out NULL", "err %d", err);
+    check(socket_error(records[0].s) == WSAENOTSOCK, "wine: acquire failure closed its socket",
+          NULL);
     err = portres_block_acquire(PORTRES_UDP, 0, 10, &b, &conflict);
-    check(err == WSAEOPNOTSUPP && b == NULL,
-          "wine: acquire udp wildcard -> WSAEOPNOTSUPP", "err %d", err);
+    check(err == WSAEOPNOTSUPP && b == NULL, "wine: acquire udp wildcard -> WSAEOPNOTSUPP",
+          "err %d", err);
 
     /* warm-up done above; now 100 failing acquisitions */
     h0 = count_handles();
     heap0 = heap_live;
     for (i = 0; i < 100; i++) {
-        err = portres_block_acquire(i & 1 ? PORTRES_UDP : PORTRES_TCP,
-                                    (unsigned)(40000 + i), 10, &b, &conflict);
+        err = portres_block_acquire(i & 1 ? PORTRES_UDP : PORTRES_TCP, (unsigned)(40000 + i), 10,
+                                    &b, &conflict);
         if (err != WSAEOPNOTSUPP || b != NULL)
             break;
     }
     h1 = count_handles();
     check(i == 100 && h0 > 0 && h1 == h0 && heap_live == heap0,
           "wine: 100 failed acquisitions leak no handle, no heap block",
-          "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0,
-          (long)heap_live);
+          "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0, (long)heap_live);
 
     s = new_socket(AF_INET, SOCK_STREAM);
     err = portres_associate(s, crafted_token);
-    check(err == WSAEOPNOTSUPP, "wine: associate on a TCP socket -> 10045",
-          "err %d", err);
+    check(err == WSAEOPNOTSUPP, "wine: associate on a TCP socket -> 10045", "err %d", err);
     err = portres_release(s, crafted_token);
-    check(err == WSAEOPNOTSUPP, "wine: release on a TCP socket -> 10045",
-          "err %d", err);
+    check(err == WSAEOPNOTSUPP, "wine: release on a TCP socket -> 10045", "err %d", err);
     closesocket(s);
     s = new_socket(AF_INET, SOCK_DGRAM);
     err = portres_associate(s, crafted_token);
-    check(err == WSAEOPNOTSUPP, "wine: associate on a UDP socket -> 10045",
-          "err %d", err);
+    check(err == WSAEOPNOTSUPP, "wine: associate on a UDP socket -> 10045", "err %d", err);
     closesocket(s);
 
     /* [ASC] lists WSAENOTSOCK for a non-socket; Wine 8 checks the code
@@ -797,17 +710,18 @@ test_wine_real(void)
     reset_records();
     err = portres_associate(INVALID_SOCKET, crafted_token);
     check(err != 0 && err == records[0].err,
-          "wine: associate(INVALID_SOCKET) fails with WSAIoctl's own error",
-          "err %d", err);
+          "wine: associate(INVALID_SOCKET) fails with WSAIoctl's own error", "err %d", err);
     printf("     note: associate(INVALID_SOCKET) gave %d ([ASC] documents "
-           "WSAENOTSOCK 10038; Wine 8 gives 10045)\n", err);
+           "WSAENOTSOCK 10038; Wine 8 gives 10045)\n",
+           err);
     err = portres_release(INVALID_SOCKET, crafted_token);
     check(err != 0 && err == records[1].err,
-          "wine: release(INVALID_SOCKET) fails with WSAIoctl's own error",
-          "err %d", err);
+          "wine: release(INVALID_SOCKET) fails with WSAIoctl's own error", "err %d", err);
     err = portres_socket_info(INVALID_SOCKET, &family, &type, &bound);
-    check(err == WSAENOTSOCK, "wine: socket_info(INVALID_SOCKET) -> "
-          "WSAENOTSOCK (10038)", "err %d", err);
+    check(err == WSAENOTSOCK,
+          "wine: socket_info(INVALID_SOCKET) -> "
+          "WSAENOTSOCK (10038)",
+          "err %d", err);
 
     /* socket_info on real sockets */
     s = new_socket(AF_INET, SOCK_STREAM);
@@ -817,14 +731,12 @@ test_wine_real(void)
           "err %d family %d type %d port %u", err, family, type, bound);
     err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
     check(err == 0 && port != 0 && port == local_port(s),
-          "wine: portres_bind 127.0.0.1:0 reports the bound port",
-          "err %d port %u", err, port);
+          "wine: portres_bind 127.0.0.1:0 reports the bound port", "err %d port %u", err, port);
     err = portres_socket_info(s, &family, &type, &bound);
-    check(err == 0 && bound == port, "wine: socket_info bound TCP -> its port",
-          "err %d port %u", err, bound);
+    check(err == 0 && bound == port, "wine: socket_info bound TCP -> its port", "err %d port %u",
+          err, bound);
     err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
-    check(err == WSAEINVAL, "wine: portres_bind twice -> WSAEINVAL",
-          "err %d", err);
+    check(err == WSAEINVAL, "wine: portres_bind twice -> WSAEINVAL", "err %d", err);
     closesocket(s);
 
     s = new_socket(AF_INET, SOCK_DGRAM);
@@ -834,18 +746,15 @@ test_wine_real(void)
           "err %d family %d type %d port %u", err, family, type, bound);
     err = portres_bind(s, (struct sockaddr *)&sin, sizeof(sin), &port);
     err = err ? err : portres_socket_info(s, &family, &type, &bound);
-    check(err == 0 && bound == port && port != 0,
-          "wine: socket_info bound UDP -> its port", "err %d port %u", err,
-          bound);
+    check(err == 0 && bound == port && port != 0, "wine: socket_info bound UDP -> its port",
+          "err %d port %u", err, bound);
     closesocket(s);
 
     s = new_socket(AF_INET6, SOCK_STREAM);
     if (s != INVALID_SOCKET) {
         err = portres_socket_info(s, &family, &type, &bound);
-        check(err == 0 && family == AF_INET6 && type == SOCK_STREAM
-                  && bound == 0,
-              "wine: socket_info unbound TCP6 -> AF_INET6", "err %d family %d",
-              err, family);
+        check(err == 0 && family == AF_INET6 && type == SOCK_STREAM && bound == 0,
+              "wine: socket_info unbound TCP6 -> AF_INET6", "err %d family %d", err, family);
         closesocket(s);
     }
 
@@ -858,45 +767,36 @@ test_wine_real(void)
     }
     reset_records();
     out = 12345;
-    err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
-                               sizeof(sin), &out, &port);
-    check(err == WSAEOPNOTSUPP && out == INVALID_SOCKET && n_calls == 1
-              && records[0].forwarded,
-          "wine: block_socket -> 10045 from the real associate, no socket",
-          "err %d", err);
+    err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
+    check(err == WSAEOPNOTSUPP && out == INVALID_SOCKET && n_calls == 1 && records[0].forwarded,
+          "wine: block_socket -> 10045 from the real associate, no socket", "err %d", err);
     check(socket_error(records[0].s) == WSAENOTSOCK,
           "wine: block_socket closed the socket it created", NULL);
     h0 = count_handles();
     for (i = 0; i < 100; i++) {
-        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin,
-                                   sizeof(sin), &out, &port);
+        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
         if (err != WSAEOPNOTSUPP || out != INVALID_SOCKET)
             break;
     }
     h1 = count_handles();
-    check(i == 100 && h1 == h0,
-          "wine: 100 failed block_socket calls leak no handle",
+    check(i == 100 && h1 == h0, "wine: 100 failed block_socket calls leak no handle",
           "iter %d, handles %ld -> %ld", i, h0, h1);
 
     mode_release = MODE_FORWARD;
     reset_records();
     err = portres_block_close(b);
     check(err == WSAEOPNOTSUPP && socket_error(records[0].s) == WSAENOTSOCK,
-          "wine: block_close returns the release error, still closes",
-          "err %d", err);
+          "wine: block_close returns the release error, still closes", "err %d", err);
     portres_block_free(b);
     h1 = count_handles();
-    check(heap_live == 0 && h1 == h0 - 1,
-          "wine: block_free: acquiring socket and block gone",
+    check(heap_live == 0 && h1 == h0 - 1, "wine: block_free: acquiring socket and block gone",
           "heap %ld, handles %ld -> %ld", (long)heap_live, h0, h1);
 }
 
 /* ---- overlapped ---------------------------------------------------------- */
 
 /* Finish, as a kernel would, an operation the recorder left pending. */
-static void
-complete_pending(const ioctl_record *r, DWORD status, const void *out,
-                 DWORD n)
+static void complete_pending(const ioctl_record *r, DWORD status, const void *out, DWORD n)
 {
     if (out != NULL && r->out != NULL && r->cb_out >= n)
         memcpy(r->out, out, n);
@@ -909,29 +809,24 @@ complete_pending(const ioctl_record *r, DWORD status, const void *out,
 static HANDLE callback_event;
 static volatile LONG callback_calls;
 
-static void
-on_signal(void *ctx)
+static void on_signal(void *ctx)
 {
     InterlockedIncrement(&callback_calls);
     SetEvent((HANDLE)ctx);
 }
 
 /* The hEvent handed to WSAIoctl: OV's event with the low-order bit set. */
-static int
-tagged_event_ok(const ioctl_record *r, const portres_overlapped *ov)
+static int tagged_event_ok(const ioctl_record *r, const portres_overlapped *ov)
 {
     ULONG_PTR h = (ULONG_PTR)r->hevent;
     return r->overlapped != NULL && (h & 1)
            && (intptr_t)(h & ~(ULONG_PTR)1) == portres_ov_event(ov);
 }
 
-static void
-test_overlapped(void)
+static void test_overlapped(void)
 {
     static const unsigned char in_50000_10[4] = {0xC3, 0x50, 0x0A, 0x00};
-    static const unsigned char token_bytes[8] = {
-        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
-    };
+    static const unsigned char token_bytes[8] = {0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
     portres_overlapped *ov = NULL;
     portres_block *b;
     portres_block_info info;
@@ -948,35 +843,26 @@ test_overlapped(void)
     /* ACQUIRE, pending, then completed by "the kernel" */
     script(MODE_PENDING, MODE_OK, MODE_OK);
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           50000, 10, &ov);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, &ov);
     check(err == 0 && ov != NULL && n_calls == 1,
-          "ov acquire (scripted pending): started, one WSAIoctl call",
-          "err %d", err);
+          "ov acquire (scripted pending): started, one WSAIoctl call", "err %d", err);
     if (err || ov == NULL)
         return;
     acq = records[0];
-    check(acq.code == 0x98000064UL && bytes_are(&acq, in_50000_10, 4, got)
-              && acq.out != NULL && acq.cb_out == 16,
-          "ov acquire: code 0x98000064, bytes C3 50 0A 00, cbOutBuffer 16",
-          "got %s", got);
+    check(acq.code == 0x98000064UL && bytes_are(&acq, in_50000_10, 4, got) && acq.out != NULL
+              && acq.cb_out == 16,
+          "ov acquire: code 0x98000064, bytes C3 50 0A 00, cbOutBuffer 16", "got %s", got);
     check(tagged_event_ok(&acq, ov) && acq.routine == NULL,
-          "ov acquire: hEvent = ov event | 1 (no IOCP packet), no routine",
-          "hEvent %p event %p", (void *)acq.hevent,
-          (void *)portres_ov_event(ov));
+          "ov acquire: hEvent = ov event | 1 (no IOCP packet), no routine", "hEvent %p event %p",
+          (void *)acq.hevent, (void *)portres_ov_event(ov));
     w1 = portres_ov_wait_event(ov, 0);
-    check(w1 == PORTRES_WAIT_TIMEOUT && !portres_ov_reap(ov)
-              && portres_ov_take_block(ov) == NULL,
-          "ov acquire pending: wait(0) times out, reap 0, no block", "wait %d",
-          w1);
+    check(w1 == PORTRES_WAIT_TIMEOUT && !portres_ov_reap(ov) && portres_ov_take_block(ov) == NULL,
+          "ov acquire pending: wait(0) times out, reap 0, no block", "wait %d", w1);
     err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
-    check(err == 0 && wait != NULL
-              && WaitForSingleObject(callback_event, 50) == WAIT_TIMEOUT,
-          "ov register_wait: registered, not called while pending", "err %d",
-          err);
+    check(err == 0 && wait != NULL && WaitForSingleObject(callback_event, 50) == WAIT_TIMEOUT,
+          "ov register_wait: registered, not called while pending", "err %d", err);
     complete_pending(&acq, 0, crafted_instance, 16);
-    check(WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0
-              && callback_calls == 1,
+    check(WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0 && callback_calls == 1,
           "ov register_wait: callback called once at completion", "%ld calls",
           (long)callback_calls);
     err = portres_ov_unregister_wait(wait);
@@ -985,45 +871,41 @@ test_overlapped(void)
     w2 = portres_ov_wait_event(ov, 0);
     check(w1 == PORTRES_WAIT_SIGNALLED && w2 == PORTRES_WAIT_SIGNALLED,
           "ov event: signalled, and stays so (manual-reset)", "%d %d", w1, w2);
-    check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0,
-          "ov acquire: reaped, no error", "error %d", portres_ov_error(ov));
+    check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0, "ov acquire: reaped, no error",
+          "error %d", portres_ov_error(ov));
     b = portres_ov_take_block(ov);
     check(b != NULL && portres_ov_take_block(ov) == NULL,
           "ov acquire: take_block gives the block once", NULL);
     if (b != NULL) {
         portres_block_get_info(b, &info);
-        check(info.start == 50000 && info.count == 10
-                  && info.token == crafted_token,
-              "ov acquire: block 50000/10, token 0x1122334455667788",
-              "start %u count %u", info.start, info.count);
+        check(info.start == 50000 && info.count == 10 && info.token == crafted_token,
+              "ov acquire: block 50000/10, token 0x1122334455667788", "start %u count %u",
+              info.start, info.count);
         reset_records();
         err = portres_block_close(b);
-        check(err == 0 && records[0].code == 0x98000065UL
-                  && records[0].s == acq.s
+        check(err == 0 && records[0].code == 0x98000065UL && records[0].s == acq.s
                   && bytes_are(&records[0], token_bytes, 8, got)
                   && socket_error(acq.s) == WSAENOTSOCK,
               "ov acquire: its block releases and closes the acquiring "
-              "socket", "err %d", err);
+              "socket",
+              "err %d", err);
         portres_block_free(b);
     }
     check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
-          "ov free after completion: 0, nothing left", "heap %ld -> %ld",
-          heap0, (long)heap_live);
+          "ov free after completion: 0, nothing left", "heap %ld -> %ld", heap0, (long)heap_live);
 
     /* ACQUIRE completing with an error status */
     script(MODE_PENDING, MODE_OK, MODE_OK);
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_UDP,
-                           0, 10, &ov);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_UDP, 0, 10, &ov);
     if (err == 0) {
         acq = records[0];
-        complete_pending(&acq, 0xC00000BBUL, NULL, 0);  /* NOT_SUPPORTED */
-        check(portres_ov_reap(ov) == 1
-                  && portres_ov_error(ov) == WSAEOPNOTSUPP
-                  && portres_ov_take_block(ov) == NULL
-                  && socket_error(acq.s) == WSAENOTSOCK,
+        complete_pending(&acq, 0xC00000BBUL, NULL, 0); /* NOT_SUPPORTED */
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP
+                  && portres_ov_take_block(ov) == NULL && socket_error(acq.s) == WSAENOTSOCK,
               "ov acquire failing (STATUS_NOT_SUPPORTED): 10045, no block, "
-              "socket closed", "error %d", portres_ov_error(ov));
+              "socket closed",
+              "error %d", portres_ov_error(ov));
         check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
               "ov free after failure: nothing left", NULL);
     }
@@ -1032,24 +914,21 @@ test_overlapped(void)
     s = new_socket(AF_INET, SOCK_STREAM);
     script(MODE_OK, MODE_PENDING, MODE_PENDING);
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0,
-                           &ov);
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0, &ov);
     check(err == 0 && records[0].code == 0x98000066UL && records[0].s == s
-              && bytes_are(&records[0], token_bytes, 8, got)
-              && records[0].out == NULL && records[0].cb_out == 0
-              && tagged_event_ok(&records[0], ov),
+              && bytes_are(&records[0], token_bytes, 8, got) && records[0].out == NULL
+              && records[0].cb_out == 0 && tagged_event_ok(&records[0], ov),
           "ov associate: code 0x98000066, 8 token bytes, no output, tagged "
-          "event", "err %d got %s", err, got);
+          "event",
+          "err %d got %s", err, got);
     if (err == 0) {
         err = portres_ov_cancel(ov);
         check(err == 0, "ov cancel while pending: 0", "err %d", err);
         complete_pending(&records[0], 0xC0000120UL, NULL, 0); /* CANCELLED */
-        check(portres_ov_reap(ov) == 1
-                  && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
-              "ov associate cancelled: error WSA_OPERATION_ABORTED (995)",
-              "error %d", portres_ov_error(ov));
-        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0
-                  && socket_error(s) == 0,
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
+              "ov associate cancelled: error WSA_OPERATION_ABORTED (995)", "error %d",
+              portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0 && socket_error(s) == 0,
               "ov free: 0; the caller's socket stays open", NULL);
     }
 
@@ -1065,9 +944,9 @@ test_overlapped(void)
         elapsed = GetTickCount() - t0;
         check(err == 1 && elapsed >= 90 && heap_live == heap0 + 1,
               "ov free of a never-completing op: waits the grace, then leaks "
-              "(returns 1)", "ret %d after %lu ms", err,
-              (unsigned long)elapsed);
-        heap0 = heap_live;      /* the deliberate leak */
+              "(returns 1)",
+              "ret %d after %lu ms", err, (unsigned long)elapsed);
+        heap0 = heap_live; /* the deliberate leak */
     }
     closesocket(s);
 
@@ -1084,10 +963,10 @@ test_overlapped(void)
         closesocket(s);
         check(portres_ov_reap(ov) == 0,
               "socket closed, I/O not completed yet: still pending (not freed)", NULL);
-        complete_pending(&records[0], 0xC0000120UL, NULL, 0);   /* CANCELLED */
+        complete_pending(&records[0], 0xC0000120UL, NULL, 0); /* CANCELLED */
         check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) != 0,
-              "socket closed while pending: reaped from the OVERLAPPED, with an error",
-              "error %d", portres_ov_error(ov));
+              "socket closed while pending: reaped from the OVERLAPPED, with an error", "error %d",
+              portres_ov_error(ov));
         check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
               "socket closed while pending: freed, no heap block left", NULL);
     }
@@ -1103,14 +982,13 @@ test_overlapped(void)
         err = portres_ov_free(ov, 50);
         check(err == 1 && heap_live == heap0 + 1,
               "socket closed, I/O never completed: free leaks it (returns 1)", "ret %d", err);
-        heap0 = heap_live;      /* the deliberate leak */
+        heap0 = heap_live; /* the deliberate leak */
     }
 
     /* completed at once (WSAIoctl returns 0) */
     script(MODE_OK, MODE_OK, MODE_OK);
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           50000, 10, &ov);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, &ov);
     check(err == 0 && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0
               && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_SIGNALLED,
           "ov acquire completing at once: done, event set", "err %d", err);
@@ -1125,16 +1003,13 @@ test_overlapped(void)
     }
     /* ... and not taken: freeing the object frees the block too */
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           50000, 10, &ov);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, &ov);
     if (err == 0) {
         acq = records[0];
         reset_records();
-        check(portres_ov_free(ov, 0) == 0 && n_calls == 1
-                  && records[0].code == 0x98000065UL
+        check(portres_ov_free(ov, 0) == 0 && n_calls == 1 && records[0].code == 0x98000065UL
                   && socket_error(acq.s) == WSAENOTSOCK && heap_live == heap0,
-              "ov free with the block not taken: released, closed, freed",
-              NULL);
+              "ov free with the block not taken: released, closed, freed", NULL);
     }
 
     /* failing at once (not WSA_IO_PENDING) */
@@ -1142,22 +1017,18 @@ test_overlapped(void)
     err_acquire = WSAEADDRINUSE;
     reset_records();
     ov = (portres_overlapped *)1;
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           50000, 10, &ov);
-    check(err == WSAEADDRINUSE && ov == NULL
-              && socket_error(records[0].s) == WSAENOTSOCK
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, &ov);
+    check(err == WSAEADDRINUSE && ov == NULL && socket_error(records[0].s) == WSAENOTSOCK
               && heap_live == heap0,
-          "ov acquire failing at once: the error, *out NULL, nothing left",
-          "err %d", err);
+          "ov acquire failing at once: the error, *out NULL, nothing left", "err %d", err);
 
     reset_records();
     err = portres_ov_start(9, INVALID_SOCKET, 0, 0, 0, 0, &ov);
-    check(err == WSAEINVAL && ov == NULL && n_calls == 0,
-          "ov_start unknown op: WSAEINVAL, no call", "err %d", err);
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           65000, 1000, &ov);
-    check(err == WSAEINVAL && n_calls == 0,
-          "ov_start acquire past 65535: WSAEINVAL, no call", "err %d", err);
+    check(err == WSAEINVAL && ov == NULL && n_calls == 0, "ov_start unknown op: WSAEINVAL, no call",
+          "err %d", err);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 65000, 1000, &ov);
+    check(err == WSAEINVAL && n_calls == 0, "ov_start acquire past 65535: WSAEINVAL, no call",
+          "err %d", err);
     ov = (portres_overlapped *)1;
     err = portres_ov_start_pending(&ov);
     check(err == ERROR_NOT_SUPPORTED && ov == NULL,
@@ -1166,8 +1037,7 @@ test_overlapped(void)
     CloseHandle(callback_event);
 }
 
-static void
-test_overlapped_wine(void)
+static void test_overlapped_wine(void)
 {
     portres_overlapped *ov = NULL;
     void *wait = NULL;
@@ -1177,25 +1047,22 @@ test_overlapped_wine(void)
 
     script(MODE_FORWARD, MODE_FORWARD, MODE_FORWARD);
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                           50000, 10, &ov);
-    check(err == 0 && ov != NULL && records[0].forwarded
-              && records[0].err == WSA_IO_PENDING,
-          "wine: ov acquire -> WSAIoctl says WSA_IO_PENDING (997)",
-          "err %d, WSAIoctl error %d", err, records[0].err);
+    err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, &ov);
+    check(err == 0 && ov != NULL && records[0].forwarded && records[0].err == WSA_IO_PENDING,
+          "wine: ov acquire -> WSAIoctl says WSA_IO_PENDING (997)", "err %d, WSAIoctl error %d",
+          err, records[0].err);
     if (err || ov == NULL)
         return;
     acq_sock = records[0].s;
     w = portres_ov_wait_event(ov, 0);
     check(w == PORTRES_WAIT_SIGNALLED,
           "wine: ov event set although Wine does not signal it (reaped at "
-          "start)", "wait %d", w);
+          "start)",
+          "wait %d", w);
     check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP
               && portres_ov_take_block(ov) == NULL,
-          "wine: ov acquire result: WSAEOPNOTSUPP, no block", "error %d",
-          portres_ov_error(ov));
-    check(portres_ov_cancel(ov) == 0, "wine: ov cancel after completion: 0",
-          NULL);
+          "wine: ov acquire result: WSAEOPNOTSUPP, no block", "error %d", portres_ov_error(ov));
+    check(portres_ov_cancel(ov) == 0, "wine: ov cancel after completion: 0", NULL);
     check(portres_ov_free(ov, 0) == 0 && socket_error(acq_sock) == WSAENOTSOCK,
           "wine: ov free: 0, acquiring socket closed", NULL);
 
@@ -1204,40 +1071,33 @@ test_overlapped_wine(void)
     for (i = 0; i < 100; i++) {
         err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0,
                                i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 10, &ov);
-        if (err != 0 || !portres_ov_reap(ov)
-                || portres_ov_error(ov) != WSAEOPNOTSUPP
-                || portres_ov_free(ov, 0) != 0)
+        if (err != 0 || !portres_ov_reap(ov) || portres_ov_error(ov) != WSAEOPNOTSUPP
+            || portres_ov_free(ov, 0) != 0)
             break;
     }
     h1 = count_handles();
     check(i == 100 && h1 == h0 && heap_live == heap0,
           "wine: 100 overlapped acquisitions leak no handle (socket, event), "
-          "no heap block", "iter %d, handles %ld -> %ld, heap %ld -> %ld", i,
-          h0, h1, heap0, (long)heap_live);
+          "no heap block",
+          "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0, (long)heap_live);
 
     s = new_socket(AF_INET, SOCK_STREAM);
     callback_event = CreateEventW(NULL, TRUE, FALSE, NULL);
     callback_calls = 0;
-    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0,
-                           &ov);
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0, &ov);
     if (err == 0) {
         err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
-        check(err == 0
-                  && WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0,
-              "wine: ov associate: register_wait callback runs", "err %d",
-              err);
+        check(err == 0 && WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0,
+              "wine: ov associate: register_wait callback runs", "err %d", err);
         portres_ov_unregister_wait(wait);
-        check(portres_ov_reap(ov) == 1
-                  && portres_ov_error(ov) == WSAEOPNOTSUPP,
-              "wine: ov associate on a TCP socket -> 10045", "error %d",
-              portres_ov_error(ov));
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP,
+              "wine: ov associate on a TCP socket -> 10045", "error %d", portres_ov_error(ov));
         portres_ov_free(ov, 0);
     } else {
         check(0, "wine: ov associate started", "err %d", err);
     }
     err = portres_ov_start(PORTRES_OP_RELEASE, s, crafted_token, 0, 0, 0, &ov);
-    check(err == 0 && portres_ov_reap(ov) == 1
-              && portres_ov_error(ov) == WSAEOPNOTSUPP,
+    check(err == 0 && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP,
           "wine: ov release on a TCP socket -> 10045", "err %d", err);
     if (err == 0)
         portres_ov_free(ov, 0);
@@ -1245,48 +1105,41 @@ test_overlapped_wine(void)
     CloseHandle(callback_event);
 
     reset_records();
-    err = portres_ov_start(PORTRES_OP_ASSOCIATE, INVALID_SOCKET, crafted_token,
-                           0, 0, 0, &ov);
+    err = portres_ov_start(PORTRES_OP_ASSOCIATE, INVALID_SOCKET, crafted_token, 0, 0, 0, &ov);
     if (err == 0) {
         w = portres_ov_reap(ov) ? portres_ov_error(ov) : -1;
         portres_ov_free(ov, 0);
     } else {
         w = err;
     }
-    check(w > 0, "wine: ov associate(INVALID_SOCKET) ends in an error",
-          "%d", w);
-    printf("     note: ov associate(INVALID_SOCKET): %s %d\n",
-           err ? "immediate error" : "result", w);
+    check(w > 0, "wine: ov associate(INVALID_SOCKET) ends in an error", "%d", w);
+    printf("     note: ov associate(INVALID_SOCKET): %s %d\n", err ? "immediate error" : "result",
+           w);
 }
 
 /* ---- persistent reservations (iphlpapi fakes) ---------------------------- */
 
-enum {
-    PF_CREATE_TCP, PF_CREATE_UDP, PF_LOOKUP_TCP, PF_LOOKUP_UDP,
-    PF_DELETE_TCP, PF_DELETE_UDP
-};
+enum { PF_CREATE_TCP, PF_CREATE_UDP, PF_LOOKUP_TCP, PF_LOOKUP_UDP, PF_DELETE_TCP, PF_DELETE_UDP };
 static const char *const pf_names[] = {
     "CreatePersistentTcpPortReservation", "CreatePersistentUdpPortReservation",
     "LookupPersistentTcpPortReservation", "LookupPersistentUdpPortReservation",
-    "DeletePersistentTcpPortReservation", "DeletePersistentUdpPortReservation"
-};
+    "DeletePersistentTcpPortReservation", "DeletePersistentUdpPortReservation"};
 
 typedef struct {
-    int fn;                     /* PF_* */
-    unsigned char start[2];     /* StartPort as laid out in memory */
-    unsigned char count[2];     /* NumberOfPorts as laid out in memory */
-    PULONG64 token;             /* the Token argument (NULL for Delete) */
+    int fn;                 /* PF_* */
+    unsigned char start[2]; /* StartPort as laid out in memory */
+    unsigned char count[2]; /* NumberOfPorts as laid out in memory */
+    PULONG64 token;         /* the Token argument (NULL for Delete) */
 } pcall_record;
 
 #define MAX_PCALLS 64
 static pcall_record pcalls[MAX_PCALLS];
 static int n_pcalls;
-static ULONG pscript_err;       /* non-zero: every call returns it */
-static int pscript_store;       /* Lookups answer from store_has() */
+static ULONG pscript_err; /* non-zero: every call returns it */
+static int pscript_store; /* Lookups answer from store_has() */
 static const ULONG64 ptoken = 0x1122334455667788ULL;
 
-static void
-reset_pcalls(void)
+static void reset_pcalls(void)
 {
     n_pcalls = 0;
     pscript_err = 0;
@@ -1294,18 +1147,15 @@ reset_pcalls(void)
 }
 
 /* The blocks "the system" holds for the listing tests. */
-static int
-store_has(int udp, unsigned start, unsigned count)
+static int store_has(int udp, unsigned start, unsigned count)
 {
     if (udp)
         return start == 52311 && count == 1;
     return (start == 50000 && count == 10) || (start == 80 && count == 20)
-           || (start >= 20000 && start < 20400 && start % 10 == 0
-               && count == 5);
+           || (start >= 20000 && start < 20400 && start % 10 == 0 && count == 5);
 }
 
-static ULONG
-pfake(int fn, USHORT start, USHORT count, PULONG64 token)
+static ULONG pfake(int fn, USHORT start, USHORT count, PULONG64 token)
 {
     pcall_record r;
     unsigned s, c;
@@ -1324,8 +1174,8 @@ pfake(int fn, USHORT start, USHORT count, PULONG64 token)
     if (pscript_err)
         return pscript_err;
     if (pscript_store && (fn == PF_LOOKUP_TCP || fn == PF_LOOKUP_UDP)) {
-        s = (unsigned)r.start[0] << 8 | r.start[1];     /* network order */
-        c = r.count[0] | (unsigned)r.count[1] << 8;     /* little-endian */
+        s = (unsigned)r.start[0] << 8 | r.start[1]; /* network order */
+        c = r.count[0] | (unsigned)r.count[1] << 8; /* little-endian */
         if (!store_has(fn == PF_LOOKUP_UDP, s, c))
             return ERROR_NOT_FOUND;
         *token = 0x1000 + s;
@@ -1336,42 +1186,32 @@ pfake(int fn, USHORT start, USHORT count, PULONG64 token)
     return NO_ERROR;
 }
 
-ULONG WINAPI
-portres_test_CreatePersistentTcpPortReservation(USHORT s, USHORT n,
-                                                PULONG64 t)
+ULONG WINAPI portres_test_CreatePersistentTcpPortReservation(USHORT s, USHORT n, PULONG64 t)
 {
     return pfake(PF_CREATE_TCP, s, n, t);
 }
 
-ULONG WINAPI
-portres_test_CreatePersistentUdpPortReservation(USHORT s, USHORT n,
-                                                PULONG64 t)
+ULONG WINAPI portres_test_CreatePersistentUdpPortReservation(USHORT s, USHORT n, PULONG64 t)
 {
     return pfake(PF_CREATE_UDP, s, n, t);
 }
 
-ULONG WINAPI
-portres_test_LookupPersistentTcpPortReservation(USHORT s, USHORT n,
-                                                PULONG64 t)
+ULONG WINAPI portres_test_LookupPersistentTcpPortReservation(USHORT s, USHORT n, PULONG64 t)
 {
     return pfake(PF_LOOKUP_TCP, s, n, t);
 }
 
-ULONG WINAPI
-portres_test_LookupPersistentUdpPortReservation(USHORT s, USHORT n,
-                                                PULONG64 t)
+ULONG WINAPI portres_test_LookupPersistentUdpPortReservation(USHORT s, USHORT n, PULONG64 t)
 {
     return pfake(PF_LOOKUP_UDP, s, n, t);
 }
 
-ULONG WINAPI
-portres_test_DeletePersistentTcpPortReservation(USHORT s, USHORT n)
+ULONG WINAPI portres_test_DeletePersistentTcpPortReservation(USHORT s, USHORT n)
 {
     return pfake(PF_DELETE_TCP, s, n, NULL);
 }
 
-ULONG WINAPI
-portres_test_DeletePersistentUdpPortReservation(USHORT s, USHORT n)
+ULONG WINAPI portres_test_DeletePersistentUdpPortReservation(USHORT s, USHORT n)
 {
     return pfake(PF_DELETE_UDP, s, n, NULL);
 }
@@ -1385,11 +1225,9 @@ static int reg_calls;
 static HKEY reg_root;
 static REGSAM reg_sam;
 static WCHAR reg_path[200];
-static const WCHAR *reg_redirect_path;      /* under HKEY_CURRENT_USER */
+static const WCHAR *reg_redirect_path; /* under HKEY_CURRENT_USER */
 
-LONG WINAPI
-portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam,
-                           PHKEY out)
+LONG WINAPI portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam, PHKEY out)
 {
     reg_calls++;
     reg_root = root;
@@ -1399,8 +1237,7 @@ portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam,
     case REG_FORWARD:
         return RegOpenKeyExW(root, sub, options, sam, out);
     case REG_REDIRECT:
-        return RegOpenKeyExW(HKEY_CURRENT_USER, reg_redirect_path, 0,
-                             KEY_QUERY_VALUE, out);
+        return RegOpenKeyExW(HKEY_CURRENT_USER, reg_redirect_path, 0, KEY_QUERY_VALUE, out);
     default:
         return reg_err;
     }
@@ -1411,30 +1248,28 @@ portres_test_RegOpenKeyExW(HKEY root, LPCWSTR sub, DWORD options, REGSAM sam,
 enum { ENUM_AS_IS, ENUM_REVERSE, ENUM_TWICE };
 static int enum_mode = ENUM_AS_IS;
 
-LONG WINAPI
-portres_test_RegEnumValueW(HKEY key, DWORD index, LPWSTR name,
-                           LPDWORD name_len, LPDWORD reserved, LPDWORD type,
-                           LPBYTE data, LPDWORD data_len)
+LONG WINAPI portres_test_RegEnumValueW(HKEY key, DWORD index, LPWSTR name, LPDWORD name_len,
+                                       LPDWORD reserved, LPDWORD type, LPBYTE data,
+                                       LPDWORD data_len)
 {
     DWORD values = 0;
 
     if (enum_mode != ENUM_AS_IS) {
-        if (RegQueryInfoKeyW(key, NULL, NULL, NULL, NULL, NULL, NULL, &values,
-                             NULL, NULL, NULL, NULL) != ERROR_SUCCESS)
+        if (RegQueryInfoKeyW(key, NULL, NULL, NULL, NULL, NULL, NULL, &values, NULL, NULL, NULL,
+                             NULL)
+            != ERROR_SUCCESS)
             return ERROR_INVALID_HANDLE;
         if (enum_mode == ENUM_REVERSE)
             index = index < values ? values - 1 - index : values;
         else
             index = index / 2;
     }
-    return RegEnumValueW(key, index, name, name_len, reserved, type, data,
-                         data_len);
+    return RegEnumValueW(key, index, name, name_len, reserved, type, data, data_len);
 }
 
 /* The argument bytes of the call recorded at INDEX. */
-static int
-pcall_is(int index, int fn, const unsigned char start[2],
-         const unsigned char count[2], char *got)
+static int pcall_is(int index, int fn, const unsigned char start[2], const unsigned char count[2],
+                    char *got)
 {
     const pcall_record *r = &pcalls[index];
     unsigned char both[4];
@@ -1446,33 +1281,29 @@ pcall_is(int index, int fn, const unsigned char start[2],
     memcpy(both, r->start, 2);
     memcpy(both + 2, r->count, 2);
     hex(got, both, 4);
-    return r->fn == fn && memcmp(r->start, start, 2) == 0
-           && memcmp(r->count, count, 2) == 0;
+    return r->fn == fn && memcmp(r->start, start, 2) == 0 && memcmp(r->count, count, 2) == 0;
 }
 
-static void
-test_persistent(void)
+static void test_persistent(void)
 {
     static const unsigned char s50000[2] = {0xC3, 0x50}, c10[2] = {0x0A, 0};
     static const unsigned char s256[2] = {0x01, 0x00}, c256[2] = {0x00, 0x01};
     static const unsigned char s1[2] = {0x00, 0x01}, c65535[2] = {0xFF, 0xFF};
     static const unsigned char s65535[2] = {0xFF, 0xFF}, c1[2] = {0x01, 0};
-    static const ULONG errors[] = {
-        ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_NOT_FOUND,
-        ERROR_INVALID_PARAMETER
-    };
-    static const struct { unsigned start, count; } bad[] = {
-        {0, 10}, {50000, 0}, {65535, 2}, {65000, 1000}, {70000, 1},
-        {1, 70000}
-    };
+    static const ULONG errors[] = {ERROR_ACCESS_DENIED, ERROR_SHARING_VIOLATION, ERROR_NOT_FOUND,
+                                   ERROR_INVALID_PARAMETER};
+    static const struct {
+        unsigned start, count;
+    } bad[] = {{0, 10}, {50000, 0}, {65535, 2}, {65000, 1000}, {70000, 1}, {1, 70000}};
     uint64_t token;
     char got[64];
     int err, proto, fn, ok, i, j, bytes_ok;
 
-    check(ERROR_ACCESS_DENIED == 5 && ERROR_SHARING_VIOLATION == 32
-              && ERROR_NOT_FOUND == 1168 && ERROR_INVALID_PARAMETER == 87,
+    check(ERROR_ACCESS_DENIED == 5 && ERROR_SHARING_VIOLATION == 32 && ERROR_NOT_FOUND == 1168
+              && ERROR_INVALID_PARAMETER == 87,
           "persistent: error codes 5, 32, 1168, 87 as portres/_persistent.py "
-          "maps them", NULL);
+          "maps them",
+          NULL);
 
     /* create, lookup: bytes, Tcp/Udp, token pointer, token value */
     for (proto = PORTRES_TCP; proto <= PORTRES_UDP; proto++) {
@@ -1484,34 +1315,30 @@ test_persistent(void)
         fn = proto == PORTRES_TCP ? PF_CREATE_TCP : PF_CREATE_UDP;
         bytes_ok = pcall_is(0, fn, s50000, c10, got);
         check(err == 0 && n_pcalls == 1 && bytes_ok,
-              proto == PORTRES_TCP
-                  ? "persistent create tcp 50000/10: one "
-                    "CreatePersistentTcpPortReservation call, bytes C3 50 0A 00"
-                  : "persistent create udp 50000/10: one "
-                    "CreatePersistentUdpPortReservation call, bytes C3 50 0A 00",
+              proto == PORTRES_TCP ? "persistent create tcp 50000/10: one "
+                                     "CreatePersistentTcpPortReservation call, bytes C3 50 0A 00"
+                                   : "persistent create udp 50000/10: one "
+                                     "CreatePersistentUdpPortReservation call, bytes C3 50 0A 00",
               "err %d, %d calls, fn %s, got %s", err, n_pcalls,
               n_pcalls ? pf_names[pcalls[0].fn] : "-", got);
         check(pcalls[0].token != NULL && token == ptoken,
-              proto == PORTRES_TCP
-                  ? "persistent create tcp: Token pointer filled, token "
-                    "0x1122334455667788 returned (last error ignored)"
-                  : "persistent create udp: Token pointer filled, token "
-                    "0x1122334455667788 returned (last error ignored)",
-              "%s: token 0x%08lX%08lX", pname,
-              (unsigned long)(token >> 32), (unsigned long)(token & 0xFFFFFFFFu));
+              proto == PORTRES_TCP ? "persistent create tcp: Token pointer filled, token "
+                                     "0x1122334455667788 returned (last error ignored)"
+                                   : "persistent create udp: Token pointer filled, token "
+                                     "0x1122334455667788 returned (last error ignored)",
+              "%s: token 0x%08lX%08lX", pname, (unsigned long)(token >> 32),
+              (unsigned long)(token & 0xFFFFFFFFu));
 
         reset_pcalls();
         token = 0;
         err = portres_persistent_lookup(proto, 256, 256, &token);
         fn = proto == PORTRES_TCP ? PF_LOOKUP_TCP : PF_LOOKUP_UDP;
         bytes_ok = pcall_is(0, fn, s256, c256, got);
-        check(err == 0 && n_pcalls == 1 && bytes_ok
-                  && pcalls[0].token != NULL && token == ptoken,
-              proto == PORTRES_TCP
-                  ? "persistent lookup tcp 256/256: LookupPersistentTcp..., "
-                    "bytes 01 00 00 01, token returned"
-                  : "persistent lookup udp 256/256: LookupPersistentUdp..., "
-                    "bytes 01 00 00 01, token returned",
+        check(err == 0 && n_pcalls == 1 && bytes_ok && pcalls[0].token != NULL && token == ptoken,
+              proto == PORTRES_TCP ? "persistent lookup tcp 256/256: LookupPersistentTcp..., "
+                                     "bytes 01 00 00 01, token returned"
+                                   : "persistent lookup udp 256/256: LookupPersistentUdp..., "
+                                     "bytes 01 00 00 01, token returned",
               "err %d, %d calls, got %s", err, n_pcalls, got);
 
         reset_pcalls();
@@ -1519,18 +1346,16 @@ test_persistent(void)
         fn = proto == PORTRES_TCP ? PF_DELETE_TCP : PF_DELETE_UDP;
         bytes_ok = pcall_is(0, fn, s1, c65535, got);
         check(err == 0 && n_pcalls == 1 && bytes_ok,
-              proto == PORTRES_TCP
-                  ? "persistent delete tcp 1/65535: DeletePersistentTcp..., "
-                    "bytes 00 01 FF FF"
-                  : "persistent delete udp 1/65535: DeletePersistentUdp..., "
-                    "bytes 00 01 FF FF",
+              proto == PORTRES_TCP ? "persistent delete tcp 1/65535: DeletePersistentTcp..., "
+                                     "bytes 00 01 FF FF"
+                                   : "persistent delete udp 1/65535: DeletePersistentUdp..., "
+                                     "bytes 00 01 FF FF",
               "err %d, %d calls, got %s", err, n_pcalls, got);
     }
     reset_pcalls();
     err = portres_persistent_create(PORTRES_TCP, 65535, 1, &token);
     bytes_ok = pcall_is(0, PF_CREATE_TCP, s65535, c1, got);
-    check(err == 0 && bytes_ok,
-          "persistent create tcp 65535/1 (last port): bytes FF FF 01 00",
+    check(err == 0 && bytes_ok, "persistent create tcp 65535/1 (last port): bytes FF FF 01 00",
           "err %d, got %s", err, got);
 
     /* errors come back unchanged, from every function; no token */
@@ -1552,30 +1377,26 @@ test_persistent(void)
             ok &= n_pcalls == 3;
         }
     }
-    check(ok, "persistent create/lookup/delete, tcp and udp: errors 5, 32, "
-          "1168, 87 returned unchanged, token left 0", NULL);
+    check(ok,
+          "persistent create/lookup/delete, tcp and udp: errors 5, 32, "
+          "1168, 87 returned unchanged, token left 0",
+          NULL);
 
     /* bad arguments: ERROR_INVALID_PARAMETER, no call */
     reset_pcalls();
     ok = 1;
     for (i = 0; i < (int)(sizeof(bad) / sizeof(bad[0])); i++) {
-        ok &= portres_persistent_create(PORTRES_TCP, bad[i].start,
-                                        bad[i].count, &token)
+        ok &= portres_persistent_create(PORTRES_TCP, bad[i].start, bad[i].count, &token)
               == ERROR_INVALID_PARAMETER;
-        ok &= portres_persistent_lookup(PORTRES_UDP, bad[i].start,
-                                        bad[i].count, &token)
+        ok &= portres_persistent_lookup(PORTRES_UDP, bad[i].start, bad[i].count, &token)
               == ERROR_INVALID_PARAMETER;
-        ok &= portres_persistent_delete(PORTRES_TCP, bad[i].start,
-                                        bad[i].count)
+        ok &= portres_persistent_delete(PORTRES_TCP, bad[i].start, bad[i].count)
               == ERROR_INVALID_PARAMETER;
     }
-    ok &= portres_persistent_create(2, 50000, 10, &token)
-          == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_create(2, 50000, 10, &token) == ERROR_INVALID_PARAMETER;
     ok &= portres_persistent_delete(-1, 50000, 10) == ERROR_INVALID_PARAMETER;
-    ok &= portres_persistent_create(PORTRES_TCP, 50000, 10, NULL)
-          == ERROR_INVALID_PARAMETER;
-    ok &= portres_persistent_lookup(PORTRES_TCP, 50000, 10, NULL)
-          == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_create(PORTRES_TCP, 50000, 10, NULL) == ERROR_INVALID_PARAMETER;
+    ok &= portres_persistent_lookup(PORTRES_TCP, 50000, 10, NULL) == ERROR_INVALID_PARAMETER;
     check(ok && n_pcalls == 0,
           "persistent: start 0, count 0, past 65535, > 65535, bad protocol, "
           "NULL token -> ERROR_INVALID_PARAMETER (87), no call",
@@ -1587,29 +1408,26 @@ test_persistent(void)
 static const WCHAR list_key_tcp[] = L"Software\\portres-test\\tcp";
 static const WCHAR list_key_udp[] = L"Software\\portres-test\\udp";
 
-static int
-set_block_value(HKEY key, const WCHAR *name)
+static int set_block_value(HKEY key, const WCHAR *name)
 {
-    static const BYTE data[4] = {0x12, 0x00, 0xFF, 0xFF};   /* as seen */
-    return RegSetValueExW(key, name, 0, REG_BINARY, data, sizeof(data))
-           == ERROR_SUCCESS;
+    static const BYTE data[4] = {0x12, 0x00, 0xFF, 0xFF}; /* as seen */
+    return RegSetValueExW(key, name, 0, REG_BINARY, data, sizeof(data)) == ERROR_SUCCESS;
 }
 
 /* The crafted stores: every kind of name the parser must take or skip. */
-static int
-make_list_keys(void)
+static int make_list_keys(void)
 {
     static const WCHAR *const tcp_names[] = {
-        L"c3500a00",    /* 50000/10: held */
-        L"00501400",    /* 80/20: held */
-        L"1F400100",    /* 8000/1, upper case: parsed, not held */
-        L"ffff0200",    /* 65535/2: past 65535, skipped */
-        L"00000100",    /* start 0: skipped */
-        L"30390000",    /* count 0: skipped */
-        L"zz500a00",    /* not hex */
-        L"c3500a",      /* 6 digits */
-        L"c3500a0000",  /* 10 digits */
-        L"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",  /* > the name buffer */
+        L"c3500a00",                                 /* 50000/10: held */
+        L"00501400",                                 /* 80/20: held */
+        L"1F400100",                                 /* 8000/1, upper case: parsed, not held */
+        L"ffff0200",                                 /* 65535/2: past 65535, skipped */
+        L"00000100",                                 /* start 0: skipped */
+        L"30390000",                                 /* count 0: skipped */
+        L"zz500a00",                                 /* not hex */
+        L"c3500a",                                   /* 6 digits */
+        L"c3500a0000",                               /* 10 digits */
+        L"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", /* > the name buffer */
     };
     HKEY tcp = NULL, udp = NULL;
     WCHAR name[16];
@@ -1617,14 +1435,14 @@ make_list_keys(void)
     unsigned start;
 
     RegDeleteTreeW(HKEY_CURRENT_USER, L"Software\\portres-test");
-    if (RegCreateKeyExW(HKEY_CURRENT_USER, list_key_tcp, 0, NULL, 0,
-                        KEY_SET_VALUE, NULL, &tcp, NULL) != ERROR_SUCCESS
-            || RegCreateKeyExW(HKEY_CURRENT_USER, list_key_udp, 0, NULL, 0,
-                               KEY_SET_VALUE, NULL, &udp, NULL)
+    if (RegCreateKeyExW(HKEY_CURRENT_USER, list_key_tcp, 0, NULL, 0, KEY_SET_VALUE, NULL, &tcp,
+                        NULL)
+            != ERROR_SUCCESS
+        || RegCreateKeyExW(HKEY_CURRENT_USER, list_key_udp, 0, NULL, 0, KEY_SET_VALUE, NULL, &udp,
+                           NULL)
                != ERROR_SUCCESS)
         ok = 0;
-    for (i = 0; ok && i < (int)(sizeof(tcp_names) / sizeof(tcp_names[0]));
-         i++)
+    for (i = 0; ok && i < (int)(sizeof(tcp_names) / sizeof(tcp_names[0])); i++)
         ok &= set_block_value(tcp, tcp_names[i]);
     /* 40 held blocks of 5 ports from 20000: the array grows past 16, 32 */
     for (i = 0; ok && i < 40; i++) {
@@ -1633,8 +1451,8 @@ make_list_keys(void)
         ok &= set_block_value(tcp, name);
     }
     if (ok) {
-        ok &= set_block_value(udp, L"cc570100");    /* 52311/1: held */
-        ok &= set_block_value(udp, L"c3500a00");    /* 50000/10: not udp */
+        ok &= set_block_value(udp, L"cc570100"); /* 52311/1: held */
+        ok &= set_block_value(udp, L"c3500a00"); /* 50000/10: not udp */
     }
     if (tcp != NULL)
         RegCloseKey(tcp);
@@ -1643,8 +1461,7 @@ make_list_keys(void)
     return ok;
 }
 
-static void
-test_persistent_list(void)
+static void test_persistent_list(void)
 {
     static const unsigned char s50000[2] = {0xC3, 0x50}, c10[2] = {0x0A, 0};
     static const unsigned char s52311[2] = {0xCC, 0x57}, c1[2] = {0x01, 0};
@@ -1669,26 +1486,23 @@ test_persistent_list(void)
     reg_redirect_path = list_key_tcp;
     reg_calls = 0;
     err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
-    check(err == 0 && call == NULL && reg_calls == 1
-              && reg_root == HKEY_LOCAL_MACHINE
-              && lstrcmpW(reg_path,
-                          L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
-                          L"{eb004a03-9b1a-11d4-9123-0050047759bc}\\29") == 0
+    check(err == 0 && call == NULL && reg_calls == 1 && reg_root == HKEY_LOCAL_MACHINE
+              && lstrcmpW(reg_path, L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                                    L"{eb004a03-9b1a-11d4-9123-0050047759bc}\\29")
+                     == 0
               && reg_sam == (KEY_QUERY_VALUE | KEY_WOW64_64KEY),
           "persistent list tcp: opens HKLM\\...\\Nsi\\{eb004a03-...}\\29 "
           "read-only (KEY_QUERY_VALUE | KEY_WOW64_64KEY)",
-          "err %d, %d opens, sam 0x%lx", err, reg_calls,
-          (unsigned long)reg_sam);
-    ok = err == 0 && blocks != NULL && n == 42 && blocks[0].start == 80
-         && blocks[0].count == 20 && blocks[41].start == 50000
-         && blocks[41].count == 10;
+          "err %d, %d opens, sam 0x%lx", err, reg_calls, (unsigned long)reg_sam);
+    ok = err == 0 && blocks != NULL && n == 42 && blocks[0].start == 80 && blocks[0].count == 20
+         && blocks[41].start == 50000 && blocks[41].count == 10;
     for (k = 1; ok && k < 41; k++)
-        ok = blocks[k].start == 20000 + 10 * (unsigned)(k - 1)
-             && blocks[k].count == 5;
-    check(ok, "persistent list tcp: the 42 held blocks, sorted (80/20, "
+        ok = blocks[k].start == 20000 + 10 * (unsigned)(k - 1) && blocks[k].count == 5;
+    check(ok,
+          "persistent list tcp: the 42 held blocks, sorted (80/20, "
           "20000/5 .. 20390/5, 50000/10)",
-          "err %d, n %lu, first %u/%u", err, (unsigned long)n,
-          n ? blocks[0].start : 0, n ? blocks[0].count : 0);
+          "err %d, n %lu, first %u/%u", err, (unsigned long)n, n ? blocks[0].start : 0,
+          n ? blocks[0].count : 0);
     lookups_ok = n_pcalls == 43;
     found = 0;
     for (i = 0; lookups_ok && i < n_pcalls && i < MAX_PCALLS; i++) {
@@ -1699,7 +1513,8 @@ test_persistent_list(void)
     check(lookups_ok && found,
           "persistent list tcp: 43 LookupPersistentTcpPortReservation calls "
           "(one per well-formed name; 8000/1 not found, dropped), 50000/10 as "
-          "C3 50 0A 00", "%d calls", n_pcalls);
+          "C3 50 0A 00",
+          "%d calls", n_pcalls);
     portres_persistent_list_free(err == 0 ? blocks : NULL);
 
     /* the registry promises no order: reversed, or each value seen twice */
@@ -1710,15 +1525,15 @@ test_persistent_list(void)
         blocks = (portres_port_block *)1;
         err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
         enum_mode = ENUM_AS_IS;
-        ok = err == 0 && n == 42 && blocks[0].start == 80
-             && blocks[41].start == 50000
+        ok = err == 0 && n == 42 && blocks[0].start == 80 && blocks[41].start == 50000
              && n_pcalls == (i == 0 ? 43 : 86);
         for (found = 1; ok && found < 42; found++)
             ok = blocks[found - 1].start < blocks[found].start;
-        check(ok, i == 0 ? "persistent list tcp, values enumerated in reverse: "
-                           "the same 42 blocks, sorted by start"
-                         : "persistent list tcp, every value enumerated twice: "
-                           "the same 42 blocks, no duplicate",
+        check(ok,
+              i == 0 ? "persistent list tcp, values enumerated in reverse: "
+                       "the same 42 blocks, sorted by start"
+                     : "persistent list tcp, every value enumerated twice: "
+                       "the same 42 blocks, no duplicate",
               "err %d, n %lu, %d calls", err, (unsigned long)n, n_pcalls);
         portres_persistent_list_free(err == 0 ? blocks : NULL);
     }
@@ -1729,17 +1544,16 @@ test_persistent_list(void)
     reg_redirect_path = list_key_udp;
     blocks = (portres_port_block *)1;
     err = list_persistent(PORTRES_UDP, &blocks, &n, &call);
-    check(err == 0 && n == 1 && blocks[0].start == 52311
-              && blocks[0].count == 1 && n_pcalls == 2
+    check(err == 0 && n == 1 && blocks[0].start == 52311 && blocks[0].count == 1 && n_pcalls == 2
               && pcalls[0].fn == PF_LOOKUP_UDP && pcalls[1].fn == PF_LOOKUP_UDP
               && (pcall_is(0, PF_LOOKUP_UDP, s52311, c1, got)
                   || pcall_is(1, PF_LOOKUP_UDP, s52311, c1, got))
-              && lstrcmpW(reg_path,
-                          L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
-                          L"{eb004a02-9b1a-11d4-9123-0050047759bc}\\5") == 0,
+              && lstrcmpW(reg_path, L"SYSTEM\\CurrentControlSet\\Control\\Nsi\\"
+                                    L"{eb004a02-9b1a-11d4-9123-0050047759bc}\\5")
+                     == 0,
           "persistent list udp: Nsi\\{eb004a02-...}\\5, LookupPersistentUdp... "
-          "per name, [(52311, 1)]", "err %d, n %lu, %d calls", err,
-          (unsigned long)n, n_pcalls);
+          "per name, [(52311, 1)]",
+          "err %d, n %lu, %d calls", err, (unsigned long)n, n_pcalls);
     portres_persistent_list_free(err == 0 ? blocks : NULL);
 
     /* a Lookup failing otherwise than ERROR_NOT_FOUND ends the listing */
@@ -1748,8 +1562,7 @@ test_persistent_list(void)
     reg_redirect_path = list_key_tcp;
     blocks = (portres_port_block *)1;
     err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
-    check(err == ERROR_ACCESS_DENIED && blocks == NULL && n == 0
-              && call != NULL
+    check(err == ERROR_ACCESS_DENIED && blocks == NULL && n == 0 && call != NULL
               && strcmp(call, "LookupPersistentTcpPortReservation") == 0,
           "persistent list: a Lookup error (5) is returned, naming "
           "LookupPersistentTcpPortReservation; nothing kept",
@@ -1762,40 +1575,32 @@ test_persistent_list(void)
     blocks = (portres_port_block *)1;
     err = list_persistent(PORTRES_UDP, &blocks, &n, &call);
     check(err == 0 && blocks == NULL && n == 0 && n_pcalls == 0,
-          "persistent list, store key absent: empty list, no Lookup", "err %d",
-          err);
+          "persistent list, store key absent: empty list, no Lookup", "err %d", err);
     reg_err = ERROR_ACCESS_DENIED;
     err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
     check(err == ERROR_ACCESS_DENIED && blocks == NULL && call != NULL
               && strcmp(call, "RegOpenKeyExW") == 0,
-          "persistent list, key not readable: 5, naming RegOpenKeyExW",
-          "err %d", err);
+          "persistent list, key not readable: 5, naming RegOpenKeyExW", "err %d", err);
 
     reg_calls = 0;
     err = list_persistent(7, &blocks, &n, &call);
     check(err == ERROR_INVALID_PARAMETER && reg_calls == 0
-              && list_persistent(PORTRES_TCP, NULL, &n, &call)
-                 == ERROR_INVALID_PARAMETER
-              && list_persistent(PORTRES_TCP, &blocks, NULL, &call)
-                 == ERROR_INVALID_PARAMETER,
-          "persistent list: bad protocol, NULL outputs -> 87, no call",
-          "err %d", err);
+              && list_persistent(PORTRES_TCP, NULL, &n, &call) == ERROR_INVALID_PARAMETER
+              && list_persistent(PORTRES_TCP, &blocks, NULL, &call) == ERROR_INVALID_PARAMETER,
+          "persistent list: bad protocol, NULL outputs -> 87, no call", "err %d", err);
 
     h1 = count_handles();
     check(heap_live == heap0 && h1 == h0,
           "persistent list: no heap block, no handle (registry key) left",
-          "heap %ld -> %ld, handles %ld -> %ld", heap0, (long)heap_live, h0,
-          h1);
+          "heap %ld -> %ld, handles %ld -> %ld", heap0, (long)heap_live, h0, h1);
 
     /* Wine's own registry: no such store */
     reset_pcalls();
     pscript_store = 1;
     reg_mode = REG_FORWARD;
     err = list_persistent(PORTRES_TCP, &blocks, &n, &call);
-    check(err == 0, "wine: persistent list tcp on Wine's registry: no error",
-          "err %d", err);
-    printf("     note: Wine's registry holds %lu persistent TCP block(s)\n",
-           (unsigned long)n);
+    check(err == 0, "wine: persistent list tcp on Wine's registry: no error", "err %d", err);
+    printf("     note: Wine's registry holds %lu persistent TCP block(s)\n", (unsigned long)n);
     portres_persistent_list_free(err == 0 ? blocks : NULL);
     reset_pcalls();
     RegDeleteTreeW(HKEY_CURRENT_USER, L"Software\\portres-test");
@@ -1809,8 +1614,8 @@ typedef struct {
     int udp;
     ULONG af;
     int null_table;
-    DWORD size_in;      /* *pdwSize on entry: the buffer's size */
-    DWORD size_out;     /* *pdwSize on return */
+    DWORD size_in;  /* *pdwSize on entry: the buffer's size */
+    DWORD size_out; /* *pdwSize on return */
     WINBOOL order;
     int table_class;
     ULONG reserved;
@@ -1825,14 +1630,13 @@ static int tbl_mode = TBL_FORWARD;
  * the headers' own types (DWORD-aligned storage). */
 static DWORD tbl_store[2][2][1024];
 static DWORD tbl_len[2][2];
-static DWORD tbl_pad;       /* bytes the table needs beyond its image */
-static int tbl_grow;        /* times it grows right after giving its size */
-static int tbl_lie;         /* times it says "too small" without a size */
-static DWORD tbl_err;       /* non-zero: returned (for tbl_err_af, 0 any) */
+static DWORD tbl_pad; /* bytes the table needs beyond its image */
+static int tbl_grow;  /* times it grows right after giving its size */
+static int tbl_lie;   /* times it says "too small" without a size */
+static DWORD tbl_err; /* non-zero: returned (for tbl_err_af, 0 any) */
 static ULONG tbl_err_af;
 
-static void
-reset_tables(void)
+static void reset_tables(void)
 {
     memset(tbl_store, 0, sizeof(tbl_store));
     memset(tbl_len, 0, sizeof(tbl_len));
@@ -1844,9 +1648,8 @@ reset_tables(void)
     tbl_mode = TBL_SCRIPT;
 }
 
-static DWORD
-tfake(int udp, PVOID table, PDWORD size, WINBOOL order, ULONG af, int cls,
-      ULONG reserved)
+static DWORD tfake(int udp, PVOID table, PDWORD size, WINBOOL order, ULONG af, int cls,
+                   ULONG reserved)
 {
     tcall_record r;
     const unsigned char *img;
@@ -1861,26 +1664,24 @@ tfake(int udp, PVOID table, PDWORD size, WINBOOL order, ULONG af, int cls,
     r.table_class = cls;
     r.reserved = reserved;
     if (tbl_mode == TBL_FORWARD) {
-        r.rc = udp ? GetExtendedUdpTable(table, size, order, af,
-                                         (UDP_TABLE_CLASS)cls, reserved)
-                   : GetExtendedTcpTable(table, size, order, af,
-                                         (TCP_TABLE_CLASS)cls, reserved);
+        r.rc = udp ? GetExtendedUdpTable(table, size, order, af, (UDP_TABLE_CLASS)cls, reserved)
+                   : GetExtendedTcpTable(table, size, order, af, (TCP_TABLE_CLASS)cls, reserved);
     } else if (tbl_err && (tbl_err_af == 0 || tbl_err_af == af)) {
         r.rc = tbl_err;
     } else {
         img = (const unsigned char *)tbl_store[udp][af == AF_INET6];
         img_len = tbl_len[udp][af == AF_INET6];
         if (img_len == 0)
-            img_len = 4;                /* dwNumEntries 0 */
+            img_len = 4; /* dwNumEntries 0 */
         need = img_len + tbl_pad;
         if (tbl_lie > 0) {
             tbl_lie--;
-            r.rc = ERROR_INSUFFICIENT_BUFFER;   /* *size left as given */
+            r.rc = ERROR_INSUFFICIENT_BUFFER; /* *size left as given */
         } else if (table == NULL || *size < need) {
             *size = need;
             r.rc = ERROR_INSUFFICIENT_BUFFER;
-            if (tbl_grow > 0) {     /* rows appear before the next call: */
-                tbl_grow--;         /* more than any margin on NEED */
+            if (tbl_grow > 0) { /* rows appear before the next call: */
+                tbl_grow--;     /* more than any margin on NEED */
                 tbl_pad += need + 100000;
             }
         } else {
@@ -1900,24 +1701,21 @@ tfake(int udp, PVOID table, PDWORD size, WINBOOL order, ULONG af, int cls,
     return r.rc;
 }
 
-DWORD WINAPI
-portres_test_GetExtendedTcpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
-                                 TCP_TABLE_CLASS cls, ULONG reserved)
+DWORD WINAPI portres_test_GetExtendedTcpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
+                                              TCP_TABLE_CLASS cls, ULONG reserved)
 {
     return tfake(0, t, size, order, af, (int)cls, reserved);
 }
 
-DWORD WINAPI
-portres_test_GetExtendedUdpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
-                                 UDP_TABLE_CLASS cls, ULONG reserved)
+DWORD WINAPI portres_test_GetExtendedUdpTable(PVOID t, PDWORD size, WINBOOL order, ULONG af,
+                                              UDP_TABLE_CLASS cls, ULONG reserved)
 {
     return tfake(1, t, size, order, af, (int)cls, reserved);
 }
 
 /* dwLocalPort as the stack lays it out: the port's two bytes in network
  * order, then two bytes this code must never read (garbage here). */
-static DWORD
-wire_port(unsigned port)
+static DWORD wire_port(unsigned port)
 {
     unsigned char b[4];
     DWORD d;
@@ -1932,12 +1730,11 @@ wire_port(unsigned port)
 
 typedef struct {
     unsigned port;
-    DWORD state;        /* MIB_TCP_STATE (TCP only) */
+    DWORD state; /* MIB_TCP_STATE (TCP only) */
     DWORD pid;
 } trow;
 
-static void
-set_tcp4(const trow *rows, int n)
+static void set_tcp4(const trow *rows, int n)
 {
     MIB_TCPTABLE_OWNER_PID *t = (MIB_TCPTABLE_OWNER_PID *)tbl_store[0][0];
     int i;
@@ -1950,12 +1747,11 @@ set_tcp4(const trow *rows, int n)
         t->table[i].dwRemotePort = wire_port(1);
         t->table[i].dwOwningPid = rows[i].pid;
     }
-    tbl_len[0][0] = (DWORD)(offsetof(MIB_TCPTABLE_OWNER_PID, table)
-                            + (size_t)n * sizeof(t->table[0]));
+    tbl_len[0][0] =
+        (DWORD)(offsetof(MIB_TCPTABLE_OWNER_PID, table) + (size_t)n * sizeof(t->table[0]));
 }
 
-static void
-set_tcp6(const trow *rows, int n)
+static void set_tcp6(const trow *rows, int n)
 {
     MIB_TCP6TABLE_OWNER_PID *t = (MIB_TCP6TABLE_OWNER_PID *)tbl_store[0][1];
     int i;
@@ -1969,12 +1765,11 @@ set_tcp6(const trow *rows, int n)
         t->table[i].dwState = rows[i].state;
         t->table[i].dwOwningPid = rows[i].pid;
     }
-    tbl_len[0][1] = (DWORD)(offsetof(MIB_TCP6TABLE_OWNER_PID, table)
-                            + (size_t)n * sizeof(t->table[0]));
+    tbl_len[0][1] =
+        (DWORD)(offsetof(MIB_TCP6TABLE_OWNER_PID, table) + (size_t)n * sizeof(t->table[0]));
 }
 
-static void
-set_udp4(const trow *rows, int n)
+static void set_udp4(const trow *rows, int n)
 {
     MIB_UDPTABLE_OWNER_PID *t = (MIB_UDPTABLE_OWNER_PID *)tbl_store[1][0];
     int i;
@@ -1984,12 +1779,11 @@ set_udp4(const trow *rows, int n)
         t->table[i].dwLocalPort = wire_port(rows[i].port);
         t->table[i].dwOwningPid = rows[i].pid;
     }
-    tbl_len[1][0] = (DWORD)(offsetof(MIB_UDPTABLE_OWNER_PID, table)
-                            + (size_t)n * sizeof(t->table[0]));
+    tbl_len[1][0] =
+        (DWORD)(offsetof(MIB_UDPTABLE_OWNER_PID, table) + (size_t)n * sizeof(t->table[0]));
 }
 
-static void
-set_udp6(const trow *rows, int n)
+static void set_udp6(const trow *rows, int n)
 {
     MIB_UDP6TABLE_OWNER_PID *t = (MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1];
     int i;
@@ -2000,38 +1794,44 @@ set_udp6(const trow *rows, int n)
         t->table[i].dwLocalPort = wire_port(rows[i].port);
         t->table[i].dwOwningPid = rows[i].pid;
     }
-    tbl_len[1][1] = (DWORD)(offsetof(MIB_UDP6TABLE_OWNER_PID, table)
-                            + (size_t)n * sizeof(t->table[0]));
+    tbl_len[1][1] =
+        (DWORD)(offsetof(MIB_UDP6TABLE_OWNER_PID, table) + (size_t)n * sizeof(t->table[0]));
 }
 
 /* Is (family, state, port, pid) the I-th result? */
-static int
-sock_is(const portres_port_socket *s, size_t n, size_t i, int family,
-        int state, unsigned port, unsigned long pid)
+static int sock_is(const portres_port_socket *s, size_t n, size_t i, int family, int state,
+                   unsigned port, unsigned long pid)
 {
-    return s != NULL && i < n && s[i].family == family && s[i].state == state
-           && s[i].port == port && s[i].pid == pid;
+    return s != NULL && i < n && s[i].family == family && s[i].state == state && s[i].port == port
+           && s[i].pid == pid;
 }
 
-static void
-print_sockets(const portres_port_socket *s, size_t n)
+static void print_sockets(const portres_port_socket *s, size_t n)
 {
     size_t i;
 
     for (i = 0; s != NULL && i < n; i++)
-        printf("       [%lu] family %d state %d port %u pid %lu\n",
-               (unsigned long)i, s[i].family, s[i].state, s[i].port, s[i].pid);
+        printf("       [%lu] family %d state %d port %u pid %lu\n", (unsigned long)i, s[i].family,
+               s[i].state, s[i].port, s[i].pid);
 }
 
-static void
-test_state_mapping(void)
+static void test_state_mapping(void)
 {
     /* MIB_TCP_STATE 1..12 -> include/net/tcp_states.h */
     static const int expect[13] = {
-        0, 7 /* CLOSED */, 10 /* LISTEN */, 2 /* SYN_SENT */,
-        3 /* SYN_RCVD */, 1 /* ESTAB */, 4 /* FIN_WAIT1 */, 5 /* FIN_WAIT2 */,
-        8 /* CLOSE_WAIT */, 11 /* CLOSING */, 9 /* LAST_ACK */,
-        6 /* TIME_WAIT */, 7 /* DELETE_TCB */
+        0,
+        7 /* CLOSED */,
+        10 /* LISTEN */,
+        2 /* SYN_SENT */,
+        3 /* SYN_RCVD */,
+        1 /* ESTAB */,
+        4 /* FIN_WAIT1 */,
+        5 /* FIN_WAIT2 */,
+        8 /* CLOSE_WAIT */,
+        11 /* CLOSING */,
+        9 /* LAST_ACK */,
+        6 /* TIME_WAIT */,
+        7 /* DELETE_TCB */
     };
     unsigned long v;
     int ok = 1, bad = 0;
@@ -2041,26 +1841,24 @@ test_state_mapping(void)
             ok = 0;
             bad = (int)v;
         }
-    check(ok, "tcp states: MIB_TCP_STATE 1..12 map to Linux's numbers "
-              "(LISTEN 2 -> 10, ESTAB 5 -> 1, TIME_WAIT 11 -> 6, "
-              "CLOSE_WAIT 8 -> 8, ...)", "MIB %d -> %d", bad,
-          bad ? portres_tcp_state_from_mib((unsigned long)bad) : 0);
-    check(portres_tcp_state_from_mib(0) == 1000
-              && portres_tcp_state_from_mib(100) == 1100
+    check(ok,
+          "tcp states: MIB_TCP_STATE 1..12 map to Linux's numbers "
+          "(LISTEN 2 -> 10, ESTAB 5 -> 1, TIME_WAIT 11 -> 6, "
+          "CLOSE_WAIT 8 -> 8, ...)",
+          "MIB %d -> %d", bad, bad ? portres_tcp_state_from_mib((unsigned long)bad) : 0);
+    check(portres_tcp_state_from_mib(0) == 1000 && portres_tcp_state_from_mib(100) == 1100
               && portres_tcp_state_from_mib(13) == 1013
               && portres_tcp_state_from_mib(0xFFFFFFFFul) == 1000,
-          "tcp states: other MIB values -> 1000 + value (1000 when huge)",
-          "%d %d %d %d", portres_tcp_state_from_mib(0),
-          portres_tcp_state_from_mib(100), portres_tcp_state_from_mib(13),
-          portres_tcp_state_from_mib(0xFFFFFFFFul));
+          "tcp states: other MIB values -> 1000 + value (1000 when huge)", "%d %d %d %d",
+          portres_tcp_state_from_mib(0), portres_tcp_state_from_mib(100),
+          portres_tcp_state_from_mib(13), portres_tcp_state_from_mib(0xFFFFFFFFul));
 }
 
-static void
-test_port_sockets_crafted(void)
+static void test_port_sockets_crafted(void)
 {
     static const trow tcp4[] = {
         {50000, MIB_TCP_STATE_LISTEN, 1111},
-        {20675, MIB_TCP_STATE_LISTEN, 7},   /* bytes 50 C3: not 50000 */
+        {20675, MIB_TCP_STATE_LISTEN, 7}, /* bytes 50 C3: not 50000 */
         {50001, MIB_TCP_STATE_ESTAB, 2222},
         {49999, MIB_TCP_STATE_LISTEN, 3},
         {50002, MIB_TCP_STATE_LISTEN, 4},
@@ -2070,8 +1868,8 @@ test_port_sockets_crafted(void)
         {50000, 100, 5555},
         {50001, MIB_TCP_STATE_CLOSE_WAIT, 6},
     };
-    static const trow udp4[] = { {50000, 0, 10}, {50001, 0, 11} };
-    static const trow udp6[] = { {49999, 0, 12}, {50000, 0, 13} };
+    static const trow udp4[] = {{50000, 0, 10}, {50001, 0, 11}};
+    static const trow udp6[] = {{49999, 0, 12}, {50000, 0, 13}};
     portres_port_socket *s = (portres_port_socket *)1;
     size_t n = 99;
     const char *call = "x";
@@ -2083,24 +1881,21 @@ test_port_sockets_crafted(void)
     set_tcp4(tcp4, 5);
     set_tcp6(tcp6, 3);
     err = list_port_sockets(PORTRES_TCP, 50000, 50001, &s, &n, &call);
-    ok = err == 0 && call == NULL && n == 5
-         && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
-         && sock_is(s, n, 1, AF_INET, 1, 50001, 2222)
-         && sock_is(s, n, 2, AF_INET6, 6, 50000, 0)
+    ok = err == 0 && call == NULL && n == 5 && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
+         && sock_is(s, n, 1, AF_INET, 1, 50001, 2222) && sock_is(s, n, 2, AF_INET6, 6, 50000, 0)
          && sock_is(s, n, 3, AF_INET6, 1100, 50000, 5555)
          && sock_is(s, n, 4, AF_INET6, 8, 50001, 6);
-    check(ok, "port sockets tcp 50000-50001: both families, ports read as "
-              "network order from the DWORD's first two bytes (C3 50 = "
-              "50000; 50 C3 = 20675 left out), states mapped, PIDs kept",
+    check(ok,
+          "port sockets tcp 50000-50001: both families, ports read as "
+          "network order from the DWORD's first two bytes (C3 50 = "
+          "50000; 50 C3 = 20675 left out), states mapped, PIDs kept",
           "err %d, n %lu", err, (unsigned long)n);
     if (!ok)
         print_sockets(s, n);
-    check(n_tcalls == 2 && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6
-              && !tcalls[0].udp && !tcalls[1].udp
-              && tcalls[0].table_class == TCP_TABLE_OWNER_PID_ALL
-              && tcalls[1].table_class == TCP_TABLE_OWNER_PID_ALL
-              && !tcalls[0].order && tcalls[0].reserved == 0
-              && !tcalls[0].null_table && tcalls[0].size_in == 16384,
+    check(n_tcalls == 2 && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6 && !tcalls[0].udp
+              && !tcalls[1].udp && tcalls[0].table_class == TCP_TABLE_OWNER_PID_ALL
+              && tcalls[1].table_class == TCP_TABLE_OWNER_PID_ALL && !tcalls[0].order
+              && tcalls[0].reserved == 0 && !tcalls[0].null_table && tcalls[0].size_in == 16384,
           "port sockets tcp: GetExtendedTcpTable(buffer of 16384, bOrder "
           "FALSE, AF_INET then AF_INET6, TCP_TABLE_OWNER_PID_ALL, 0)",
           "%d calls, class %d, size %lu", n_tcalls, tcalls[0].table_class,
@@ -2110,13 +1905,12 @@ test_port_sockets_crafted(void)
     /* One port, exactly; the rows after dwNumEntries are never read */
     err = list_port_sockets(PORTRES_TCP, 50002, 50002, &s, &n, &call);
     check(err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50002, 4),
-          "port sockets tcp 50002-50002: the one row", "err %d, n %lu", err,
-          (unsigned long)n);
+          "port sockets tcp 50002-50002: the one row", "err %d, n %lu", err, (unsigned long)n);
     portres_port_sockets_free(err == 0 ? s : NULL);
     err = list_port_sockets(PORTRES_TCP, 61166, 61166, &s, &n, &call);
     check(err == 0 && n == 0 && s == NULL,
-          "port sockets: bytes past dwNumEntries (port 61166 there) not read",
-          "err %d, n %lu", err, (unsigned long)n);
+          "port sockets: bytes past dwNumEntries (port 61166 there) not read", "err %d, n %lu", err,
+          (unsigned long)n);
 
     /* UDP, both families: state 7 (bound) */
     set_udp4(udp4, 2);
@@ -2124,9 +1918,8 @@ test_port_sockets_crafted(void)
     n_tcalls = 0;
     err = list_port_sockets(PORTRES_UDP, 50000, 50000, &s, &n, &call);
     check(err == 0 && n == 2 && sock_is(s, n, 0, AF_INET, 7, 50000, 10)
-              && sock_is(s, n, 1, AF_INET6, 7, 50000, 13)
-              && n_tcalls == 2 && tcalls[0].udp && tcalls[1].udp
-              && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6
+              && sock_is(s, n, 1, AF_INET6, 7, 50000, 13) && n_tcalls == 2 && tcalls[0].udp
+              && tcalls[1].udp && tcalls[0].af == AF_INET && tcalls[1].af == AF_INET6
               && tcalls[0].table_class == UDP_TABLE_OWNER_PID
               && tcalls[1].table_class == UDP_TABLE_OWNER_PID,
           "port sockets udp 50000: GetExtendedUdpTable(UDP_TABLE_OWNER_PID) "
@@ -2141,14 +1934,12 @@ test_port_sockets_crafted(void)
     set_tcp4(tcp4, 5);
     tbl_pad = 40000;
     err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
-    check(err == 0 && n == 1 && n_tcalls == 4
-              && tcalls[0].rc == ERROR_INSUFFICIENT_BUFFER
-              && tcalls[1].rc == NO_ERROR
-              && tcalls[1].size_in >= tcalls[0].size_out
+    check(err == 0 && n == 1 && n_tcalls == 4 && tcalls[0].rc == ERROR_INSUFFICIENT_BUFFER
+              && tcalls[1].rc == NO_ERROR && tcalls[1].size_in >= tcalls[0].size_out
               && tcalls[3].size_in >= tcalls[2].size_out,
           "port sockets: ERROR_INSUFFICIENT_BUFFER -> one retry with at "
-          "least the size returned, per family", "err %d, n %lu, %d calls",
-          err, (unsigned long)n, n_tcalls);
+          "least the size returned, per family",
+          "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
     portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Growth: the table grows twice between the size and the next call */
@@ -2157,12 +1948,13 @@ test_port_sockets_crafted(void)
     tbl_pad = 40000;
     tbl_grow = 2;
     err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
-    ok = err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50000, 1111)
-         && n_tcalls == 6 && tcalls[3].rc == NO_ERROR;
+    ok = err == 0 && n == 1 && sock_is(s, n, 0, AF_INET, 10, 50000, 1111) && n_tcalls == 6
+         && tcalls[3].rc == NO_ERROR;
     for (i = 1; ok && i < 4; i++)
         ok = tcalls[i].size_in >= tcalls[i - 1].size_out;
-    check(ok, "port sockets: a table that grows between calls -> each retry "
-              "asks for the latest size (plus margin) until it fits",
+    check(ok,
+          "port sockets: a table that grows between calls -> each retry "
+          "asks for the latest size (plus margin) until it fits",
           "err %d, n %lu, %d calls", err, (unsigned long)n, n_tcalls);
     portres_port_sockets_free(err == 0 ? s : NULL);
 
@@ -2171,11 +1963,10 @@ test_port_sockets_crafted(void)
     set_tcp4(tcp4, 5);
     tbl_lie = 1;
     err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
-    check(err == 0 && n == 1 && n_tcalls == 3
-              && tcalls[1].size_in > tcalls[0].size_in,
+    check(err == 0 && n == 1 && n_tcalls == 3 && tcalls[1].size_in > tcalls[0].size_in,
           "port sockets: ERROR_INSUFFICIENT_BUFFER with no larger size -> "
-          "a larger buffer anyway", "err %d, %d calls, %lu -> %lu", err,
-          n_tcalls, (unsigned long)tcalls[0].size_in,
+          "a larger buffer anyway",
+          "err %d, %d calls, %lu -> %lu", err, n_tcalls, (unsigned long)tcalls[0].size_in,
           (unsigned long)(n_tcalls > 1 ? tcalls[1].size_in : 0));
     portres_port_sockets_free(err == 0 ? s : NULL);
 
@@ -2190,7 +1981,8 @@ test_port_sockets_crafted(void)
               && strcmp(call, "GetExtendedTcpTable") == 0,
           "port sockets: a table that never stops growing -> "
           "ERROR_INSUFFICIENT_BUFFER after 8 calls, naming "
-          "GetExtendedTcpTable", "err %d, %d calls", err, n_tcalls);
+          "GetExtendedTcpTable",
+          "err %d, %d calls", err, n_tcalls);
 
     /* A row count the buffer cannot hold */
     reset_tables();
@@ -2199,23 +1991,24 @@ test_port_sockets_crafted(void)
     err = list_port_sockets(PORTRES_TCP, 0, 65535, &s, &n, &call);
     check(err == ERROR_INVALID_DATA && s == NULL && call != NULL,
           "port sockets: dwNumEntries past the buffer -> ERROR_INVALID_DATA, "
-          "no row read", "err %d", err);
+          "no row read",
+          "err %d", err);
     /* The boundary: (16384 - 4) / 28 = 585 MIB_UDP6ROW_OWNER_PID rows fit */
     reset_tables();
     set_udp6(udp6, 2);
     ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 586;
     err = list_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
-    check(sizeof(MIB_UDP6ROW_OWNER_PID) == 28 && err == ERROR_INVALID_DATA
-              && s == NULL && call != NULL
-              && strcmp(call, "GetExtendedUdpTable") == 0,
+    check(sizeof(MIB_UDP6ROW_OWNER_PID) == 28 && err == ERROR_INVALID_DATA && s == NULL
+              && call != NULL && strcmp(call, "GetExtendedUdpTable") == 0,
           "port sockets: 586 udp6 rows claimed in a 16384-byte buffer -> "
-          "ERROR_INVALID_DATA (naming GetExtendedUdpTable)", "err %d", err);
+          "ERROR_INVALID_DATA (naming GetExtendedUdpTable)",
+          "err %d", err);
     ((MIB_UDP6TABLE_OWNER_PID *)tbl_store[1][1])->dwNumEntries = 585;
     err = list_port_sockets(PORTRES_UDP, 0, 65535, &s, &n, &call);
     check(err == 0 && n == 585 && sock_is(s, n, 0, AF_INET6, 7, 49999, 12)
               && sock_is(s, n, 584, AF_INET6, 7, 0xEEEE, 0xEEEEEEEEul),
-          "port sockets: 585 udp6 rows (exactly the buffer) are read",
-          "err %d, n %lu", err, (unsigned long)n);
+          "port sockets: 585 udp6 rows (exactly the buffer) are read", "err %d, n %lu", err,
+          (unsigned long)n);
     portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* Errors pass through; nothing is kept from the first family */
@@ -2224,24 +2017,21 @@ test_port_sockets_crafted(void)
     tbl_err = ERROR_INVALID_PARAMETER;
     tbl_err_af = AF_INET6;
     err = list_port_sockets(PORTRES_TCP, 50000, 50000, &s, &n, &call);
-    check(err == ERROR_INVALID_PARAMETER && s == NULL && n == 0
-              && n_tcalls == 2,
+    check(err == ERROR_INVALID_PARAMETER && s == NULL && n == 0 && n_tcalls == 2,
           "port sockets: the AF_INET6 call's error is returned, the AF_INET "
-          "rows freed", "err %d, %d calls", err, n_tcalls);
+          "rows freed",
+          "err %d, %d calls", err, n_tcalls);
 
     /* Bad arguments: no call */
     reset_tables();
-    ok = list_port_sockets(7, 1, 2, &s, &n, &call)
-             == ERROR_INVALID_PARAMETER
-         && list_port_sockets(PORTRES_TCP, 3, 2, &s, &n, &call)
-             == ERROR_INVALID_PARAMETER
-         && list_port_sockets(PORTRES_UDP, 0, 65536, &s, &n, &call)
-             == ERROR_INVALID_PARAMETER
-         && list_port_sockets(PORTRES_UDP, 0, 1, NULL, &n, &call)
-             == ERROR_INVALID_PARAMETER;
+    ok = list_port_sockets(7, 1, 2, &s, &n, &call) == ERROR_INVALID_PARAMETER
+         && list_port_sockets(PORTRES_TCP, 3, 2, &s, &n, &call) == ERROR_INVALID_PARAMETER
+         && list_port_sockets(PORTRES_UDP, 0, 65536, &s, &n, &call) == ERROR_INVALID_PARAMETER
+         && list_port_sockets(PORTRES_UDP, 0, 1, NULL, &n, &call) == ERROR_INVALID_PARAMETER;
     check(ok && n_tcalls == 0,
           "port sockets: bad protocol/range/pointer -> "
-          "ERROR_INVALID_PARAMETER before any call", "%d calls", n_tcalls);
+          "ERROR_INVALID_PARAMETER before any call",
+          "%d calls", n_tcalls);
 
     /* More results than the first array holds (16, 32, ...) */
     {
@@ -2254,20 +2044,18 @@ test_port_sockets_crafted(void)
         reset_tables();
         set_tcp4(many, 40);
         set_tcp6(many, 40);
-        err = list_port_sockets(PORTRES_TCP, 40000, 40039, &s, &n,
-                                       &call);
+        err = list_port_sockets(PORTRES_TCP, 40000, 40039, &s, &n, &call);
         ok = err == 0 && n == 80;
         for (i = 0; ok && i < 40; i++)
-            ok = sock_is(s, n, (size_t)i, AF_INET, 10, 40000 + (unsigned)i,
-                         100 + (unsigned long)i)
-                 && sock_is(s, n, 40 + (size_t)i, AF_INET6, 10,
-                            40000 + (unsigned)i, 100 + (unsigned long)i);
-        check(ok, "port sockets: 80 results, in table order", "err %d, n %lu",
-              err, (unsigned long)n);
+            ok = sock_is(s, n, (size_t)i, AF_INET, 10, 40000 + (unsigned)i, 100 + (unsigned long)i)
+                 && sock_is(s, n, 40 + (size_t)i, AF_INET6, 10, 40000 + (unsigned)i,
+                            100 + (unsigned long)i);
+        check(ok, "port sockets: 80 results, in table order", "err %d, n %lu", err,
+              (unsigned long)n);
         portres_port_sockets_free(err == 0 ? s : NULL);
     }
-    check(heap_live == heap0, "port sockets: no heap block left by any case",
-          "%ld -> %ld", heap0, (long)heap_live);
+    check(heap_live == heap0, "port sockets: no heap block left by any case", "%ld -> %ld", heap0,
+          (long)heap_live);
     tbl_mode = TBL_FORWARD;
 }
 
@@ -2279,10 +2067,9 @@ test_port_sockets_crafted(void)
  * own "unavailable" [U4R]. */
 static int wine_knows_pids = -1;
 
-static int
-knows_pids(void)
+static int knows_pids(void)
 {
-    typedef const char *(CDECL *wine_version_fn)(void);
+    typedef const char *(CDECL * wine_version_fn)(void);
     wine_version_fn fn;
     FARPROC p;
     int major = 0, minor = 0;
@@ -2292,7 +2079,7 @@ knows_pids(void)
     p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"), "wine_get_version");
     memcpy(&fn, &p, sizeof(fn));
     if (fn == NULL) {
-        wine_knows_pids = 1;            /* Windows itself */
+        wine_knows_pids = 1; /* Windows itself */
     } else {
         sscanf(fn(), "%d.%d", &major, &minor);
         wine_knows_pids = major > 9 || (major == 9 && minor >= 17);
@@ -2304,21 +2091,19 @@ knows_pids(void)
 
 /* Find (family, state, port) owned by PID among the results (PID or, where
  * Wine cannot tell, 0; never another process). */
-static int
-has_sock(const portres_port_socket *s, size_t n, int family, int state,
-         unsigned port, unsigned long pid)
+static int has_sock(const portres_port_socket *s, size_t n, int family, int state, unsigned port,
+                    unsigned long pid)
 {
     size_t i;
 
     for (i = 0; s != NULL && i < n; i++)
         if (s[i].family == family && s[i].state == state && s[i].port == port
-                && (s[i].pid == pid || (s[i].pid == 0 && !knows_pids())))
+            && (s[i].pid == pid || (s[i].pid == 0 && !knows_pids())))
             return 1;
     return 0;
 }
 
-static void
-test_port_sockets_wine(void)
+static void test_port_sockets_wine(void)
 {
     unsigned long me = GetCurrentProcessId();
     portres_port_socket *s = NULL;
@@ -2335,38 +2120,36 @@ test_port_sockets_wine(void)
     n_tcalls = 0;
     lst = new_socket(AF_INET, SOCK_STREAM);
     if (lst == INVALID_SOCKET || bind(lst, (struct sockaddr *)&sin, sizeof(sin))
-            || listen(lst, 4)) {
-        check(0, "wine: a listening TCP socket on 127.0.0.1", "%d",
-              WSAGetLastError());
+        || listen(lst, 4)) {
+        check(0, "wine: a listening TCP socket on 127.0.0.1", "%d", WSAGetLastError());
         return;
     }
     port = local_port(lst);
     err = list_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
     ok = err == 0 && has_sock(s, n, AF_INET, 10, port, me);
     check(ok, "wine: GetExtendedTcpTable finds our listener (LISTEN, our PID)",
-          "err %d (%s), port %u, n %lu", err, call ? call : "-", port,
-          (unsigned long)n);
+          "err %d (%s), port %u, n %lu", err, call ? call : "-", port, (unsigned long)n);
     if (err == 0 && !ok)
         print_sockets(s, n);
     printf("     note: wine: %d GetExtendedTcpTable calls, first buffer %lu, "
-           "sizes returned %lu/%lu\n", n_tcalls,
-           (unsigned long)tcalls[0].size_in, (unsigned long)tcalls[0].size_out,
+           "sizes returned %lu/%lu\n",
+           n_tcalls, (unsigned long)tcalls[0].size_in, (unsigned long)tcalls[0].size_out,
            (unsigned long)(n_tcalls > 1 ? tcalls[1].size_out : 0));
     portres_port_sockets_free(err == 0 ? s : NULL);
 
     /* A connection: ESTABLISHED on the listener's port (accepted side) */
     cli = new_socket(AF_INET, SOCK_STREAM);
     sin.sin_port = htons((u_short)port);
-    if (cli != INVALID_SOCKET
-            && connect(cli, (struct sockaddr *)&sin, sizeof(sin)) == 0)
+    if (cli != INVALID_SOCKET && connect(cli, (struct sockaddr *)&sin, sizeof(sin)) == 0)
         acc = accept(lst, NULL, NULL);
     err = list_port_sockets(PORTRES_TCP, port, port, &s, &n, &call);
-    ok = err == 0 && acc != INVALID_SOCKET
-         && has_sock(s, n, AF_INET, 10, port, me)
+    ok = err == 0 && acc != INVALID_SOCKET && has_sock(s, n, AF_INET, 10, port, me)
          && has_sock(s, n, AF_INET, 1, port, me);
-    check(ok, "wine: with a connection accepted: LISTEN and ESTABLISHED rows "
-              "on the port, our PID", "err %d, accept %s, n %lu", err,
-          acc != INVALID_SOCKET ? "ok" : "failed", (unsigned long)n);
+    check(ok,
+          "wine: with a connection accepted: LISTEN and ESTABLISHED rows "
+          "on the port, our PID",
+          "err %d, accept %s, n %lu", err, acc != INVALID_SOCKET ? "ok" : "failed",
+          (unsigned long)n);
     if (err == 0 && !ok)
         print_sockets(s, n);
     portres_port_sockets_free(err == 0 ? s : NULL);
@@ -2374,14 +2157,13 @@ test_port_sockets_wine(void)
     /* UDP */
     udp = new_socket(AF_INET, SOCK_DGRAM);
     sin = loopback_any_port();
-    if (udp != INVALID_SOCKET
-            && bind(udp, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
+    if (udp != INVALID_SOCKET && bind(udp, (struct sockaddr *)&sin, sizeof(sin)) == 0) {
         uport = local_port(udp);
-        err = list_port_sockets(PORTRES_UDP, uport, uport, &s, &n,
-                                       &call);
+        err = list_port_sockets(PORTRES_UDP, uport, uport, &s, &n, &call);
         check(err == 0 && n >= 1 && has_sock(s, n, AF_INET, 7, uport, me),
               "wine: GetExtendedUdpTable finds our bound UDP socket (state 7, "
-              "our PID)", "err %d, n %lu", err, (unsigned long)n);
+              "our PID)",
+              "err %d, n %lu", err, (unsigned long)n);
         portres_port_sockets_free(err == 0 ? s : NULL);
     } else {
         check(0, "wine: a bound UDP socket", "%d", WSAGetLastError());
@@ -2391,31 +2173,29 @@ test_port_sockets_wine(void)
     l6 = new_socket(AF_INET6, SOCK_STREAM);
     memset(&sin6, 0, sizeof(sin6));
     sin6.sin6_family = AF_INET6;
-    sin6.sin6_addr.s6_addr[15] = 1;     /* ::1 */
-    if (l6 != INVALID_SOCKET
-            && bind(l6, (struct sockaddr *)&sin6, sizeof(sin6)) == 0
-            && listen(l6, 1) == 0) {
+    sin6.sin6_addr.s6_addr[15] = 1; /* ::1 */
+    if (l6 != INVALID_SOCKET && bind(l6, (struct sockaddr *)&sin6, sizeof(sin6)) == 0
+        && listen(l6, 1) == 0) {
         len = (int)sizeof(sin6);
         getsockname(l6, (struct sockaddr *)&sin6, &len);
         port6 = ntohs(sin6.sin6_port);
-        err = list_port_sockets(PORTRES_TCP, port6, port6, &s, &n,
-                                       &call);
+        err = list_port_sockets(PORTRES_TCP, port6, port6, &s, &n, &call);
         check(err == 0 && has_sock(s, n, AF_INET6, 10, port6, me),
-              "wine: GetExtendedTcpTable(AF_INET6) finds our [::1] listener",
-              "err %d, n %lu", err, (unsigned long)n);
+              "wine: GetExtendedTcpTable(AF_INET6) finds our [::1] listener", "err %d, n %lu", err,
+              (unsigned long)n);
         if (err == 0 && !has_sock(s, n, AF_INET6, 10, port6, me))
             print_sockets(s, n);
         portres_port_sockets_free(err == 0 ? s : NULL);
     } else {
         printf("     note: wine: no IPv6 listener (%d): AF_INET6 real call "
-               "not checked\n", WSAGetLastError());
+               "not checked\n",
+               WSAGetLastError());
     }
 
     /* Whole range, twice, leaks nothing */
     h0 = count_handles();
     for (i = 0; i < 20; i++) {
-        err = list_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0,
-                                       65535, &s, &n, &call);
+        err = list_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 65535, &s, &n, &call);
         if (err)
             break;
         portres_port_sockets_free(s);
@@ -2423,8 +2203,8 @@ test_port_sockets_wine(void)
     h1 = count_handles();
     check(i == 20 && heap_live == heap0 && h1 == h0,
           "wine: 20 whole-range listings leak no heap block, no handle",
-          "iter %d err %d, heap %ld -> %ld, handles %ld -> %ld", i, err,
-          heap0, (long)heap_live, h0, h1);
+          "iter %d err %d, heap %ld -> %ld, handles %ld -> %ld", i, err, heap0, (long)heap_live, h0,
+          h1);
 
     if (l6 != INVALID_SOCKET)
         closesocket(l6);
@@ -2443,9 +2223,8 @@ static const WCHAR *qpi_name;
 static int qpi_calls;
 static DWORD qpi_size_in[4];
 
-WINBOOL WINAPI
-portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LPWSTR name,
-                                        PDWORD size)
+WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LPWSTR name,
+                                                       PDWORD size)
 {
     DWORD need;
 
@@ -2455,7 +2234,7 @@ portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LPWSTR name,
     if (qpi_mode == TBL_FORWARD)
         return QueryFullProcessImageNameW(h, flags, name, size);
     need = (DWORD)lstrlenW(qpi_name);
-    if (*size <= need) {        /* room for the NUL too */
+    if (*size <= need) { /* room for the NUL too */
         SetLastError(ERROR_INSUFFICIENT_BUFFER);
         return FALSE;
     }
@@ -2464,16 +2243,13 @@ portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LPWSTR name,
     return TRUE;
 }
 
-static void
-test_process_name(void)
+static void test_process_name(void)
 {
     /* "C:\Café\😀.exe": é is C3 A9, U+1F600 (D83D DE00) is F0 9F 98 80 */
-    static const WCHAR cafe[] = {
-        'C', ':', '\\', 'C', 'a', 'f', 0xE9, '\\', 0xD83D, 0xDE00,
-        '.', 'e', 'x', 'e', 0
-    };
+    static const WCHAR cafe[] = {'C',    ':',    '\\', 'C', 'a', 'f', 0xE9, '\\',
+                                 0xD83D, 0xDE00, '.',  'e', 'x', 'e', 0};
     static const char cafe_utf8[] = "C:\\Caf\xC3\xA9\\\xF0\x9F\x98\x80.exe";
-    static const WCHAR lone[] = { 'a', 0xD800, 'b', 0 };
+    static const WCHAR lone[] = {'a', 0xD800, 'b', 0};
     static WCHAR longname[301];
     unsigned long me = GetCurrentProcessId();
     char *name = NULL;
@@ -2484,26 +2260,23 @@ test_process_name(void)
     qpi_mode = TBL_FORWARD;
     qpi_calls = 0;
     err = portres_process_name(me, &name, &len);
-    check(err == 0 && name != NULL && len == strlen(name)
-              && strstr(name, "test_windows-") != NULL
-              && len > 4 && strcmp(name + len - 4, ".exe") == 0
-              && qpi_calls == 1 && qpi_size_in[0] == MAX_PATH + 1,
+    check(err == 0 && name != NULL && len == strlen(name) && strstr(name, "test_windows-") != NULL
+              && len > 4 && strcmp(name + len - 4, ".exe") == 0 && qpi_calls == 1
+              && qpi_size_in[0] == MAX_PATH + 1,
           "wine: process_name(our PID) -> our .exe path in UTF-8 (one "
           "QueryFullProcessImageNameW call, MAX_PATH + 1 characters)",
-          "err %d, name %s, %d calls", err, name ? name : "(null)",
-          qpi_calls);
+          "err %d, name %s, %d calls", err, name ? name : "(null)", qpi_calls);
     if (name != NULL)
         printf("     note: wine: process_name(%lu) = %s\n", me, name);
     portres_process_name_free(name);
 
     err = portres_process_name(0, &name, &len);
-    check(err != 0 && name == NULL && len == 0,
-          "wine: process_name(0) -> an error, no name", "err %d", err);
+    check(err != 0 && name == NULL && len == 0, "wine: process_name(0) -> an error, no name",
+          "err %d", err);
     printf("     note: wine: process_name(0) -> %d\n", err);
     err = portres_process_name(0xFFFFFFF0ul, &name, &len);
-    check(err != 0 && name == NULL,
-          "wine: process_name(no such PID) -> an error, no name", "err %d",
-          err);
+    check(err != 0 && name == NULL, "wine: process_name(no such PID) -> an error, no name",
+          "err %d", err);
     printf("     note: wine: process_name(0xFFFFFFF0) -> %d\n", err);
     check(portres_process_name(me, NULL, &len) == ERROR_INVALID_PARAMETER,
           "process_name: NULL output -> ERROR_INVALID_PARAMETER", NULL);
@@ -2516,8 +2289,7 @@ test_process_name(void)
     h1 = count_handles();
     check(h1 == h0 && heap_live == heap0,
           "wine: 100 process_name calls leak no process handle, no heap block",
-          "handles %ld -> %ld, heap %ld -> %ld", h0, h1, heap0,
-          (long)heap_live);
+          "handles %ld -> %ld, heap %ld -> %ld", h0, h1, heap0, (long)heap_live);
 
     /* Scripted names */
     qpi_mode = TBL_SCRIPT;
@@ -2526,8 +2298,8 @@ test_process_name(void)
     err = portres_process_name(me, &name, &len);
     check(err == 0 && name != NULL && len == strlen(cafe_utf8)
               && memcmp(name, cafe_utf8, len + 1) == 0 && qpi_calls == 1,
-          "process_name: UTF-16 with a non-BMP character -> exact UTF-8 bytes",
-          "err %d, len %lu", err, (unsigned long)len);
+          "process_name: UTF-16 with a non-BMP character -> exact UTF-8 bytes", "err %d, len %lu",
+          err, (unsigned long)len);
     portres_process_name_free(name);
 
     for (i = 0; i < 300; i++)
@@ -2540,15 +2312,14 @@ test_process_name(void)
               && name[299] == (char)('a' + 299 % 26) && qpi_calls == 2
               && qpi_size_in[1] == PORTRES_LONG_PATH,
           "process_name: a 300-character path -> ERROR_INSUFFICIENT_BUFFER, "
-          "then a 32768-character buffer", "err %d, len %lu, %d calls", err,
-          (unsigned long)len, qpi_calls);
+          "then a 32768-character buffer",
+          "err %d, len %lu, %d calls", err, (unsigned long)len, qpi_calls);
     portres_process_name_free(name);
 
     qpi_name = lone;
     err = portres_process_name(me, &name, &len);
     check(err == 0 && name != NULL && name[0] == 'a' && name[len - 1] == 'b',
-          "process_name: an unpaired surrogate does not make it fail", "err %d",
-          err);
+          "process_name: an unpaired surrogate does not make it fail", "err %d", err);
     if (err == 0) {
         char got[64];
         hex(got, (const unsigned char *)name, len < 16 ? len : 16);
@@ -2559,19 +2330,16 @@ test_process_name(void)
     qpi_name = L"";
     err = portres_process_name(me, &name, &len);
     check(err == ERROR_INVALID_DATA && name == NULL,
-          "process_name: an empty name -> ERROR_INVALID_DATA, no name",
-          "err %d", err);
-    check(heap_live == heap0, "process_name: no heap block left", "%ld -> %ld",
-          heap0, (long)heap_live);
+          "process_name: an empty name -> ERROR_INVALID_DATA, no name", "err %d", err);
+    check(heap_live == heap0, "process_name: no heap block left", "%ld -> %ld", heap0,
+          (long)heap_live);
     qpi_mode = TBL_FORWARD;
 }
 
-int
-main(void)
+int main(void)
 {
     setvbuf(stdout, NULL, _IONBF, 0);
-    printf("portres Windows backend test (%d-bit)\n",
-           (int)(sizeof(void *) * 8));
+    printf("portres Windows backend test (%d-bit)\n", (int)(sizeof(void *) * 8));
     test_init();
     test_acquire_bytes();
     test_associate_release_bytes();
