@@ -60,6 +60,18 @@ const char *portres_op_call(int op)
     }
 }
 
+/* What a failure is called when the backend recorded no call (portres.h,
+ * "Errors"): each platform's own. */
+#ifdef _WIN32
+#define CALL_WAIT "WaitForSingleObject"
+#define CALL_CANCEL "CancelIoEx"
+#define CALL_REGISTER_WAIT "RegisterWaitForSingleObject"
+#else
+#define CALL_WAIT "poll"
+#define CALL_CANCEL "cancel"
+#define CALL_REGISTER_WAIT "_register_wait"
+#endif
+
 /* Reap if pending; returns whether done.  Lock held by the caller. */
 static int reap_locked(OverlappedObject *self)
 {
@@ -92,7 +104,7 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
         int rc;
         PORTRES_CALL(rc, portres_ov_wait_event(self->ov, slice));
         if (rc > 0) {
-            portres_raise_backend_error(rc, "WaitForSingleObject");
+            portres_raise_backend_error(rc, CALL_WAIT);
             return -1;
         }
         if (reap(self))
@@ -244,7 +256,7 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
         err = portres_ov_cancel(self->ov);
     PyThread_release_lock(self->lock);
     if (err)
-        return portres_raise_backend_error(err, "CancelIoEx");
+        return portres_raise_backend_error(err, CALL_CANCEL);
     Py_RETURN_NONE;
 }
 
@@ -292,7 +304,7 @@ static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
     err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
     if (err) {
         Py_CLEAR(self->wait_callback);
-        return portres_raise_backend_error(err, "RegisterWaitForSingleObject");
+        return portres_raise_backend_error(err, CALL_REGISTER_WAIT);
     }
     Py_RETURN_NONE;
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Compile every C file of the extension with all warnings as errors against
 # the headers of each CPython found on this machine (Linux side; the Windows
-# side is tests/windows/run.sh).
+# side is tests/windows/run.sh), then check the C style with clang-format.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checked=0
@@ -30,3 +30,12 @@ for py in "${candidates[@]}"; do
     checked=$((checked + 1))
 done
 [ "$checked" -gt 0 ] || { echo "no CPython headers found" >&2; exit 1; }
+# One C style (.clang-format): every project C file as the formatter writes it.
+c_files=(src/*.c src/*.h src/linux/*.c src/linux/*.h src/windows/*.c src/windows/*.h
+         bench/_benchhelp.c tests/windows/test_windows.c)
+if command -v clang-format >/dev/null 2>&1; then
+    clang-format --dry-run --Werror "${c_files[@]}"
+    echo "C files formatted as .clang-format says ($(clang-format --version | head -1))"
+else
+    echo "clang-format not found: style not checked (Debian: apt-get install clang-format)"
+fi
