@@ -4,7 +4,7 @@
  * offers the others.  Plain C, private to src/linux/ (the binding sees only
  * portres.h).
  *
- * The backend, one file per mechanism (docs/design.md has the picture):
+ * The backend, one file per mechanism:
  *   sys.c           descriptors, sockaddrs, /proc files, socket()
  *   placeholders.c  the placeholder sockets that hold a port
  *   reserved.c      the ip_local_reserved_ports parser

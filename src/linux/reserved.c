@@ -7,8 +7,6 @@
 
 #include <stdlib.h>
 
-/* ------------------------------------------------------------ acquiring */
-
 /* Ports the kernel keeps out of autobind (net.ipv4.ip_local_reserved_ports):
  * a wildcard block never takes them, as Windows never hands out excluded
  * ports.  Returns a 65536-bit map or NULL when there is none. */
