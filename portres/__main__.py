@@ -124,17 +124,10 @@ def _error(args: argparse.Namespace, exc: OSError) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import portres
+    from portres import _persistent
 
-    if sys.platform == "win32":
-        blocks = portres.list_persistent(protocol=args.protocol)
-        rows: List[Dict[str, Any]] = [
-            {"protocol": args.protocol, "start": s, "count": c, "end": s + c - 1} for s, c in blocks]
-    else:
-        from portres import _persistent_linux
-
-        rows = [dict(e, end=e["start"] + e["count"] - 1) for e in _persistent_linux.entries()
-                if e["protocol"] in (args.protocol, "any")]
+    rows: List[Dict[str, Any]] = [dict(e, end=e["start"] + e["count"] - 1)
+                                  for e in _persistent.persistent_entries(args.protocol)]
     if args.json:
         _print_json(rows)
         return EXIT_OK
