@@ -119,6 +119,8 @@ class Reservation:
             except OSError as exc:   # EMFILE from socket() too: say what failed
                 if sock is not None:
                     sock.close()
+                elif exc.filename is None:
+                    exc.filename = "socket"   # Python's own call: name it, as C does
                 if res.closed:
                     raise ValueError(f"{self!r} is closed") from None
                 raise _bind_error(exc, "binding a new socket from the reservation", self) from None

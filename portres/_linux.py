@@ -24,6 +24,14 @@ from . import _validate as check
 if TYPE_CHECKING:
     import asyncio
 
+# The backend contract: portres._windows defines the same names.
+__all__ = [
+    "CODES", "FAST_PATHS", "HINTS", "acquire_denied_detail", "associate", "check_build",
+    "check_reasons", "condition_code", "create_persistent", "delete_persistent",
+    "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
+    "persistent_entries", "persistent_explanation", "port_sockets", "watch",
+]
+
 # ---------------------------------------------------------------- runtime
 
 # The C calls complete at once and need no gate: the exact-type fast paths
@@ -157,7 +165,8 @@ def check_reasons(port: int, protocol: str, binds: Dict[str, str], add: Any,
                                   f"(not made by portres); the kernel's automatic port choice "
                                   f"skips it, an explicit bind is allowed",
                     start=e["start"], count=e["count"])
-    for s in port_sockets(port, protocol):
+    sockets, _failure = port_sockets(port, protocol)  # no failure: /proc/net is the fallback
+    for s in sockets:
         who = _who(s)
         state = s["state"]
         if state == "LISTEN":
@@ -192,10 +201,11 @@ def _state(state: int, protocol: str) -> str:
     return "CONNECTED" if state == 1 else "BOUND"
 
 
-def port_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
-    """The kernel's sockets on PORT, with their owners.  NETLINK_SOCK_DIAG
-    sees bound but inactive TCP sockets too (a reservation's placeholders);
-    /proc/net, the fallback, does not."""
+def port_sockets(port: int, protocol: str) -> Tuple[List[Dict[str, Any]], Optional[str]]:
+    """The kernel's sockets on PORT, with their owners, and None (the error
+    text if they could not be listed: never, as /proc/net is the fallback).
+    NETLINK_SOCK_DIAG sees bound but inactive TCP sockets too (a
+    reservation's placeholders); /proc/net does not."""
     found: List[Dict[str, Any]] = []
     try:
         for family, state, _port, uid, inode in _portres.port_sockets(
@@ -209,7 +219,7 @@ def port_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
         for s in found:
             pid, comm = owners.get(s["inode"], (None, None))
             s["pid"], s["command"] = pid, comm
-    return found
+    return found, None
 
 
 def _proc_net_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:

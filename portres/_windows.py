@@ -21,6 +21,14 @@ from . import _validate as check
 if TYPE_CHECKING:
     import asyncio
 
+# The backend contract: portres._linux defines the same names.
+__all__ = [
+    "CODES", "FAST_PATHS", "HINTS", "acquire_denied_detail", "associate", "check_build",
+    "check_reasons", "condition_code", "create_persistent", "delete_persistent",
+    "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
+    "persistent_entries", "persistent_explanation", "port_sockets", "watch",
+]
+
 # ---------------------------------------------------------------- runtime
 
 # Every call goes through the checked path: it runs the build gate, and an
