@@ -17,4 +17,12 @@ if sys.platform == "win32":
 else:
     from . import _linux as backend
 
-__all__ = ["WINDOWS", "backend"]
+# What the shared modules use of a backend: both define every name.
+CONTRACT = (
+    "CODES", "FAST_PATHS", "HINTS", "acquire_denied_detail", "associate", "check_build",
+    "check_reasons", "condition_code", "create_persistent", "delete_persistent",
+    "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
+    "persistent_entries", "persistent_explanation", "port_sockets", "watch",
+)
+
+__all__ = ["CONTRACT", "WINDOWS", "backend"]

@@ -21,13 +21,8 @@ from . import _validate as check
 if TYPE_CHECKING:
     import asyncio
 
-# The backend contract: portres._linux defines the same names.
-__all__ = [
-    "CODES", "FAST_PATHS", "HINTS", "acquire_denied_detail", "associate", "check_build",
-    "check_reasons", "condition_code", "create_persistent", "delete_persistent",
-    "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
-    "persistent_entries", "persistent_explanation", "port_sockets", "watch",
-]
+# The names of the backend contract are listed in portres._platform.CONTRACT;
+# portres._linux defines the same.
 
 # ---------------------------------------------------------------- runtime
 
