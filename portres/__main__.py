@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any, Callable, Dict, List, Optional
 
+from . import _validate as check  # the argument rules, shared with the API
+
 EXIT_OK = 0
 EXIT_NO = 1       # a negative answer: check says the port cannot be bound; no such reservation
 EXIT_USAGE = 2    # bad command line (argparse's own code)
@@ -37,9 +39,10 @@ def _port(text: str) -> int:
         value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 0..65535, not {value}")
-    return value
+    try:
+        return check.port(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _count(text: str) -> int:
@@ -47,9 +50,10 @@ def _count(text: str) -> int:
         value = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a count: {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"count must be in 1..65535, not {value}")
-    return value
+    try:
+        return check.count(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -124,17 +128,10 @@ def _error(args: argparse.Namespace, exc: OSError) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    import portres
+    from portres import _persistent
 
-    if sys.platform == "win32":
-        blocks = portres.list_persistent(protocol=args.protocol)
-        rows: List[Dict[str, Any]] = [
-            {"protocol": args.protocol, "start": s, "count": c, "end": s + c - 1} for s, c in blocks]
-    else:
-        from portres import _persistent_linux
-
-        rows = [dict(e, end=e["start"] + e["count"] - 1) for e in _persistent_linux.entries()
-                if e["protocol"] in (args.protocol, "any")]
+    rows: List[Dict[str, Any]] = [dict(e, end=e["start"] + e["count"] - 1)
+                                  for e in _persistent.persistent_entries(args.protocol)]
     if args.json:
         _print_json(rows)
         return EXIT_OK
@@ -234,7 +231,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command in ("add", "delete", "lookup"):
         if args.start == 0:
             parser.error(f"{args.command}: START must be a port in 1..65535, not 0")
-        if args.start + args.count - 1 > 65535:
+        if not check.valid_block(args.start, args.count):
             parser.error(f"{args.command}: the block {args.start}-{args.start + args.count - 1} "
                          f"passes 65535")
     try:

@@ -4,36 +4,14 @@ bind and release.  Policy lives here: validation, defaults, messages."""
 from __future__ import annotations
 
 import socket
-import sys
 import warnings
 from typing import Any, Optional, Tuple
 
-from . import _errors, _portres
+from . import _portres
 from . import _validate as check
 from ._errors import explain, is_code
 from ._overlapped import Overlapped, wait_async
-
-WINDOWS = sys.platform == "win32"
-
-# Windows 10 1809 (RS5, build 17763) is the first build on which the
-# port-reservation IOCTLs are safe to use; MsQuic gates the feature on the
-# same build ("Only RS5 and newer can use the port reservation feature
-# safely").  portres works on older builds but warns, once.
-WINDOWS_MIN_BUILD = 17763
-_build_checked = False
-
-
-def _check_windows_build() -> None:
-    global _build_checked
-    if _build_checked or not WINDOWS:
-        return
-    _build_checked = True
-    build = sys.getwindowsversion().build  # type: ignore[attr-defined,unused-ignore]
-    if build < WINDOWS_MIN_BUILD:
-        warnings.warn(
-            f"Windows build {build} predates Windows 10 1809 (build {WINDOWS_MIN_BUILD}); "
-            "port reservations had a bug there and are not reliable",
-            RuntimeWarning, stacklevel=3)
+from ._platform import backend
 
 _WILDCARD: dict[int, str] = {socket.AF_INET: "", socket.AF_INET6: ""}
 
@@ -44,7 +22,9 @@ _AF_INET, _AF_INET6 = socket.AF_INET, socket.AF_INET6     # the enum members
 _INET, _INET6 = int(socket.AF_INET), int(socket.AF_INET6)  # small ints: one object each
 _HAS_BIND_NEW = hasattr(_portres.PortReservation, "_bind_new")
 _associate = _portres.associate_port_reservation
-_FAST_PROTOCOLS = {"tcp": _portres.TCP, "udp": _portres.UDP}
+_PROTOCOLS = check.PROTOCOLS
+_valid_block = check.valid_block
+_FAST = backend.FAST_PATHS    # whether the C calls may be made directly
 
 
 def _numeric_host(family: int, host: str) -> Tuple[str, int, int]:
@@ -73,28 +53,28 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
         return _portres.socket_info(fd)
     except OSError as exc:
         raise explain(exc, "inspecting the socket",
-                      "not a usable socket" if is_code(exc, _errors.ENOTSOCK_POSIX, _errors.WSAENOTSOCK)
+                      "not a usable socket" if is_code(exc, "ENOTSOCK")
                       else None) from None
 
 
 def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0) -> OSError:
     blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
-    if is_code(exc, _errors.EADDRINUSE, _errors.WSAEADDRINUSE):
+    if is_code(exc, "EADDRINUSE"):
         detail = (f"port {port} of the block {blk} is already handed out" if port else
                   f"no free port left in the reserved block {blk}; close a socket bound "
                   f"from it or acquire a larger block")
-    elif is_code(exc, _errors.EISCONN, None):
+    elif is_code(exc, "EISCONN"):
         detail = "the socket is already bound; associate it with the reservation before bind()"
-    elif is_code(exc, _errors.EPROTOTYPE, None):
+    elif is_code(exc, "EPROTOTYPE"):
         proto = res.protocol if res is not None else "its"
         detail = f"the socket's type does not match the reservation's protocol ({proto})"
-    elif is_code(exc, _errors.EADDRNOTAVAIL, None) and port:
+    elif is_code(exc, "EADDRNOTAVAIL") and port:
         detail = f"port {port} is outside the reserved block {blk}"
-    elif is_code(exc, _errors.EAFNOSUPPORT, None):
+    elif is_code(exc, "EAFNOSUPPORT"):
         detail = "the address family does not match the socket's"
-    elif is_code(exc, _errors.EBADF, None) and res is not None:
+    elif is_code(exc, "EBADF") and res is not None:
         detail = "the reservation is closed"
-    elif is_code(exc, _errors.EACCES, _errors.WSAEACCES):
+    elif is_code(exc, "EACCES"):
         detail = None
     else:
         detail = None
@@ -139,6 +119,8 @@ class Reservation:
             except OSError as exc:   # EMFILE from socket() too: say what failed
                 if sock is not None:
                     sock.close()
+                elif exc.filename is None:
+                    exc.filename = "socket"   # Python's own call: name it, as C does
                 if res.closed:
                     raise ValueError(f"{self!r} is closed") from None
                 raise _bind_error(exc, "binding a new socket from the reservation", self) from None
@@ -203,12 +185,12 @@ class Reservation:
 def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation:
     """Reserve COUNT consecutive ports for this process (start 0: any free
     block of the ephemeral range)."""
-    proto = _FAST_PROTOCOLS.get(protocol) if protocol.__class__ is str else None
+    proto = _PROTOCOLS.get(protocol) if protocol.__class__ is str else None
     if (proto is None or count.__class__ is not int or start.__class__ is not int
-            or not 0 < count <= 65535 or not 0 <= start <= 65536 - count or WINDOWS):
+            or not _valid_block(start, count) or not _FAST):
         protocol = check.protocol(protocol)    # the checked path, and its errors
         start, count = check.block(start, count)
-        _check_windows_build()
+        backend.check_build()
         proto = check.PROTOCOLS[protocol]
     try:
         res = _portres.acquire_port_reservation(proto, start, count)
@@ -221,18 +203,17 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
     what = f"reserving {count} {protocol.upper()} port{'s' if count > 1 else ''}"
     detail = None
     conflict = getattr(exc, "conflict_port", 0)
-    if is_code(exc, _errors.EADDRINUSE, _errors.WSAEADDRINUSE):
+    if is_code(exc, "EADDRINUSE"):
         if start:
             at = f"port {conflict}" if conflict else "a port"
             detail = f"{at} of the block {start}-{start + count - 1} is in use or reserved"
         else:
             detail = "no free block of that size in the ephemeral port range"
-    elif is_code(exc, _errors.EMFILE, None):
+    elif is_code(exc, "EMFILE"):
         detail = ("the process cannot open one socket per port: raise the hard "
                   "RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports")
-    elif is_code(exc, _errors.EACCES, _errors.WSAEACCES):
-        detail = (f"the block {start}-{start + count - 1} needs privileges "
-                  "(ports below 1024 need CAP_NET_BIND_SERVICE)" if not WINDOWS else None)
+    elif is_code(exc, "EACCES"):
+        detail = backend.acquire_denied_detail(start, count)
     return explain(exc, what, detail)
 
 
@@ -244,7 +225,7 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     bounds the wait: the operation is then cancelled and reaped and
     TimeoutError raised.  Ctrl+C cancels it too."""
     if (sock.__class__ is _Socket and token.__class__ is int and timeout is None
-            and 0 < token <= check.TOKEN_MAX and not WINDOWS):
+            and 0 < token <= check.TOKEN_MAX and _FAST):
         fd = sock.fileno()
         if fd >= 0:
             try:
@@ -255,16 +236,13 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     fd = check.fileno(sock)
     token = check.token(token)
     timeout = check.timeout(timeout)
-    _check_windows_build()
+    backend.check_build()
     try:
-        if WINDOWS:  # overlapped + an interruptible wait on its event
-            _portres.associate_port_reservation(fd, token, True, sock).result(timeout)
-        else:        # completes at once: no event needed
-            _portres.associate_port_reservation(fd, token)
+        backend.associate(fd, token, sock, timeout)
     except TimeoutError:
         raise
     except OSError as exc:
-        if not _knows_persistent(exc, token):
+        if not backend.knows_persistent(exc, token):
             raise _associate_error(exc, token) from None
         try:
             _portres.associate_port_reservation(fd, token)
@@ -272,31 +250,15 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
             raise _associate_error(exc2, token) from None
 
 
-def _knows_persistent(exc: OSError, token: int) -> bool:
-    """Linux: a token the C registry does not know may be a persistent
-    reservation's, which the package keeps.  If so, tell the C layer and
-    return True (the caller retries); the kernel knows them on Windows."""
-    if WINDOWS or exc.errno != _errors.ENOENT:
-        return False
-    from . import _persistent_linux
-
-    found = _persistent_linux.by_token(token)
-    if found is None:
-        return False
-    protocol, start, count = found
-    _portres.register_persistent_token(token, check.PROTOCOLS[protocol], start, count)
-    return True
-
-
 def associate_nowait(sock: Any, token: int) -> Overlapped:
     """Start the association in overlapped mode; return the Overlapped."""
     fd = check.fileno(sock)
     token = check.token(token)
-    _check_windows_build()
+    backend.check_build()
     try:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:
-        if not _knows_persistent(exc, token):
+        if not backend.knows_persistent(exc, token):
             raise _associate_error(exc, token) from None
         try:
             op = _portres.associate_port_reservation(fd, token, True, sock)
@@ -313,13 +275,13 @@ async def associate_async(sock: Any, token: int) -> None:
 
 def _associate_error(exc: OSError, token: int) -> OSError:
     what = "associating the socket with the reservation"
-    if is_code(exc, _errors.EISCONN, None):
+    if is_code(exc, "EISCONN"):
         return explain(exc, what, "the socket is already bound; associate it before bind()")
-    if is_code(exc, _errors.ENOENT, None):
+    if is_code(exc, "ENOENT"):
         return explain(exc, what, f"no reservation with token {token:#x} is held by this process")
-    if is_code(exc, _errors.EPROTOTYPE, None):
+    if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
-    if is_code(exc, _errors.EOPNOTSUPP, _errors.WSAEOPNOTSUPP):
+    if is_code(exc, "EOPNOTSUPP"):
         return explain(exc, what, "not a TCP/UDP socket (AF_INET or AF_INET6, stream or "
                        "datagram), or the provider lacks support")
     return explain(exc, what)
@@ -351,5 +313,5 @@ def release(sock: Any, token: int) -> None:
         _portres.release_port_reservation(fd, token)
     except OSError as exc:
         detail = (f"no reservation with token {token:#x} is held by this process"
-                  if is_code(exc, _errors.ENOENT, None) else None)
+                  if is_code(exc, "ENOENT") else None)
         raise explain(exc, "releasing the reservation", detail) from None

@@ -7,14 +7,14 @@ buffers; this wrapper adds messages with hints and the event-loop glue.
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from typing import Any, Callable, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Optional, Set
 
 from . import _portres
 from . import _validate as check
+from ._platform import backend
 
-WINDOWS = sys.platform == "win32"
+if TYPE_CHECKING:  # asyncio is imported when first awaited: `import portres` stays cheap
+    import asyncio
 
 
 class Overlapped:
@@ -69,26 +69,12 @@ class Overlapped:
 _reaping: Set[Overlapped] = set()
 
 
-def _watch(loop: asyncio.AbstractEventLoop, op: Overlapped, wake: Callable[[], None]) -> Callable[[], object]:
+def _watch(loop: "asyncio.AbstractEventLoop", op: Overlapped, wake: Callable[[], None]) -> Callable[[], object]:
     """Call wake() on LOOP once OP's event is signalled; return the undo."""
-    if WINDOWS:
-        # RegisterWaitForSingleObject: a pool thread waits on many handles
-        # at once, so there is no thread per pending operation, and it works
-        # on the proactor and on selector loops alike.
-        def from_pool() -> None:
-            try:
-                loop.call_soon_threadsafe(wake)
-            except RuntimeError:  # the loop was closed meanwhile
-                pass
-
-        op._op._register_wait(from_pool)
-        return op._op._unregister_wait
-    fd = op.event
-    loop.add_reader(fd, wake)
-    return lambda: loop.remove_reader(fd)
+    return backend.watch(loop, op._op, wake)
 
 
-def _reap_later(loop: asyncio.AbstractEventLoop, op: Overlapped) -> None:
+def _reap_later(loop: "asyncio.AbstractEventLoop", op: Overlapped) -> None:
     _reaping.add(op)
 
     def reaped() -> None:
@@ -102,6 +88,8 @@ def _reap_later(loop: asyncio.AbstractEventLoop, op: Overlapped) -> None:
 async def wait_async(op: Overlapped) -> Any:
     """Await OP's completion without blocking the loop; return its result.
     Cancelling the awaiting task cancels the I/O."""
+    import asyncio
+
     if not op.done():
         loop = asyncio.get_running_loop()
         fut = loop.create_future()

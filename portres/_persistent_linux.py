@@ -22,8 +22,14 @@ import os
 import secrets
 from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
-RESERVED_PORTS = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-SYSCTL_KEY = "net.ipv4.ip_local_reserved_ports"
+from ._sysctl import (  # the one parser of the sysctl; re-exported for the tests' use
+    RESERVED_PORTS,
+    SYSCTL_KEY,
+    format_ports,
+    parse_ports,
+    read_reserved,
+    to_blocks,
+)
 
 
 def _state_dir() -> str:
@@ -44,56 +50,17 @@ def netns_id() -> str:
     return f"{st.st_dev:x}-{st.st_ino}"
 
 
-# ----------------------------------------------------------- port sets
-
-def parse_ports(text: str) -> Set[int]:
-    ports: Set[int] = set()
-    for part in text.replace("\n", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        lo, _, hi = part.partition("-")
-        ports.update(range(int(lo), int(hi or lo) + 1))
-    return ports
-
-
-def format_ports(ports: Set[int]) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in to_blocks(ports))
-
-
-def to_blocks(ports: Set[int]) -> List[Tuple[int, int]]:
-    """Sorted (first, last) runs of consecutive ports."""
-    runs: List[Tuple[int, int]] = []
-    for p in sorted(ports):
-        if runs and p == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], p)
-        else:
-            runs.append((p, p))
-    return runs
-
-
-def read_reserved() -> Set[int]:
-    # A sysctl answers only the read at offset 0 (the next read is EOF), and
-    # the list can pass 8 KiB: one pread, with a buffer large enough.
-    fd = os.open(RESERVED_PORTS, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        size = 1 << 16
-        while True:
-            data = os.pread(fd, size, 0)
-            if len(data) < size:
-                return parse_ports(data.decode("ascii"))
-            size *= 2
-    finally:
-        os.close(fd)
-
+# ----------------------------------------------------------- the sysctl
 
 def _write_reserved(ports: Set[int]) -> None:
     text = format_ports(ports) or ""
+    call = "open"
     try:
         with open(RESERVED_PORTS, "w") as f:
+            call = "write"  # the write(2) happens when the file is flushed and closed
             f.write(text + "\n")
     except OSError as exc:
-        raise _permission(exc, f"writing {SYSCTL_KEY}") from None
+        raise _permission(exc, f"writing {SYSCTL_KEY}", f"{call}({RESERVED_PORTS})") from None
     got = read_reserved()
     if got != ports:
         missing = ports - got
@@ -102,11 +69,12 @@ def _write_reserved(ports: Set[int]) -> None:
                       f"{format_ports(got - ports) or 'nothing'})")
 
 
-def _permission(exc: OSError, what: str) -> OSError:
+def _permission(exc: OSError, what: str, call: str) -> OSError:
+    """EXC of CALL (kept as `filename`), explained if it is a refusal."""
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OSError(exc.errno, f"{what} failed: persistent reservations need root "
                        f"(CAP_NET_ADMIN over this network namespace) and a writable /proc/sys "
-                       f"({exc.strerror})")
+                       f"({exc.strerror})", call)
     return exc
 
 
@@ -194,11 +162,13 @@ def _recover(store: _Store, write: bool = True) -> bool:
 def _locked(write: bool) -> Iterator[Tuple[_Store, str]]:
     state, lock = _paths()
     if write:
+        call = f"mkdir({_state_dir()})"
         try:
             os.makedirs(_state_dir(), mode=0o755, exist_ok=True)
+            call = f"open({lock})"
             fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as exc:
-            raise _permission(exc, f"opening the portres state in {_state_dir()}") from None
+            raise _permission(exc, f"opening the portres state in {_state_dir()}", call) from None
     else:
         try:
             fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)

@@ -52,11 +52,18 @@ def count(value: object) -> int:
     return value
 
 
+def valid_block(start: int, count_: int) -> bool:
+    """The rule for a block of ports, given ints: 1..65535 ports from START
+    (0: the system chooses), none past 65535.  block() says what is wrong;
+    the fast paths of _core test this alone."""
+    return 0 < count_ <= 65535 and 0 <= start <= 65536 - count_
+
+
 def block(start: Any, count_: Any) -> "tuple[int, int]":
     """A block of ports; start 0 means "let the system choose"."""
     start = port(start, "start")
     count_ = count(count_)
-    if start and start + count_ - 1 > 65535:
+    if not valid_block(start, count_):
         raise ValueError(
             f"block of {show(count_)} ports from {show(start)} would end at {start + count_ - 1}, past 65535"
         )

@@ -2,8 +2,8 @@
 GetExtendedUdpTable with PIDs and image names), WSAEACCES explained by an
 excluded or persistent range, the dynamic port range.
 
-The report-building tests run everywhere: they drive `_explain_windows`
-with a stand-in for the C module (the tuples `_portres.port_sockets` gives
+The report-building tests run everywhere: they drive the Windows backend's
+`check_reasons` (portres._windows) with a stand-in for the C module (the tuples `_portres.port_sockets` gives
 on Windows: Linux's state numbers, the PID as owner), so its wording and
 grouping are checked on Linux too.  The tests marked windows_only run the
 real thing on the Windows CI runners."""
@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 
 import pytest
 
-from portres import _check
+from portres import _check, _persistent, _windows
 
 WINDOWS = sys.platform == "win32"
 windows_only = pytest.mark.skipif(not WINDOWS, reason="the real Windows tables")
@@ -29,7 +29,7 @@ PYTHON_EXE = "C:\\Python312\\python.exe"
 LISTEN, ESTABLISHED, TIME_WAIT, CLOSE_WAIT, BOUND = 10, 1, 6, 8, 7
 
 
-def fake_backend(rows, names=None, error=None):
+def fake_backend(rows, names=None, error=None, blocks=(), persistent_error=None):
     """A stand-in for portres._portres on Windows."""
     names = names if names is not None else {1234: PYTHON_EXE}
     calls: List[Any] = []
@@ -43,27 +43,31 @@ def fake_backend(rows, names=None, error=None):
     def process_name(pid):
         return names.get(pid)
 
+    def list_persistent_port_reservations(protocol):
+        if persistent_error is not None:
+            raise persistent_error
+        return list(blocks)
+
     return SimpleNamespace(port_sockets=port_sockets, process_name=process_name,
+                           list_persistent_port_reservations=list_persistent_port_reservations,
                            TCP=0, UDP=1, calls=calls)
 
 
 def explain(monkeypatch, port, protocol="tcp", rows=(), binds=None, blocks=(), names=None,
             error=None, persistent_error=None) -> List[Dict[str, Any]]:
-    backend = fake_backend(rows, names, error)
-    monkeypatch.setattr(_check, "_portres", backend)
-
-    def list_persistent(*, protocol):
-        if persistent_error is not None:
-            raise persistent_error
-        return list(blocks)
-
-    monkeypatch.setattr(_check, "_persistent", SimpleNamespace(list_persistent=list_persistent))
+    backend = fake_backend(rows, names, error, blocks, persistent_error)
+    monkeypatch.setattr(_windows, "_portres", backend)
+    try:
+        persistent, perr = _windows.persistent_entries(protocol), None
+    except OSError as exc:
+        persistent, perr = [], exc
     reasons: List[Dict[str, Any]] = []
 
     def add(kind, message, **extra):
         reasons.append(dict(kind=kind, message=message, **extra))
 
-    _check._explain_windows(port, protocol, binds or {"IPv4": "ok", "IPv6": "ok"}, add)
+    _windows.check_reasons(port, protocol, binds or {"IPv4": "ok", "IPv6": "ok"}, add,
+                           persistent, perr)
     json.dumps(reasons)     # the --json output must stay serialisable
     assert backend.calls == [(0 if protocol == "tcp" else 1, port, port)]
     return reasons
@@ -172,10 +176,9 @@ def test_addrinuse_without_a_socket_in_the_table_points_at_bound_sockets(monkeyp
 def test_explain_on_windows_path_reports_the_holder_not_unknown(monkeypatch):
     rows = [(socket.AF_INET, LISTEN, 8080, 1234, 0)]
     backend = fake_backend(rows)
-    monkeypatch.setattr(_check, "_portres", backend)
-    monkeypatch.setattr(_check, "_persistent",
-                        SimpleNamespace(list_persistent=lambda *, protocol: []))
-    monkeypatch.setattr(_check, "WINDOWS", True)
+    monkeypatch.setattr(_windows, "_portres", backend)
+    monkeypatch.setattr(_check, "backend", _windows)
+    monkeypatch.setattr(_persistent, "backend", _windows)
     monkeypatch.setattr(_check, "_try_bind", lambda port, protocol: {
         "IPv4": "EADDRINUSE (in use)", "IPv6": "ok"})
     report = _check.explain(8080, "tcp")
