@@ -3,6 +3,7 @@
 # the headers of each CPython found on this machine (Linux side; the Windows
 # side is tests/windows/run.sh).
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
 checked=0
 seen=" "
@@ -22,7 +23,7 @@ for py in "${candidates[@]}"; do
     if "$py" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then
         limited=(-DPy_LIMITED_API=0x030C0000)
     fi
-    for f in src/*.c; do
+    for f in src/*.c src/*/*.c; do   # src/linux/, src/windows/ too
         gcc -std=c11 -fsyntax-only -Wall -Wextra -Werror -I "$inc" -I src "$f"
         [ ${#limited[@]} -eq 0 ] || gcc -std=c11 -fsyntax-only -Wall -Wextra -Werror "${limited[@]}" -I "$inc" -I src "$f"
     done

@@ -2,14 +2,14 @@
 # The one test suite against every CPython 3.9+ on this machine: build a
 # wheel with each (3.12+ gives the cp312-abi3 wheel), install it into a fresh
 # venv, and run the tests from a copy outside the source tree, so the
-# installed wheel is what gets imported.  Usage: bash tests/multi_python.sh
+# installed wheel is what gets imported.  Usage: bash .ci/multi_python.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r tests README.md "$work/"
-rm -rf "$work/tests/__pycache__"
+find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 
 candidates=()
 if command -v pyenv >/dev/null 2>&1; then

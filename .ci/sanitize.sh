@@ -4,8 +4,8 @@
 # it, and fail on any sanitizer report.  The working tree is not touched
 # (its in-place extension stays the normal build).
 #
-#   bash tests/sanitize.sh [pytest args...]      # default: tests; e.g. -x -k reservation tests
-#   SANITIZE_PATCH=bug.diff bash tests/sanitize.sh   # self-test: a patch injecting
+#   bash .ci/sanitize.sh [pytest args...]      # default: tests; e.g. -x -k reservation tests
+#   SANITIZE_PATCH=bug.diff bash .ci/sanitize.sh   # self-test: a patch injecting
 #                                                  # a bug must make it fail
 #
 # Needs: clang and its runtime (Debian: apt-get install clang libclang-rt-14-dev).
@@ -58,7 +58,7 @@ echo "== building with $("$CLANG" --version | head -1): $san"
         # -fno-wrapv: CPython's own flags make signed overflow defined; ours must not rely on it
         "$CLANG" $san -fno-wrapv -g -O1 -fPIC -std=c11 -Wall -Wextra \
             -Werror=implicit-function-declaration -shared -shared-libasan \
-            -I"$inc" -Isrc src/_portres.c src/_overlapped.c src/windows.c src/linux.c \
+            -I"$inc" -Isrc $(find src -name '*.c' | sort) \
             -o "portres/_portres$ext"
     fi
 )

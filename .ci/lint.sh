@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# tests/lint.sh - static checks of the packaging and CI configuration:
+# .ci/lint.sh - static checks of the packaging and CI configuration:
 #   actionlint          .github/workflows (with shellcheck and pyflakes on run: scripts)
 #   zizmor              .github, offline, pedantic persona: any finding fails
 #   validate-pyproject  pyproject.toml, with the cibuildwheel schema
