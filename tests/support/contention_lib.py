@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from conftest import BIND_FORMS, BIND_OPTIONS  # noqa: E402
+from tests.support import BIND_FORMS, BIND_OPTIONS  # noqa: E402
 
 OTHER_UID = 65534
 TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}

@@ -16,7 +16,7 @@ import time
 import pytest
 
 import portres
-from conftest import LINUX, OTHER_UID, as_uid, needs_netns, needs_root, open_fds, other_uid_binds, run_in_netns
+from tests.support import LINUX, OTHER_UID, as_uid, needs_netns, needs_root, open_fds, other_uid_binds, run_in_netns
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 import portres
-from conftest import open_fds
+from tests.support import open_fds
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ import pytest
 
 import portres
 from portres import _portres
-from conftest import LINUX
-import leak_lib as L
+from tests.support import LINUX
+from tests.support import leak_lib as L
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="/proc and glibc accounting")
 

@@ -19,8 +19,8 @@ import os
 
 import pytest
 
-from conftest import LINUX, needs_netns, needs_root, run_in_netns
-import contention_lib as cl
+from tests.support import LINUX, needs_netns, needs_root, run_in_netns
+from tests.support import contention_lib as cl
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
@@ -61,7 +61,7 @@ def test_other_uid_never_binds_a_held_port_while_the_owner_hammers_it(protocol):
 AUTOBIND = """
 import sys
 sys.path.insert(0, {here!r})
-import contention_lib as cl
+from tests.support import contention_lib as cl
 print(json.dumps(cl.autobind_scenario({seconds}, uid={uid}, reuseport={reuseport})))
 """
 
@@ -111,7 +111,7 @@ def test_a_port_picked_by_portpicker_is_taken_by_another_program_one_from_portre
 RACE = """
 import sys
 sys.path.insert(0, {here!r})
-import contention_lib as cl
+from tests.support import contention_lib as cl
 sysctl("net.ipv4.ip_local_port_range", "40000 40099")
 print(json.dumps([cl.pick_race("portpicker", {tries}, 0.002), cl.pick_race("portres", {tries}, 0.002)]))
 """

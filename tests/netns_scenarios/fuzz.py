@@ -22,7 +22,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import portres  # noqa: E402
 from portres import _persistent_linux as pl  # noqa: E402
-from fuzz_strategies import (  # noqa: E402
+from tests.support.fuzz_strategies import (  # noqa: E402
     CALLS,
     EXAMPLES,
     FUZZ,

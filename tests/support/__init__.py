@@ -1,5 +1,10 @@
-"""Shared helpers: run code as another uid, try every bind form, count fds,
-run a script inside a private network namespace."""
+"""Helpers shared by the test suites (import them as `from tests.support
+import ...`): platform flags and skip marks, run code as another uid, try
+every bind form, count descriptors, run a scenario of tests/netns_scenarios
+inside a private network namespace.
+
+Nothing here touches a Linux-only API at import: the suites must collect on
+Windows (.ci/check_collect_windows.py checks it)."""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ import os
 import socket
 import subprocess
 import sys
-import textwrap
+from typing import Any, Dict, Optional
 
 import pytest
 
@@ -107,32 +112,41 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd")) if LINUX else 0
 
 
-def run_in_netns(script: str, timeout: float = 120, env: "dict | None" = None) -> dict:
-    """Run SCRIPT (Python source; it prints one JSON line last) in a private
-    network namespace, so it may change sysctls without touching the host.
-    ENV adds environment variables."""
-    prologue = textwrap.dedent(
-        """
-        import json, os, socket, subprocess, sys
-        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        def sysctl(name, value=None):
-            path = "/proc/sys/" + name.replace(".", "/")
-            if value is not None:
-                with open(path, "w") as f:
-                    f.write(str(value))
-            with open(path) as f:
-                return f.read().strip()
-        """
-    )
+# The directory holding the `tests` package: a child Python started with it
+# on its path imports tests.netns_scenarios (and the portres next to it,
+# when the suite runs from a source tree).
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def netns_id() -> str:
+    """This process's network namespace, as "dev-inode" of /proc/self/ns/net."""
+    st = os.stat("/proc/self/ns/net")
+    return f"{st.st_dev}-{st.st_ino}"
+
+
+def child_env(env: "Optional[Dict[str, str]]" = None) -> Dict[str, str]:
+    """os.environ plus ENV, with PROJECT_DIR first on PYTHONPATH."""
+    out = dict(os.environ, **(env or {}))
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_DIR, out.get("PYTHONPATH", "")) if p)
+    return out
+
+
+def run_in_netns(scenario: str, *args: Any, timeout: float = 120, env: "Optional[Dict[str, str]]" = None) -> Any:
+    """Run the scenario function SCENARIO ("module.function" of
+    tests/netns_scenarios) with ARGS (JSON values) in a private network
+    namespace, so it may change sysctls without touching the host; return
+    what it returned (through JSON).  ENV adds environment variables."""
+    extra = dict(env or {}, PORTRES_HOST_NETNS=netns_id())
     proc = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, "-c", prologue + textwrap.dedent(script)],
+        ["unshare", "--net", "--", sys.executable, "-m", "tests.netns_scenarios", scenario, json.dumps(list(args))],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=dict(os.environ, **(env or {})),
+        env=child_env(extra),
+        cwd=PROJECT_DIR,
     )
     if proc.returncode != 0:
-        raise AssertionError(f"netns script failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(f"netns scenario {scenario} failed ({proc.returncode}):\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from conftest import linux_only
+from tests.support import linux_only
 
 RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "run.py")
 

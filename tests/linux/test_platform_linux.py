@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import portres
-from conftest import as_uid, needs_netns, needs_root, run_in_netns
+from tests.support import as_uid, needs_netns, needs_root, run_in_netns
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux divergences")
 

@@ -31,8 +31,8 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 import portres
 from portres import _overlapped, _portres
-from conftest import LINUX, needs_netns
-from fuzz_strategies import (
+from tests.support import LINUX, needs_netns
+from tests.support.fuzz_strategies import (
     FUZZ,
     FUZZ_STATEFUL,
     Boom,

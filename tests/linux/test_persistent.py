@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from conftest import needs_netns, run_in_netns
+from tests.support import needs_netns, run_in_netns
 
 pytestmark = [
     needs_netns,
