@@ -25,7 +25,6 @@ from tests.support import contention_lib as cl
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
 SECONDS = float(os.environ.get("PORTRES_STRESS_SECONDS", "1.5"))
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def test_processes_and_threads_never_get_the_same_port():
@@ -58,19 +57,10 @@ def test_other_uid_never_binds_a_held_port_while_the_owner_hammers_it(protocol):
     assert set(other["errors"]) == {"EADDRINUSE"}, other["errors"]
 
 
-AUTOBIND = """
-import sys
-sys.path.insert(0, {here!r})
-from tests.support import contention_lib as cl
-print(json.dumps(cl.autobind_scenario({seconds}, uid={uid}, reuseport={reuseport})))
-"""
-
-
 @needs_netns
 @pytest.mark.parametrize("reuseport", [False, True], ids=["plain", "SO_REUSEPORT"])
 def test_autobind_of_another_uid_never_lands_in_a_held_block_under_load(reuseport):
-    out = run_in_netns(AUTOBIND.format(here=HERE, seconds=SECONDS, uid=65534, reuseport=reuseport),
-                       timeout=SECONDS + 120)
+    out = run_in_netns("contention.autobind", SECONDS, 65534, reuseport, timeout=SECONDS + 120)
     assert out["owner_errors"] == [], out["owner_errors"][:5]
     other = out["other"]
     assert other["landed"]["udp"] > 100 and other["landed"]["tcp"] > 0, other
@@ -82,11 +72,15 @@ def test_same_uid_with_reuseport_tcp_autobind_stays_out_udp_is_the_documented_ex
     """README platform notes: a program of the same user that sets
     SO_REUSEPORT can bind into the block.  Measured: its TCP autobinds
     (bind to 0, connect) still never land in the block; its UDP ones do."""
-    out = run_in_netns(AUTOBIND.format(here=HERE, seconds=min(SECONDS, 1.0), uid=None, reuseport=True),
-                       timeout=120)
-    inside = out["other"]["inside"]
+    out = run_in_netns("contention.autobind", min(SECONDS, 1.0), None, True, timeout=120)
+    # (the owner's datagrams may go to the other program's sockets meanwhile:
+    # owner_errors is not asserted here, that is the exception's cost)
+    other = out["other"]
+    assert other["landed"]["udp"] > 100 and other["landed"]["tcp"] > 0, other
+    inside = other["inside"]
     assert not [x for x in inside if x.startswith("tcp/")], inside
-    print("same-uid SO_REUSEPORT autobinds inside the UDP block:", out["other"]["n_inside"])
+    # the documented exception: UDP autobinds of the same uid with SO_REUSEPORT do land in the block
+    assert other["n_inside"] > 0 and all(x.startswith("udp/") for x in inside), other
 
 
 # --------------------------------------------------- compared with portpicker
@@ -108,18 +102,9 @@ def test_a_port_picked_by_portpicker_is_taken_by_another_program_one_from_portre
     assert reserved["taken_by_other_uid"] == 0
 
 
-RACE = """
-import sys
-sys.path.insert(0, {here!r})
-from tests.support import contention_lib as cl
-sysctl("net.ipv4.ip_local_port_range", "40000 40099")
-print(json.dumps([cl.pick_race("portpicker", {tries}, 0.002), cl.pick_race("portres", {tries}, 0.002)]))
-"""
-
-
 @needs_netns
 @needs_portpicker
 def test_pick_then_bind_race_against_an_autobinding_program():
-    picker, res = run_in_netns(RACE.format(here=HERE, tries=max(100, int(SECONDS * 100))), timeout=300)
+    picker, res = run_in_netns("contention.pick_race", max(100, int(SECONDS * 100)), timeout=300)
     assert res["stolen"] == 0 and res["bound"] == res["tries"], res
     assert picker["stolen"] > 0, picker      # the window exists, and is hit

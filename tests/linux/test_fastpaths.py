@@ -111,32 +111,6 @@ def test_a_listening_socket_from_the_block_serves_and_gives_its_port_back():
                 assert again.getsockname()[1] == res.start
 
 
-CROWDED = """
-import portres
-lo, hi = {lo}, {hi}
-sysctl("net.ipv4.ip_local_port_range", f"{{lo}} {{hi}}")
-window = range({w}, {w} + {b})
-held = []
-for p in range(lo, hi + 1):          # everything taken but one window (and a few singles)
-    if p in window or (p % 5 == 0 and p - 1 not in window and p + 1 not in window):
-        continue
-    s = socket.socket(socket.AF_INET6); s.bind(("::", p)); held.append(s)
-before = len(os.listdir("/proc/self/fd"))
-starts = set()
-for _ in range({tries}):
-    res = portres.acquire({b})
-    starts.add(res.start)
-    res.close()
-singles = portres.acquire(1); one = singles.start; singles.close()
-try:
-    portres.acquire({b} + 1); big = "acquired"
-except OSError as e:
-    big = e.errno
-print(json.dumps({{"starts": sorted(starts), "one": one, "big": big,
-                  "leaked": len(os.listdir("/proc/self/fd")) - before}}))
-"""
-
-
 @needs_netns
 @pytest.mark.parametrize("lo,hi,w,b", [
     (40000, 40063, 40020, 8),      # fewer failed binds than the probe budget
@@ -146,7 +120,7 @@ print(json.dumps({{"starts": sorted(starts), "one": one, "big": big,
 def test_wildcard_acquire_finds_the_only_window_from_any_random_start(lo, hi, w, b):
     # A start inside the window once marked the window's first port taken
     # (a failed bind recorded at the wrong index) and missed the window.
-    out = run_in_netns(CROWDED.format(lo=lo, hi=hi, w=w, b=b, tries=60))
+    out = run_in_netns("fastpaths.crowded", lo, hi, w, b, 60)
     assert out["starts"] == [w], out
     assert lo <= out["one"] <= hi
     assert out["big"] == errno.EADDRINUSE
@@ -195,29 +169,11 @@ def test_udp_placeholders_drop_and_steer_without_ebpf_too():
     assert as_uid(65534, _udp_delivery_unprivileged) == [50, 50]
 
 
-ONE_PORT = """
-import errno, portres
-sysctl("net.ipv4.ip_local_port_range", "42000 42009")
-sysctl("net.ipv4.ip_local_reserved_ports", "42000-42007")
-taken = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); taken.bind(("::", 42009))
-got = {"tcp": set(), "udp": set()}
-for _ in range(40):
-    for proto in got:
-        res = portres.acquire(1, protocol=proto); got[proto].add(res.start); res.close()
-blocks = [portres.acquire(1, protocol="udp")]
-try:
-    portres.acquire(1, protocol="udp"); full = "acquired"
-except OSError as e:
-    full = [e.errno, str(e)]
-print(json.dumps({"tcp": sorted(got["tcp"]), "udp": sorted(got["udp"]), "full": full}))
-"""
-
-
 @needs_netns
 def test_a_wildcard_single_port_is_the_kernels_choice_in_range_and_not_reserved():
     # acquire(1) binds port 0: the kernel picks, with the range and the
     # reserved ports applied, and nothing read from /proc.
-    out = run_in_netns(ONE_PORT)
+    out = run_in_netns("fastpaths.one_port")
     assert out["tcp"] and set(out["tcp"]) <= {42008, 42009}, out   # bind() favours odd ports
     assert out["udp"] == [42008], out
     code, msg = out["full"]

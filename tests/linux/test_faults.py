@@ -20,7 +20,6 @@ from tests.support import LINUX, OTHER_UID, as_uid, needs_netns, needs_root, ope
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 SECONDS = float(os.environ.get("PORTRES_STRESS_SECONDS", "1.5"))
 TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
@@ -31,7 +30,6 @@ def state_env(tmp_path):
         "PORTRES_STATE_DIR": str(tmp_path / "run"),
         "PORTRES_BOOT_DIR": str(tmp_path / "etc"),
         "PORTRES_SYSCTL_D_FILE": str(tmp_path / "sysctl.d" / "99-portres.conf"),
-        "PYTHONPATH": os.pathsep.join([HERE] + sys.path),
     }
 
 
@@ -71,17 +69,9 @@ def test_sigkill_of_the_owner_frees_every_port_for_another_uid(protocol):
     assert time.monotonic() - t0 < 30
 
 
-KILL_STORM = """
-import sys
-sys.path.insert(0, {here!r})
-import faults_lib
-print(json.dumps(faults_lib.runtime_kill_storm({kills}, count=200)))
-"""
-
-
 @needs_netns
 def test_sigkill_at_random_points_of_acquire_bind_release_leaves_no_port_held():
-    out = run_in_netns(KILL_STORM.format(here=HERE, kills=max(10, int(SECONDS * 10))), timeout=300)
+    out = run_in_netns("faults.runtime_kill_storm", max(10, int(SECONDS * 10)), timeout=300)
     assert out["still_held_after_kill"] == [], out
 
 
@@ -158,18 +148,9 @@ def test_defect_udp_datagrams_arrive_while_a_forked_child_lives():
 
 # --------------------------------------- persistent edits killed at random
 
-STORM = """
-import sys
-sys.path.insert(0, {here!r})
-import faults_lib
-print(json.dumps(faults_lib.persistent_kill_storm({seconds}, workers={workers}, seed={seed})))
-"""
-
-
 @needs_netns
 def test_persistent_editors_sigkilled_at_random_lose_nothing(state_env):
-    out = run_in_netns(STORM.format(here=HERE, seconds=max(SECONDS, 2.0), workers=6, seed=7),
-                       env=state_env, timeout=600)
+    out = run_in_netns("faults.persistent_kill_storm", max(SECONDS, 2.0), 6, 7, env=state_env, timeout=600)
     assert out["kills"] > 10 and out["events"] > 100, out
     assert out["killed_mid_edit"] >= 3, out         # the kills did land inside edits
     # refusals a restarted worker meets (it forgot what its predecessor made)
@@ -180,62 +161,14 @@ def test_persistent_editors_sigkilled_at_random_lose_nothing(state_env):
     assert out["recover_s"] < 5, out
 
 
-TMP_KILL = """
-import glob, portres
-from portres import _persistent_linux as pl
-pid = os.fork()
-if pid == 0:
-    real = os.replace
-    def die(src, dst):
-        if src.endswith(".tmp"):
-            os._exit(9)          # killed between writing the new state and renaming it
-        return real(src, dst)
-    os.replace = die
-    portres.create_persistent(47000, 2)
-    os._exit(0)
-os.waitpid(pid, 0)
-portres.create_persistent(47100, 2)                 # the next writer takes the lock
-print(json.dumps(sorted(os.path.basename(p) for p in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*.tmp"))))
-"""
-
-
 @needs_netns
 def test_defect_killed_writer_leaves_no_temp_file(state_env):
-    assert run_in_netns(TMP_KILL, env=state_env) == []
-
-
-BOOT_KILL = """
-import glob, portres
-from portres import _persistent_linux as pl
-assert hasattr(pl, "_write_boot_files"), "test needs updating: no _write_boot_files"
-sysctl("net.ipv4.ip_local_reserved_ports", "7000")
-portres.create_persistent(46000, 4, boot=True)        # a boot entry that is kept
-pid = os.fork()
-if pid == 0:
-    # killed after the edit is committed, before the boot files are written
-    pl._write_boot_files = lambda store: os._exit(9)
-    portres.create_persistent(46100, 4, boot=True)
-    os._exit(0)
-_, status = os.waitpid(pid, 0)
-token = portres.lookup_persistent(46100, 4)             # committed: the create happened
-portres.create_persistent(46200, 4)                     # later edits (not boot) run
-conf = open(os.environ["PORTRES_SYSCTL_D_FILE"]).read()
-# reboot: /run is empty, the kernel has what sysctl.d applies
-for f in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*"):
-    os.remove(f)
-line = [l for l in conf.splitlines() if l.startswith("net.")][0]
-sysctl("net.ipv4.ip_local_reserved_ports", line.split("=", 1)[1].strip())
-try:
-    portres.lookup_persistent(46100, 4); kept = True
-except OSError:
-    kept = False
-print(json.dumps(dict(status=os.WEXITSTATUS(status), token=token, conf=conf, kept=kept)))
-"""
+    assert run_in_netns("faults.killed_writer_temp_files", env=state_env) == []
 
 
 @needs_netns
 def test_defect_boot_entry_survives_a_kill_before_the_boot_files(state_env):
-    out = run_in_netns(BOOT_KILL, env=state_env)
+    out = run_in_netns("faults.boot_kill", env=state_env)
     assert out["status"] == 9 and out["token"]
     assert out["kept"], out["conf"]
 
@@ -317,131 +250,35 @@ def test_regression_bind_at_the_descriptor_limit_does_not_blame_a_full_block(at_
     assert code != "EADDRINUSE" and "no free port" not in msg, msg
 
 
-EMFILE_WILDCARD = """
-import resource, portres
-sysctl("net.ipv4.ip_local_port_range", "42000 42009")
-sysctl("net.ipv4.ip_local_reserved_ports", "42000-42004")
-normal = portres.acquire(5); first = normal.start; normal.close()
-soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-resource.setrlimit(resource.RLIMIT_NOFILE, (64, max(hard, 1024)))
-fill = []
-try:
-    while True: fill.append(os.open("/dev/null", os.O_RDONLY))
-except OSError: pass
-res = portres.acquire(5)                  # needs the soft limit raised: allowed
-print(json.dumps({"normal": first, "at_limit": res.start}))
-"""
-
-
 @needs_netns
 def test_regression_wildcard_acquire_at_the_soft_fd_limit_respects_the_ranges():
     """A defect when found (the sysctls read with open() at EMFILE were taken
     as absent: a block far outside the range, or on reserved ports): fixed."""
-    out = run_in_netns(EMFILE_WILDCARD)
+    out = run_in_netns("faults.emfile_wildcard")
     assert out["normal"] == 42005
     assert out["at_limit"] == 42005, out
 
 
-LONG_RESERVED = """
-import portres
-foreign = ",".join(str(p) for p in range(20000, 23000, 2))   # > 8 KiB of text
-sysctl("net.ipv4.ip_local_reserved_ports", foreign + ",42000-42004")
-text = sysctl("net.ipv4.ip_local_reserved_ports")
-sysctl("net.ipv4.ip_local_port_range", "42000 42009")
-starts = set()
-for _ in range(20):
-    res = portres.acquire(5); starts.add(res.start); res.close()
-print(json.dumps({"text_len": len(text), "starts": sorted(starts)}))
-"""
-
-
 @needs_netns
 def test_defect_wildcard_acquire_respects_a_long_reserved_ports_list():
-    out = run_in_netns(LONG_RESERVED)
+    out = run_in_netns("faults.long_reserved")
     assert out["text_len"] > 8191
     assert out["starts"] == [42005], out
 
 
-LONG_FOREIGN = """
-import portres
-P = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-def kernel_text():       # one big read: the kernel answers only the first read() of a file
-    fd = os.open(P, os.O_RDONLY); t = os.read(fd, 1 << 20).decode().strip(); os.close(fd); return t
-foreign = ",".join(str(p) for p in range(20000, 23000, 2)) + ",42000-42004"   # 9011 characters
-with open(P, "w") as f:
-    f.write(foreign)
-held = kernel_text()
-try:
-    portres.create_persistent(50000, 1); created = "ok"
-except OSError as e:
-    created = str(e)
-after = kernel_text()
-print(json.dumps(dict(held=len(held), created=created, kept_tail="42000-42004" in after,
-                      lost=len(set(held.split(",")) - set(after.split(","))))))
-"""
-
-
 @needs_netns
 def test_defect_persistent_create_keeps_foreign_entries_past_8_kib(state_env):
-    out = run_in_netns(LONG_FOREIGN, env=state_env)
+    out = run_in_netns("faults.long_foreign", env=state_env)
     assert out["held"] > 8192
     assert out["created"] == "ok" and out["kept_tail"] and out["lost"] == 0, out
 
 
 # --------------------------------------------- the ephemeral range nearly full
 
-NEARLY_FULL = """
-import errno, random, time, portres
-lo, hi = 40000, 40000 + {span} - 1
-sysctl("net.ipv4.ip_local_port_range", f"{{lo}} {{hi}}")
-gap = random.Random({seed}).randrange(lo, hi - 8)
-# another uid takes every port of the range but a gap of 8 (TCP), half of
-# them listening, some with TIME_WAIT left behind
-r, w = os.pipe(); r2, w2 = os.pipe()
-pid = os.fork()
-if pid == 0:
-    try:
-        os.setgroups([]); os.setgid(65534); os.setuid(65534)
-        keep = []
-        for p in range(lo, hi + 1):
-            if gap <= p < gap + 8:
-                continue
-            s = socket.socket(); s.bind(("0.0.0.0", p))
-            if p % 2: s.listen()
-            keep.append(s)
-        os.write(w, b"x"); os.read(r2, 1)
-    finally:
-        os._exit(0)
-os.close(w)
-assert os.read(r, 1) == b"x", "the other uid could not fill the range"
-def fds(): return len(os.listdir("/proc/self/fd"))
-before = fds()
-t0 = time.perf_counter(); res = portres.acquire(8); found_ms = (time.perf_counter() - t0) * 1000
-found = res.start
-res.close()
-t0 = time.perf_counter()
-try:
-    portres.acquire(9); big = "acquired"
-except OSError as e:
-    big = [errno.errorcode[e.errno], str(e)]
-fail_ms = (time.perf_counter() - t0) * 1000
-hog = socket.socket(); hog.bind(("0.0.0.0", gap + 3))   # now no gap of 8 at all
-try:
-    portres.acquire(8, protocol="tcp"); full = "acquired"
-except OSError as e:
-    full = [errno.errorcode[e.errno], str(e)]
-hog.close()
-after = fds()
-os.write(w2, b"x"); os.waitpid(pid, 0)
-print(json.dumps(dict(gap=gap, found=found, big=big, full=full, found_ms=found_ms, fail_ms=fail_ms,
-                      leaked=after - before)))
-"""
-
-
 @needs_netns
 @pytest.mark.parametrize("span", [200, 5000])
 def test_nearly_full_ephemeral_range_finds_the_gap_or_fails_clearly(span):
-    out = run_in_netns(NEARLY_FULL.format(span=span, seed=span), timeout=300)
+    out = run_in_netns("faults.nearly_full", span, span, timeout=300)
     assert out["found"] == out["gap"], out
     for key in ("big", "full"):
         code, msg = out[key]

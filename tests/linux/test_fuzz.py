@@ -9,7 +9,7 @@ descriptor count is flat across every example); nothing crashes.
     PORTRES_FUZZ_PROFILE=deep python -m pytest tests/test_fuzz.py  # deep: >= 14,000 cases
 
 Persistent reservations, the CLI's add/delete/demo and blocks of any size
-are fuzzed inside a private network namespace (tests/fuzz_netns.py), so the
+are fuzzed inside a private network namespace (tests/netns_scenarios/fuzz.py), so the
 host's settings and ports are never touched; on the host, valid blocks are
 kept small (count <= 64).
 """
@@ -31,7 +31,7 @@ from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invaria
 
 import portres
 from portres import _overlapped, _portres
-from tests.support import LINUX, needs_netns
+from tests.support import LINUX, needs_netns, run_in_netns
 from tests.support.fuzz_strategies import (
     FUZZ,
     FUZZ_STATEFUL,
@@ -89,7 +89,7 @@ def _is_int(v) -> bool:
 
 def host_safe(count, start):
     """On the host, valid blocks stay small: big ones are fuzzed in a
-    private namespace (fuzz_netns.py)."""
+    private namespace (tests/netns_scenarios/fuzz.py)."""
     if _is_int(count) and 64 < count <= 65535 and _is_int(start) and 0 <= start <= 65535:
         count = count % 64 + 1
     return count, start
@@ -481,7 +481,7 @@ def private_state(tmp_path, monkeypatch):
 @given(argv=cli_argv)
 def test_fuzz_cli_in_process(private_state, argv):
     # add/delete change the namespace's sysctl and demo holds ports: fuzzed
-    # in fuzz_netns.py.  Here they become `check`.
+    # in tests/netns_scenarios/fuzz.py.  Here they become `check`.
     if argv and argv[0] in ("add", "delete", "demo"):
         argv = ["check"] + argv[1:]
     before = _reserved_ports()
@@ -510,25 +510,16 @@ def test_cli_process_bad_arguments(private_state):
 
 # ------------------------------- in a private namespace: persistent, big blocks
 
-def _netns_id() -> str:
-    st_ = os.stat("/proc/self/ns/net")
-    return f"{st_.st_dev}-{st_.st_ino}"
-
-
 @needs_netns
 def test_fuzz_in_private_netns(tmp_path):
     """Persistent reservations (create/lookup/delete/list and the CLI's
     add/delete/list/lookup, against a model of the sysctl), `demo`, and
-    acquire with blocks of any size: run by tests/fuzz_netns.py inside a
+    acquire with blocks of any size: tests/netns_scenarios/fuzz.py inside a
     private network namespace with its state in a temp dir."""
-    env = dict(os.environ,
-               PORTRES_STATE_DIR=str(tmp_path / "run"), PORTRES_BOOT_DIR=str(tmp_path / "etc"),
-               PORTRES_SYSCTL_D_FILE=str(tmp_path / "sysctl.d" / "99.conf"),
-               PYTHONPATH=os.pathsep.join([HERE] + sys.path), PORTRES_HOST_NETNS=_netns_id())
-    p = subprocess.run(["unshare", "--net", "--", sys.executable, os.path.join(HERE, "fuzz_netns.py")],
-                       capture_output=True, text=True, env=env, timeout=1800)
-    assert p.returncode == 0, p.stdout[-5000:] + p.stderr[-20000:]
-    assert "fuzz_netns: ok" in p.stdout, p.stdout
+    env = dict(PORTRES_STATE_DIR=str(tmp_path / "run"), PORTRES_BOOT_DIR=str(tmp_path / "etc"),
+               PORTRES_SYSCTL_D_FILE=str(tmp_path / "sysctl.d" / "99.conf"))
+    out = run_in_netns("fuzz.all_targets", env=env, timeout=1800)
+    assert out["ok"] and out["calls"], out
 
 
 # ------------------------------------------- defects found by this fuzzing

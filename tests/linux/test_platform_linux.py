@@ -68,22 +68,7 @@ def test_privileged_ports_need_cap_net_bind_service():
 @needs_netns
 def test_persistent_ports_are_kept_from_autobind_but_not_from_explicit_binds(tmp_path):
     out = run_in_netns(
-        """
-        import portres
-        sysctl("net.ipv4.ip_local_port_range", "43000 43009")
-        portres.create_persistent(43000, 5)
-        r, w = os.pipe()
-        if os.fork() == 0:
-            os.setgroups([]); os.setgid(65534); os.setuid(65534)
-            explicit = socket.socket(); explicit.bind(("0.0.0.0", 43001))
-            auto = [socket.socket() for _ in range(5)]
-            for s in auto:
-                s.bind(("0.0.0.0", 0))
-            os.write(w, json.dumps([s.getsockname()[1] for s in auto]).encode()); os._exit(0)
-        os.close(w)
-        got = json.loads(os.read(r, 4096)); os.wait()
-        print(json.dumps({"auto": got}))
-        """,
+        "platform.persistent_ports_kept_from_autobind",
         env={"PORTRES_STATE_DIR": str(tmp_path)},
     )
     assert sorted(out["auto"]) == list(range(43005, 43010))

@@ -1,28 +1,26 @@
 """Fuzzing that needs a private network namespace: persistent reservations
 (API and CLI add/delete/list/lookup) against a model of
 net.ipv4.ip_local_reserved_ports, `portres demo`, and acquire with blocks of
-any size and start.  Run by tests/test_fuzz.py::test_fuzz_in_private_netns
-as `unshare --net -- python tests/fuzz_netns.py`, with PORTRES_STATE_DIR,
-PORTRES_BOOT_DIR and PORTRES_SYSCTL_D_FILE pointing to a temp dir.  Refuses
-to run in the host's namespace.  Prints "fuzz_netns: ok" and a JSON summary.
+any size and start.  The scenario all_targets() is run by
+tests/linux/test_fuzz.py::test_fuzz_in_private_netns through
+tests.support.run_in_netns, with PORTRES_STATE_DIR, PORTRES_BOOT_DIR and
+PORTRES_SYSCTL_D_FILE pointing to a temp dir.  Refuses to run in the host's
+namespace.  Returns a summary: how many calls each target made.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test  # noqa: E402
-
-import portres  # noqa: E402
-from portres import _persistent_linux as pl  # noqa: E402
-from tests.support.fuzz_strategies import (  # noqa: E402
+import portres
+from portres import _persistent_linux as pl
+from tests.support.fuzz_strategies import (
     CALLS,
     EXAMPLES,
     FUZZ,
@@ -42,11 +40,11 @@ FOREIGN = "1000-1002,20050,50005"
 
 def _guard_namespace() -> None:
     if os.environ.get("PORTRES_STATE_DIR", "/run/portres").startswith("/run/portres"):
-        raise SystemExit("fuzz_netns.py: set PORTRES_STATE_DIR to a temp dir")
+        raise SystemExit("tests.netns_scenarios.fuzz: set PORTRES_STATE_DIR to a temp dir")
     # PORTRES_HOST_NETNS: the namespace of whoever started us, as dev-inode
     mine = os.stat("/proc/self/ns/net")
     if os.environ.get("PORTRES_HOST_NETNS", f"{mine.st_dev}-{mine.st_ino}") == f"{mine.st_dev}-{mine.st_ino}":
-        raise SystemExit("fuzz_netns.py: run me in a private network namespace: "
+        raise SystemExit("tests.netns_scenarios.fuzz: run me in a private network namespace: "
                          "PORTRES_HOST_NETNS=<dev-inode of the caller's /proc/self/ns/net> unshare --net -- ...")
 
 
@@ -224,13 +222,12 @@ def fuzz_acquire_any_block(count, start, protocol):
                 res.close()
 
 
-def main() -> int:
+def all_targets() -> dict:
     _guard_namespace()
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     os.makedirs(os.environ["PORTRES_STATE_DIR"], exist_ok=True)
     run_state_machine_as_test(PersistentMachine, settings=FUZZ_STATEFUL)
     sysctl_write(FOREIGN)
-    # demo writes to the real stdout: keep the summary readable
+    # demo writes to the real stdout: keep the runner's last line its JSON
     saved = os.dup(1)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
@@ -242,12 +239,4 @@ def main() -> int:
         os.close(devnull)
     fuzz_acquire_any_block()
     write_report()
-    import json
-
-    print(json.dumps({"calls": CALLS}, sort_keys=True))
-    print("fuzz_netns: ok")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return {"calls": CALLS, "ok": True}

@@ -30,10 +30,9 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from tests.support import BIND_FORMS, BIND_OPTIONS
 
-from tests.support import BIND_FORMS, BIND_OPTIONS  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 OTHER_UID = 65534
 TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}

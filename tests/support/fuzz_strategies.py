@@ -1,5 +1,5 @@
-"""Shared pieces of the bad-input fuzzing (tests/test_fuzz.py, and
-tests/fuzz_netns.py which runs inside a private network namespace):
+"""Shared pieces of the bad-input fuzzing (tests/linux/test_fuzz.py, and
+tests/netns_scenarios/fuzz.py which runs inside a private network namespace):
 hypothesis settings per profile, value strategies, a zoo of socket-ish
 objects, and the harness that decides what "failing well" means.
 
