@@ -306,10 +306,6 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "udp4-connected": _sock(socket.AF_INET, socket.SOCK_DGRAM, connect=("127.0.0.1", 9)),
     "tcp4-closed": _sock(socket.AF_INET, socket.SOCK_STREAM, close=True),
     "tcp-dup": _dup_socket,
-    "unix-stream": _pair(socket.SOCK_STREAM),
-    "unix-dgram": _pair(socket.SOCK_DGRAM),
-    "unix-seqpacket": _pair(socket.SOCK_SEQPACKET),
-    "unix-unbound": _sock(socket.AF_UNIX, socket.SOCK_STREAM),
     "netlink": _sock(socket.AF_NETLINK, socket.SOCK_DGRAM, 0) if hasattr(socket, "AF_NETLINK")
     else _sock(socket.AF_INET, socket.SOCK_DGRAM),
     "pipe": _pipe,
@@ -318,9 +314,7 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "epoll": _epoll,
     "closed-fd-number": _closed_fd,
     "lying-family-str": _lying(_sock(socket.AF_INET, socket.SOCK_STREAM), "inet"),
-    "lying-family-unix": _lying(_sock(socket.AF_INET, socket.SOCK_STREAM), socket.AF_UNIX),
     "lying-family-v6": _lying(_sock(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET6),
-    "lying-unix-as-inet": _lying(_sock(socket.AF_UNIX, socket.SOCK_STREAM), socket.AF_INET),
     "lying-pipe-as-inet": lambda keep: Lying(_pipe(keep), socket.AF_INET),
     "fileno-minus-1": lambda keep: FakeFileno(-1),
     "fileno-minus-huge": lambda keep: FakeFileno(-2**70),
@@ -339,6 +333,15 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "str": lambda keep: "socket",
     "bytes": lambda keep: b"\x03",
 }
+if hasattr(socket, "AF_UNIX"):   # not on Windows Python: the module must import there
+    ZOO.update({
+        "unix-stream": _pair(socket.SOCK_STREAM),
+        "unix-dgram": _pair(socket.SOCK_DGRAM),
+        "unix-seqpacket": _pair(socket.SOCK_SEQPACKET),
+        "unix-unbound": _sock(socket.AF_UNIX, socket.SOCK_STREAM),
+        "lying-family-unix": _lying(_sock(socket.AF_INET, socket.SOCK_STREAM), socket.AF_UNIX),
+        "lying-unix-as-inet": _lying(_sock(socket.AF_UNIX, socket.SOCK_STREAM), socket.AF_INET),
+    })
 if ROOT:
     ZOO["raw-udp"] = _sock(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
     ZOO["raw-tcp6"] = _sock(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)

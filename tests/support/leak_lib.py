@@ -22,7 +22,7 @@ import gc
 import os
 import socket
 import tracemalloc
-from typing import Dict, List
+from typing import Any, Dict, List
 
 import portres
 
@@ -33,17 +33,33 @@ class _Mallinfo2(ctypes.Structure):
                  "uordblks", "fordblks", "keepcost")]
 
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-_mallinfo2 = getattr(_libc, "mallinfo2", None)
-if _mallinfo2 is not None:
-    _mallinfo2.restype = _Mallinfo2
+_mallinfo2: Any = None
+_mallinfo2_looked_up = False
+
+
+def _find_mallinfo2() -> Any:
+    """glibc's mallinfo2, or None: looked up on first use, never at import
+    (there is no libc to load on Windows, and the module must import there)."""
+    global _mallinfo2, _mallinfo2_looked_up
+    if not _mallinfo2_looked_up:
+        _mallinfo2_looked_up = True
+        name = ctypes.util.find_library("c")
+        try:
+            libc = ctypes.CDLL(name or "libc.so.6")
+        except OSError:
+            libc = None
+        _mallinfo2 = getattr(libc, "mallinfo2", None)
+        if _mallinfo2 is not None:
+            _mallinfo2.restype = _Mallinfo2
+    return _mallinfo2
 
 
 def c_heap() -> int:
     """Bytes malloc'ed and not freed (glibc); -1 when unknown."""
-    if _mallinfo2 is None:
+    mallinfo2 = _find_mallinfo2()
+    if mallinfo2 is None:
         return -1
-    m = _mallinfo2()
+    m = mallinfo2()
     return int(m.uordblks + m.hblkhd)
 
 
