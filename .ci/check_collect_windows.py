@@ -41,7 +41,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 
 # Run in the child, before the module is imported.  ARGS: JSON [sys.path
 # entries, modules to pre-import, [(module name, file)] to import in turn].
-CHILD = r'''
+CHILD = r"""
 import builtins, ctypes, ctypes.util, importlib, io, json, os, select, signal, socket, sys
 path_entries, preload, targets = json.loads(sys.argv[1])
 for entry in reversed(path_entries):
@@ -120,7 +120,7 @@ for name, path in targets:
         break
 sys.platform = "linux"
 print(json.dumps(failed))
-'''
+"""
 
 
 def test_modules(root: str) -> Iterator[str]:
@@ -199,7 +199,10 @@ def main() -> int:
             targets.append((name, f))
         p = subprocess.run(
             [sys.executable, "-c", CHILD, json.dumps([entries, preload, targets])],
-            capture_output=True, text=True, cwd=root, timeout=300,
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=300,
         )
         rel = os.path.relpath(path, root)
         if p.returncode != 0:
@@ -210,8 +213,10 @@ def main() -> int:
             failures[rel] = failed[0][2]
     for rel, why in failures.items():
         print(f"== {rel}: would not be collected on Windows\n{why}")
-    print(f"check_collect_windows: {len(modules) - len(failures)} of {len(modules)} test modules "
-          f"import without a Linux-only API")
+    print(
+        f"check_collect_windows: {len(modules) - len(failures)} of {len(modules)} test modules "
+        f"import without a Linux-only API"
+    )
     return 1 if failures else 0
 
 

@@ -5,8 +5,7 @@ import sys
 
 
 def test_demo_runs_and_reports_a_held_block():
-    proc = subprocess.run([sys.executable, "-m", "portres", "demo"], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "portres", "demo"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
     assert "8 of 8 ports refused to the other program while reserved" in out

@@ -2,23 +2,16 @@
 what it hands out, and that it ends when released."""
 
 import errno
-import gc
 import socket
 import subprocess
 import sys
-import warnings
 
 import pytest
 
 import portres
 from tests.support import (
-    BIND_FORMS,
     LINUX,
-    linux_only,
-    needs_root,
-    open_fds,
-    other_uid_binds,
-    try_all_binds,
+    WINDOWS,
 )
 
 PROTOCOLS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
@@ -52,7 +45,10 @@ def test_second_reservation_of_the_same_block_is_refused(protocol):
     with portres.acquire(3, protocol=protocol) as res:
         with pytest.raises(OSError) as info:
             portres.acquire(3, protocol=protocol, start=res.start)
-        assert info.value.errno == errno.EADDRINUSE or getattr(info.value, "winerror", None)
+        if WINDOWS:  # WSAEADDRINUSE, or ERROR_SHARING_VIOLATION for an overlapping reservation
+            assert info.value.winerror in (10048, 32), info.value
+        else:
+            assert info.value.errno == errno.EADDRINUSE, info.value
         assert f"block {res.start}-{res.start + 2}" in str(info.value)
         # ... and from another process of the same uid
         code = (
@@ -143,7 +139,9 @@ def test_associate_then_bind():
             portres.bind(u, ("127.0.0.1", res.start - 1 if res.start > 1 else res.start + 3))
         # an unassociated socket binds normally
         v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        assert portres.bind(v, ("127.0.0.1", 0)) not in res.ports or True
+        got = portres.bind(v, ("127.0.0.1", 0))
+        assert got == v.getsockname()[1] and got != 0
+        assert got not in res.ports  # the kernel's choice never lands in a held block
         for x in (s, t, u, v):
             x.close()
 
@@ -170,5 +168,3 @@ def test_release_by_token():
         with pytest.raises(OSError, match="no reservation with token"):
             portres.release(s, res.token)
     res.close()  # idempotent
-
-

@@ -1,16 +1,12 @@
 """A UDP socket bound from a reservation receives every datagram sent to it:
 the placeholders that keep holding its port never take a share."""
 
-import errno
 import socket
-import sys
-import threading
 import time
 
 import pytest
 
 import portres
-from tests.support import LINUX, needs_root, other_uid_binds
 
 # (name, family, host, IPV6_V6ONLY, destinations the socket must get)
 FORMS = [
@@ -84,22 +80,3 @@ def test_socket_from_reservation_gets_all_datagrams():
             dests = ["127.0.0.1", "::1"] if s.family == socket.AF_INET6 else ["127.0.0.1"]
             _send_and_count(s, port, dests)
             s.close()
-
-
-def _join_groups(sock, n):
-    """Join up to N IPv6 multicast groups on the loopback interface (fewer
-    if net.core.optmem_max runs out): closing SOCK then leaves each one,
-    which makes its release last about half a millisecond for 1000 instead
-    of microseconds.  Returns how many were joined."""
-    lo = socket.if_nametoindex("lo")
-    for g in range(n):
-        mreq = socket.inet_pton(socket.AF_INET6, "ff15::%x" % (g + 1)) + lo.to_bytes(4, sys.byteorder)
-        try:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
-        except OSError:
-            if g == 0:
-                raise
-            return g
-    return n
-
-

@@ -18,11 +18,17 @@ RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 @linux_only
 @pytest.mark.skipif(not os.path.exists(RUN), reason="bench/ is not shipped in the sdist")
 @pytest.mark.skipif(not shutil.which(os.environ.get("CC", "cc")), reason="the C baseline needs cc")
-@pytest.mark.skipif(any(importlib.util.find_spec(m) is None for m in ("portpicker", "ephemeral_port_reserve")),
-                    reason="pip install -r bench/requirements.txt")
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("portpicker", "ephemeral_port_reserve")),
+    reason="pip install -r bench/requirements.txt",
+)
 def test_bench_quick_runs_every_section(tmp_path):
-    out = subprocess.run([sys.executable, RUN, "--quick", "--json", str(tmp_path / "bench.json")],
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, RUN, "--quick", "--json", str(tmp_path / "bench.json")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stderr[-5000:]
     assert "| benchmark | portres | reference | ratio |" in out.stdout
     with open(tmp_path / "bench.json") as f:

@@ -39,7 +39,7 @@ def test_one_reservation_shared_by_16_threads_hands_out_each_port_once():
     assert out["errors"] == []
     for r in out["rounds"]:
         assert r["handed"] == r["distinct"] == 512 and r["all_of_the_block"], r
-        assert sum(1 for n in r["per_thread"] if n) > 1   # the threads really raced
+        assert sum(1 for n in r["per_thread"] if n) > 1  # the threads really raced
 
 
 @needs_root
@@ -51,7 +51,7 @@ def test_other_uid_never_binds_a_held_port_while_the_owner_hammers_it(protocol):
     # port reused while its previous socket was still closing); its
     # regression tests: test_udp_delivery.py and test_netns.py, "closing".
     assert out["owner_errors"] == [], out["owner_errors"][:5]
-    assert out["owner"].get("bound", 0) > 100      # the owner really used the block
+    assert out["owner"].get("bound", 0) > 100  # the owner really used the block
     assert other["attempts"] > 1000
     assert other["n_taken"] == 0, other["taken"]
     assert set(other["errors"]) == {"EADDRINUSE"}, other["errors"]
@@ -98,7 +98,7 @@ needs_portpicker = pytest.mark.skipif(portpicker is None, reason="pip install po
 def test_a_port_picked_by_portpicker_is_taken_by_another_program_one_from_portres_is_not():
     picked = cl.picked_port_taken_in_between("portpicker", 10)
     reserved = cl.picked_port_taken_in_between("portres", 10)
-    assert picked["taken_by_other_uid"] == 10      # portpicker holds nothing
+    assert picked["taken_by_other_uid"] == 10  # portpicker holds nothing
     assert reserved["taken_by_other_uid"] == 0
 
 
@@ -107,4 +107,4 @@ def test_a_port_picked_by_portpicker_is_taken_by_another_program_one_from_portre
 def test_pick_then_bind_race_against_an_autobinding_program():
     picker, res = run_in_netns("contention.pick_race", max(100, int(SECONDS * 100)), timeout=300)
     assert res["stolen"] == 0 and res["bound"] == res["tries"], res
-    assert picker["stolen"] > 0, picker      # the window exists, and is hit
+    assert picker["stolen"] > 0, picker  # the window exists, and is hit

@@ -46,17 +46,17 @@ def test_a_port_comes_back_only_once_its_socket_is_gone_everywhere(protocol):
             assert s.getsockname()[1] == res.start
             copy = s.dup()
             s.close()
-            with pytest.raises(OSError) as info:   # the dup still holds it
+            with pytest.raises(OSError) as info:  # the dup still holds it
                 res.socket()
             assert info.value.errno == errno.EADDRINUSE
             pid, w = _hold_in_child(copy)
             copy.close()
-            with pytest.raises(OSError) as info:   # so does the child
+            with pytest.raises(OSError) as info:  # so does the child
                 res.socket()
             assert info.value.errno == errno.EADDRINUSE
             os.close(w)
             os.waitpid(pid, 0)
-            t = res.socket()                       # gone everywhere: back
+            t = res.socket()  # gone everywhere: back
             assert t.getsockname()[1] == res.start
             t.close()
 
@@ -67,12 +67,12 @@ def test_sockets_alive_when_tracking_starts_are_adopted():
         a, b = res.socket(), res.socket()
         port_a, port_b = a.getsockname()[1], b.getsockname()[1]
         b.close()
-        c = res.socket()                  # first reclaim: dump, tracking on, a adopted
+        c = res.socket()  # first reclaim: dump, tracking on, a adopted
         assert c.getsockname()[1] == port_b
         with pytest.raises(OSError):
-            res.socket()                  # a is alive
+            res.socket()  # a is alive
         a.close()
-        d = res.socket()                  # a's release seen through the epoll
+        d = res.socket()  # a's release seen through the epoll
         assert d.getsockname()[1] == port_a
         c.close()
         d.close()
@@ -107,16 +107,19 @@ def test_a_listening_socket_from_the_block_serves_and_gives_its_port_back():
             assert conn.recv(1) == b"x"
             for x in (conn, cli, srv):
                 x.close()
-            with res.socket() as again:        # the port is back
+            with res.socket() as again:  # the port is back
                 assert again.getsockname()[1] == res.start
 
 
 @needs_netns
-@pytest.mark.parametrize("lo,hi,w,b", [
-    (40000, 40063, 40020, 8),      # fewer failed binds than the probe budget
-    (40000, 41999, 41500, 16),     # probing alone: about one failed bind per 16 ports
-    (40000, 42999, 42500, 2),      # past the probe budget: one sock_diag map of the range
-])
+@pytest.mark.parametrize(
+    "lo,hi,w,b",
+    [
+        (40000, 40063, 40020, 8),  # fewer failed binds than the probe budget
+        (40000, 41999, 41500, 16),  # probing alone: about one failed bind per 16 ports
+        (40000, 42999, 42500, 2),  # past the probe budget: one sock_diag map of the range
+    ],
+)
 def test_wildcard_acquire_finds_the_only_window_from_any_random_start(lo, hi, w, b):
     # A start inside the window once marked the window's first port taken
     # (a failed bind recorded at the wrong index) and missed the window.
@@ -131,7 +134,7 @@ def test_wildcard_acquire_finds_the_only_window_from_any_random_start(lo, hi, w,
 def test_udp_filter_descriptors_go_with_the_last_udp_block():
     before = open_fds()
     blocks = [portres.acquire(4, protocol="udp") for _ in range(3)]
-    s = blocks[0].socket(socket.AF_INET6)     # steered: the "return 1" program too
+    s = blocks[0].socket(socket.AF_INET6)  # steered: the "return 1" program too
     s.close()
     for blk in blocks:
         blk.close()
@@ -142,8 +145,7 @@ def _udp_delivery_unprivileged():
     # Without CAP_BPF, eBPF cannot be loaded: the per-socket cBPF forms.
     out = []
     with portres.acquire(2, protocol="udp") as res:
-        for family, host, dest in ((socket.AF_INET, "", "127.0.0.1"),
-                                   (socket.AF_INET6, "", "::1")):
+        for family, host, dest in ((socket.AF_INET, "", "127.0.0.1"), (socket.AF_INET6, "", "::1")):
             s = res.socket(family, host)
             port = s.getsockname()[1]
             s.settimeout(2)
@@ -174,7 +176,7 @@ def test_a_wildcard_single_port_is_the_kernels_choice_in_range_and_not_reserved(
     # acquire(1) binds port 0: the kernel picks, with the range and the
     # reserved ports applied, and nothing read from /proc.
     out = run_in_netns("fastpaths.one_port")
-    assert out["tcp"] and set(out["tcp"]) <= {42008, 42009}, out   # bind() favours odd ports
+    assert out["tcp"] and set(out["tcp"]) <= {42008, 42009}, out  # bind() favours odd ports
     assert out["udp"] == [42008], out
     code, msg = out["full"]
     assert code == errno.EADDRINUSE and "no free block of that size in the ephemeral port range" in msg

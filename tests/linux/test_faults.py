@@ -3,20 +3,18 @@ file descriptors, a nearly full ephemeral range.  A reservation ends with
 its process; a killed editor of persistent reservations loses nothing; no
 resource shortage leaves anything held or gives an unclear error."""
 
-import errno
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import pytest
 
 import portres
-from tests.support import LINUX, OTHER_UID, as_uid, needs_netns, needs_root, open_fds, other_uid_binds, run_in_netns
+from tests.support import LINUX, needs_netns, needs_root, other_uid_binds, run_in_netns
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
@@ -77,6 +75,7 @@ def test_sigkill_at_random_points_of_acquire_bind_release_leaves_no_port_held():
 
 # ---------------------------- forked children (defects: placeholders inherited)
 
+
 @needs_root
 def test_defect_close_frees_the_ports_while_a_forked_child_lives():
     res = portres.acquire(2)
@@ -86,12 +85,12 @@ def test_defect_close_frees_the_ports_while_a_forked_child_lives():
     pid = os.fork()
     if pid == 0:
         os.close(w)
-        os.write(ready_w, b"!")   # running: its atfork handler has run
-        os.read(r, 1)      # lives until the parent is done
+        os.write(ready_w, b"!")  # running: its atfork handler has run
+        os.read(r, 1)  # lives until the parent is done
         os._exit(0)
     os.close(r)
     os.close(ready_w)
-    os.read(ready_r, 1)   # the child drops its copies when it first runs
+    os.read(ready_r, 1)  # the child drops its copies when it first runs
     os.close(ready_r)
     try:
         res.close()
@@ -148,11 +147,12 @@ def test_defect_udp_datagrams_arrive_while_a_forked_child_lives():
 
 # --------------------------------------- persistent edits killed at random
 
+
 @needs_netns
 def test_persistent_editors_sigkilled_at_random_lose_nothing(state_env):
     out = run_in_netns("faults.persistent_kill_storm", max(SECONDS, 2.0), 6, 7, env=state_env, timeout=600)
     assert out["kills"] > 10 and out["events"] > 100, out
-    assert out["killed_mid_edit"] >= 3, out         # the kills did land inside edits
+    assert out["killed_mid_edit"] >= 3, out  # the kills did land inside edits
     # refusals a restarted worker meets (it forgot what its predecessor made)
     assert set(out["worker_error_kinds"]) <= {"EADDRINUSE", "ENOENT"}, out
     assert out["kernel_matches"] and out["foreign_kept"], out
@@ -246,7 +246,7 @@ def test_regression_res_socket_at_the_descriptor_limit_says_what_failed(at_limit
 
 def test_regression_bind_at_the_descriptor_limit_does_not_blame_a_full_block(at_limit):
     code, msg = at_limit["res.bind"]
-    assert at_limit["after"]                  # a port was free all along
+    assert at_limit["after"]  # a port was free all along
     assert code != "EADDRINUSE" and "no free port" not in msg, msg
 
 
@@ -274,6 +274,7 @@ def test_defect_persistent_create_keeps_foreign_entries_past_8_kib(state_env):
 
 
 # --------------------------------------------- the ephemeral range nearly full
+
 
 @needs_netns
 @pytest.mark.parametrize("span", [200, 5000])

@@ -42,12 +42,12 @@ def test_cycles_leave_everything_flat():
 
 def test_failed_acquires_leave_nothing():
     with portres.acquire(4) as held:
-        for _ in range(100):                           # warm up
+        for _ in range(100):  # warm up
             with pytest.raises(OSError):
                 portres.acquire(8, start=held.start)
         before = L.snapshot()
         for i in range(2000):
-            with pytest.raises(OSError):               # conflicts at held.start
+            with pytest.raises(OSError):  # conflicts at held.start
                 portres.acquire(8, start=held.start - (i % 4) if held.start > 4 else held.start)
             with pytest.raises(ValueError):
                 portres.acquire(0)
@@ -61,10 +61,11 @@ def test_failed_acquires_leave_nothing():
 def test_overlapped_objects_pending_or_done_are_freed():
     def churn(n):
         for _ in range(n):
-            op = _portres._pending_overlapped()     # dealloc while pending: cancel, reap, free
+            op = _portres._pending_overlapped()  # dealloc while pending: cancel, reap, free
             del op
             with socket.socket() as s, portres.acquire(1) as res:
                 portres.associate_nowait(s, res.token).result(0)
+
     churn(200)
     before = L.snapshot()
     churn(3000)
@@ -84,7 +85,8 @@ def test_threads_sharing_a_block_leave_nothing():
                 res.socket().close()
             except OSError:
                 pass
-    for rnd in range(2):
+
+    for _round in range(2):
         before = L.snapshot()
         with portres.acquire(8) as res:
             ts = [threading.Thread(target=work, args=(res,)) for _ in range(8)]

@@ -1,8 +1,6 @@
 """Behaviour that needs sysctls changed: run inside a private network
 namespace that the test creates, never on the host's settings."""
 
-import pytest
-
 from tests.support import needs_netns, run_in_netns
 
 pytestmark = needs_netns

@@ -125,8 +125,10 @@ def test_cli_check_explains_each_cause(env):
     )
     rep = {k: json.loads(v["out"]) for k, v in out.items() if k != "runtime_text"}
     kinds = {k: [r["kind"] for r in v["reasons"]] for k, v in rep.items()}
-    assert out["free"]["rc"] == 0 and rep["free"]["can_bind"] and "outside the ephemeral range" in rep["free"]["reasons"][-1]["message"]
-    assert "persistent" in kinds["portres_persistent"] and "made by portres" in rep["portres_persistent"]["reasons"][0]["message"]
+    assert out["free"]["rc"] == 0 and rep["free"]["can_bind"]
+    assert "outside the ephemeral range" in rep["free"]["reasons"][-1]["message"]
+    assert "persistent" in kinds["portres_persistent"]
+    assert "made by portres" in rep["portres_persistent"]["reasons"][0]["message"]
     assert "not made by portres" in rep["foreign_persistent"]["reasons"][0]["message"]
     assert out["runtime"]["rc"] == 1 and not rep["runtime"]["can_bind"] and "bound" in kinds["runtime"]
     assert "python" in out["runtime_text"]["out"] and "runtime reservation" in out["runtime_text"]["out"]

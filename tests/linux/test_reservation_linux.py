@@ -1,7 +1,6 @@
 """Runtime reservations against the real kernel: what a held block refuses,
 what it hands out, and that it ends when released."""
 
-import errno
 import gc
 import socket
 import subprocess
@@ -12,8 +11,6 @@ import pytest
 
 import portres
 from tests.support import (
-    BIND_FORMS,
-    LINUX,
     linux_only,
     needs_root,
     open_fds,

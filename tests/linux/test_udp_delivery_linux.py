@@ -35,19 +35,6 @@ def _count(sock, expected, deadline=2.0):
     return got
 
 
-def _send_and_count(sock, port, destinations):
-    sent = 0
-    for dest in destinations:
-        family = socket.AF_INET6 if ":" in dest else socket.AF_INET
-        with socket.socket(family, socket.SOCK_DGRAM) as tx:
-            for i in range(N):
-                tx.sendto(b"%d" % i, (dest, port))
-                sent += 1
-                if i % 50 == 49:  # stay well inside the receive buffer
-                    assert _count(sock, 50) == 50, f"lost datagrams to {dest}"
-    return sent
-
-
 def _bind_form(res, family, host, v6only):
     s = socket.socket(family, socket.SOCK_DGRAM)
     if v6only is not None:
@@ -107,13 +94,13 @@ def test_a_port_given_back_while_its_socket_is_still_closing_delivers_to_the_nex
             _join_groups(old, 1000)
             outcome = []
 
-            def bind_next():
+            def bind_next(outcome=outcome):
                 deadline = time.monotonic() + 10
                 while True:
                     try:
                         new = res.socket(socket.AF_INET6)
                         break
-                    except OSError as exc:   # the block's one port is still taken
+                    except OSError as exc:  # the block's one port is still taken
                         if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
                             outcome.append(repr(exc))
                             return

@@ -22,8 +22,11 @@ def main(argv: "list[str]") -> int:
     st = os.stat("/proc/self/ns/net")
     host = os.environ.get("PORTRES_HOST_NETNS")
     if not host or host == f"{st.st_dev}-{st.st_ino}":
-        print("tests.netns_scenarios: not in a private network namespace (run it through "
-              "tests.support.run_in_netns, or set PORTRES_HOST_NETNS and use unshare --net)", file=sys.stderr)
+        print(
+            "tests.netns_scenarios: not in a private network namespace (run it through "
+            "tests.support.run_in_netns, or set PORTRES_HOST_NETNS and use unshare --net)",
+            file=sys.stderr,
+        )
         return 2
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
     module, _, function = target.rpartition(".")

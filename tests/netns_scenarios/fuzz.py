@@ -44,8 +44,10 @@ def _guard_namespace() -> None:
     # PORTRES_HOST_NETNS: the namespace of whoever started us, as dev-inode
     mine = os.stat("/proc/self/ns/net")
     if os.environ.get("PORTRES_HOST_NETNS", f"{mine.st_dev}-{mine.st_ino}") == f"{mine.st_dev}-{mine.st_ino}":
-        raise SystemExit("tests.netns_scenarios.fuzz: run me in a private network namespace: "
-                         "PORTRES_HOST_NETNS=<dev-inode of the caller's /proc/self/ns/net> unshare --net -- ...")
+        raise SystemExit(
+            "tests.netns_scenarios.fuzz: run me in a private network namespace: "
+            "PORTRES_HOST_NETNS=<dev-inode of the caller's /proc/self/ns/net> unshare --net -- ..."
+        )
 
 
 def sysctl_write(text: str) -> None:
@@ -68,8 +70,14 @@ WORDS = ("start", "count", "protocol", "boot", "block", "port")
 
 def _valid(start, count, protocol) -> bool:
     ints = all(isinstance(v, int) and not isinstance(v, bool) for v in (start, count))
-    return (ints and isinstance(protocol, str) and str.lower(protocol) in ("tcp", "udp")
-            and 1 <= start <= 65535 and 1 <= count <= 65535 and start + count - 1 <= 65535)
+    return (
+        ints
+        and isinstance(protocol, str)
+        and str.lower(protocol) in ("tcp", "udp")
+        and 1 <= start <= 65535
+        and 1 <= count <= 65535
+        and start + count - 1 <= 65535
+    )
 
 
 class PersistentMachine(RuleBasedStateMachine):
@@ -88,9 +96,10 @@ class PersistentMachine(RuleBasedStateMachine):
 
     @rule(start=starts, count=counts, protocol=protocols, boot=boots)
     def create(self, start, count, protocol, boot):
-        outcome, token = run("persistent.create",
-                             lambda: portres.create_persistent(start, count, protocol=protocol, boot=boot), WORDS)
-        if outcome == "boom":          # an EvilStr protocol: user code raised, nothing changed
+        outcome, token = run(
+            "persistent.create", lambda: portres.create_persistent(start, count, protocol=protocol, boot=boot), WORDS
+        )
+        if outcome == "boom":  # an EvilStr protocol: user code raised, nothing changed
             return
         if not (_valid(start, count, protocol) and isinstance(boot, bool)):
             assert outcome != "ok", outcome
@@ -104,8 +113,9 @@ class PersistentMachine(RuleBasedStateMachine):
 
     @rule(start=starts, count=counts, protocol=protocols)
     def lookup(self, start, count, protocol):
-        outcome, token = run("persistent.lookup",
-                             lambda: portres.lookup_persistent(start, count, protocol=protocol), WORDS)
+        outcome, token = run(
+            "persistent.lookup", lambda: portres.lookup_persistent(start, count, protocol=protocol), WORDS
+        )
         if _valid(start, count, protocol) and outcome != "boom":
             key = (str.lower(protocol), start, count)
             if key in self.entries:
@@ -115,8 +125,7 @@ class PersistentMachine(RuleBasedStateMachine):
 
     @rule(start=starts, count=counts, protocol=protocols)
     def delete(self, start, count, protocol):
-        outcome, _ = run("persistent.delete",
-                         lambda: portres.delete_persistent(start, count, protocol=protocol), WORDS)
+        outcome, _ = run("persistent.delete", lambda: portres.delete_persistent(start, count, protocol=protocol), WORDS)
         if _valid(start, count, protocol) and outcome != "boom":
             key = (str.lower(protocol), start, count)
             if key in self.entries:
@@ -146,12 +155,12 @@ class PersistentMachine(RuleBasedStateMachine):
     @invariant()
     def kernel_matches_the_model(self):
         want = set(FOREIGN_PORTS)
-        for (_p, s, c) in self.entries:
+        for _p, s, c in self.entries:
             want |= set(range(s, s + c))
         assert kernel() == want, (pl.format_ports(kernel()), pl.format_ports(want))
 
     def teardown(self):
-        for (p, s, c) in list(self.entries):
+        for p, s, c in list(self.entries):
             portres.delete_persistent(s, c, protocol=p)
         assert kernel() == FOREIGN_PORTS, pl.format_ports(kernel())
         self.fds.__exit__(None, None, None)
@@ -160,23 +169,59 @@ class PersistentMachine(RuleBasedStateMachine):
 # ------------------------------------------------------------------ the CLI
 
 CLI_WORDS = st.one_of(
-    st.sampled_from(["add", "add", "delete", "delete", "lookup", "list", "check", "demo",
-                     "--json", "--protocol", "-p", "tcp", "udp", "--boot", "--count", "--listeners",
-                     "20040", "20045", "20050", "20060", "1", "2", "4", "0", "65535", "65536", "-1",
-                     "0x4e48", "nan", "", "\udcff"]),
+    st.sampled_from(
+        [
+            "add",
+            "add",
+            "delete",
+            "delete",
+            "lookup",
+            "list",
+            "check",
+            "demo",
+            "--json",
+            "--protocol",
+            "-p",
+            "tcp",
+            "udp",
+            "--boot",
+            "--count",
+            "--listeners",
+            "20040",
+            "20045",
+            "20050",
+            "20060",
+            "1",
+            "2",
+            "4",
+            "0",
+            "65535",
+            "65536",
+            "-1",
+            "0x4e48",
+            "nan",
+            "",
+            "\udcff",
+        ]
+    ),
     st.integers(-5, 20070).map(str),
     st.text(max_size=6),
 )
 
 
-CLI_NUMBER = st.one_of(st.sampled_from(["20040", "20045", "20050", "20060", "1", "2", "4", "0", "65535",
-                                         "65536", "-1", "0x4e48", "nan"]),
-                       st.integers(-2, 20070).map(str))
+CLI_NUMBER = st.one_of(
+    st.sampled_from(["20040", "20045", "20050", "20060", "1", "2", "4", "0", "65535", "65536", "-1", "0x4e48", "nan"]),
+    st.integers(-2, 20070).map(str),
+)
 cli_structured = st.tuples(
     st.sampled_from(["add", "add", "delete", "delete", "lookup", "list", "check", "demo"]),
     st.lists(CLI_NUMBER, min_size=0, max_size=3),
-    st.lists(st.sampled_from(["--json", "--boot", "-p", "udp", "--protocol=tcp", "--count", "4",
-                              "--listeners", "2", "sctp"]), max_size=3),
+    st.lists(
+        st.sampled_from(
+            ["--json", "--boot", "-p", "udp", "--protocol=tcp", "--count", "4", "--listeners", "2", "sctp"]
+        ),
+        max_size=3,
+    ),
 ).map(lambda t: [t[0], *t[1], *t[2]])
 
 
@@ -203,14 +248,20 @@ def fuzz_cli(argv):
 
 # ------------------------------------------------- acquire, any size and start
 
+
 @settings(FUZZ, max_examples=max(EXAMPLES // 2, 10))
-@given(count=bounded(any_value, st.one_of(st.integers(1, 65535), st.sampled_from([28232, 28233, 20000])), 3),
-       start=bounded(any_value, st.one_of(st.just(0), st.integers(1, 65535)), 3),
-       protocol=st.sampled_from(["tcp", "udp"]))
+@given(
+    count=bounded(any_value, st.one_of(st.integers(1, 65535), st.sampled_from([28232, 28233, 20000])), 3),
+    start=bounded(any_value, st.one_of(st.just(0), st.integers(1, 65535)), 3),
+    protocol=st.sampled_from(["tcp", "udp"]),
+)
 def fuzz_acquire_any_block(count, start, protocol):
     with FdGuard():
-        outcome, res = run("acquire.netns", lambda: portres.acquire(count, protocol=protocol, start=start),
-                           ("count", "start", "protocol", "block", "port"))
+        outcome, res = run(
+            "acquire.netns",
+            lambda: portres.acquire(count, protocol=protocol, start=start),
+            ("count", "start", "protocol", "block", "port"),
+        )
         if res is not None:
             try:
                 assert res.count == count and (start == 0 or res.start == start)

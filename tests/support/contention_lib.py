@@ -40,6 +40,7 @@ TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
 # ------------------------------------------------------------ the owner
 
+
 def owner_hammer(res, stop: threading.Event, stats: Dict[str, int], seed: int) -> None:
     """One thread of the owner: take, use and give back ports of RES until
     STOP.  Counts actions in STATS (shared; races on the counters are
@@ -83,7 +84,7 @@ def owner_hammer(res, stop: threading.Event, stats: Dict[str, int], seed: int) -
                     continue
                 stats["bound"] = stats.get("bound", 0) + 1
             except OSError as exc:
-                if exc.errno != errno.EADDRINUSE:       # block full: expected
+                if exc.errno != errno.EADDRINUSE:  # block full: expected
                     raise
                 stats["full"] = stats.get("full", 0) + 1
                 if live:
@@ -129,6 +130,7 @@ def _where(exc: BaseException) -> str:
 
 # ------------------------------------------------------------ the prober
 
+
 class Prober:
     """A child forked now (before any thread starts, and before the
     reservation under test exists: a forked child would hold copies of its
@@ -163,7 +165,7 @@ class Prober:
             try:
                 data = json.dumps(out).encode()
                 while data:
-                    data = data[os.write(res_w, data):]
+                    data = data[os.write(res_w, data) :]
             finally:
                 os._exit(code)
         os.close(self._go_r)
@@ -172,7 +174,7 @@ class Prober:
     def start(self, seconds: float, *more: Any) -> None:
         data = json.dumps([seconds, list(more)]).encode()
         while data:
-            data = data[os.write(self._go_w, data):]
+            data = data[os.write(self._go_w, data) :]
         os.close(self._go_w)
 
     def result(self, timeout: float = 120) -> Any:
@@ -221,12 +223,10 @@ def probe_binds(sock_type: int, ports: List[int], deadline: float) -> dict:
                     finally:
                         s.close()
                     attempts += 1
-    return {"attempts": attempts, "rounds": rounds, "taken": taken[:50], "n_taken": len(taken),
-            "errors": errors}
+    return {"attempts": attempts, "rounds": rounds, "taken": taken[:50], "n_taken": len(taken), "errors": errors}
 
 
-def probe_autobind(reuseport: bool, block: Dict[str, List[int]], server: List[Any],
-                   deadline: float) -> dict:
+def probe_autobind(reuseport: bool, block: Dict[str, List[int]], server: List[Any], deadline: float) -> dict:
     """Automatic port choice, every way, until DEADLINE: bind to port 0
     (TCP/UDP, IPv4/IPv6) and connect() (TCP to SERVER, UDP).  Sockets are
     kept a little while so the range stays crowded.  Reports every port the
@@ -236,8 +236,14 @@ def probe_autobind(reuseport: bool, block: Dict[str, List[int]], server: List[An
     inside: List[str] = []
     refused: Dict[str, int] = {}
     keep: List[socket.socket] = []
-    ways = [("tcp", "bind4"), ("tcp", "bind6"), ("tcp", "connect"),
-            ("udp", "bind4"), ("udp", "bind6"), ("udp", "connect")]
+    ways = [
+        ("tcp", "bind4"),
+        ("tcp", "bind6"),
+        ("tcp", "connect"),
+        ("udp", "bind4"),
+        ("udp", "bind6"),
+        ("udp", "connect"),
+    ]
     rnd = random.Random(os.getpid())
     while time.monotonic() < deadline:
         proto, way = rnd.choice(ways)
@@ -295,8 +301,14 @@ def hammer_and_probe(protocol: str, count: int, seconds: float, threads: int = 4
         stop.set()
         for w in workers:
             w.join()
-        return {"protocol": protocol, "block": [res.start, res.count], "seconds": seconds,
-                "owner": stats, "owner_errors": errors, "other_uid": got}
+        return {
+            "protocol": protocol,
+            "block": [res.start, res.count],
+            "seconds": seconds,
+            "owner": stats,
+            "owner_errors": errors,
+            "other_uid": got,
+        }
     finally:
         res.close()
 
@@ -341,12 +353,18 @@ def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
     8-port block (TCP or UDP) and binding all 8 ports from it, at once; each
     round, while everything is held, every (protocol, port) must belong to
     exactly one socket of one process."""
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, HERE, str(threads), str(rounds)],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-             for _ in range(processes)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, HERE, str(threads), str(rounds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
     dupes, total, errors = [], 0, []
     try:
-        for r in range(rounds):
+        for _round in range(rounds):
             owner: Dict[tuple, int] = {}
             for i, p in enumerate(procs):
                 line = p.stdout.readline()
@@ -368,11 +386,18 @@ def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
         for p in procs:
             p.stdin.close()
             p.wait(timeout=60)
-    return {"processes": processes, "threads": threads, "rounds": rounds,
-            "sockets_bound": total, "duplicates": dupes, "errors": errors}
+    return {
+        "processes": processes,
+        "threads": threads,
+        "rounds": rounds,
+        "sockets_bound": total,
+        "duplicates": dupes,
+        "errors": errors,
+    }
 
 
 # -------------------------------------------------------- one block, 16 threads
+
 
 def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
     """THREADS threads take ports from ONE reservation of COUNT ports at once
@@ -389,7 +414,7 @@ def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
         for r in range(rounds):
             barrier = threading.Barrier(threads)
 
-            def take(i):
+            def take(i, r=r, barrier=barrier):
                 rnd = random.Random(i * 1000 + r)
                 barrier.wait()
                 while True:
@@ -421,10 +446,16 @@ def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
             for t in ts:
                 t.join()
             ports = [s.getsockname()[1] for socks in got for s in socks]
-            figures.append({"round": r, "handed": len(ports), "distinct": len(set(ports)),
-                            "all_of_the_block": sorted(ports) == list(res.ports),
-                            "per_thread": [len(s) for s in got]})
-            for i in range(threads):      # give back a random half
+            figures.append(
+                {
+                    "round": r,
+                    "handed": len(ports),
+                    "distinct": len(set(ports)),
+                    "all_of_the_block": sorted(ports) == list(res.ports),
+                    "per_thread": [len(s) for s in got],
+                }
+            )
+            for i in range(threads):  # give back a random half
                 rnd = random.Random(r * 7 + i)
                 rnd.shuffle(got[i])
                 half = len(got[i]) // 2
@@ -440,6 +471,7 @@ def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
 
 
 # -------------------------------------------------- portpicker vs portres
+
 
 def racing_autobinder(deadline: float) -> dict:
     """Another program: opens sockets with automatic ports (bind to port 0,
@@ -471,7 +503,7 @@ def pick_race(tool: str, tries: int, gap: float) -> dict:
     import portres
 
     prober = Prober(racing_autobinder)
-    prober.start(3600)                 # stopped by SIGTERM below
+    prober.start(3600)  # stopped by SIGTERM below
     ok = stolen = 0
     try:
         time.sleep(0.2)
@@ -479,7 +511,7 @@ def pick_race(tool: str, tries: int, gap: float) -> dict:
             if tool == "portpicker":
                 import portpicker
 
-                portpicker._random_ports.clear()   # each pick: a new program
+                portpicker._random_ports.clear()  # each pick: a new program
                 port = portpicker.pick_unused_port()
                 time.sleep(gap)
                 s = socket.socket()
@@ -513,7 +545,7 @@ def picked_port_taken_in_between(tool: str, tries: int) -> dict:
     that port (plain bind, 0.0.0.0); does it get it?"""
     import portres
 
-    def other_binds(port: int, deadline: float) -> bool:   # forked after the pick: see Prober
+    def other_binds(port: int, deadline: float) -> bool:  # forked after the pick: see Prober
         s = socket.socket()
         try:
             s.bind(("0.0.0.0", port))
@@ -543,8 +575,15 @@ def picked_port_taken_in_between(tool: str, tries: int) -> dict:
 
 # ------------------------------------------- autobind (in a private netns)
 
-def autobind_scenario(seconds: float, lo: int = 40000, hi: int = 40063, count: int = 24,
-                      uid: Optional[int] = OTHER_UID, reuseport: bool = False) -> dict:
+
+def autobind_scenario(
+    seconds: float,
+    lo: int = 40000,
+    hi: int = 40063,
+    count: int = 24,
+    uid: Optional[int] = OTHER_UID,
+    reuseport: bool = False,
+) -> dict:
     """Inside a private network namespace (the caller's job): a narrow
     ephemeral range LO-HI, a TCP and a UDP block of COUNT ports held and
     hammered by the owner, while UID lets the kernel choose ports (bind to 0,
@@ -590,5 +629,14 @@ def autobind_scenario(seconds: float, lo: int = 40000, hi: int = 40063, count: i
         tcp.close()
         udp.close()
         server.close()
-    return {"range": [lo, hi], "tcp_block": tcp_block, "udp_block": udp_block, "seconds": seconds,
-            "uid": uid, "reuseport": reuseport, "owner": stats, "owner_errors": errors, "other": got}
+    return {
+        "range": [lo, hi],
+        "tcp_block": tcp_block,
+        "udp_block": udp_block,
+        "seconds": seconds,
+        "uid": uid,
+        "reuseport": reuseport,
+        "owner": stats,
+        "owner_errors": errors,
+        "other": got,
+    }

@@ -28,7 +28,7 @@ import random
 import signal
 import sys
 import time
-from typing import Dict, List, Tuple
+from typing import Dict, Tuple
 
 RESERVED = "/proc/sys/net/ipv4/ip_local_reserved_ports"
 FOREIGN = "1000-1002,30995,31500"
@@ -45,8 +45,11 @@ def _worker(slot: int, seed: int, w: int) -> None:
         """The entries of this slot, made by this worker or the ones before it."""
         from portres import _persistent_linux as pl
 
-        return {(e["protocol"], e["start"], e["count"]): e["token"] for e in pl.entries()
-                if e["source"] == "portres" and base <= e["start"] < base + 100}
+        return {
+            (e["protocol"], e["start"], e["count"]): e["token"]
+            for e in pl.entries()
+            if e["source"] == "portres" and base <= e["start"] < base + 100
+        }
 
     mine = learn()
 
@@ -59,12 +62,14 @@ def _worker(slot: int, seed: int, w: int) -> None:
 
     real_recover = getattr(pl, "_recover", None)
     if real_recover is not None:
+
         def recover(store, *args):
             op = (store.journal or {}).get("op")
             changed = real_recover(store, *args)
             if changed:
                 say("recovered", op or "?", "", 0, 0)
             return changed
+
         pl._recover = recover
 
     while True:
@@ -89,7 +94,7 @@ def _worker(slot: int, seed: int, w: int) -> None:
                 say("done", "create", *key, token)
             except OSError as exc:
                 say("error", "create", *key, exc.errno)
-                mine = learn()              # it overlaps one: delete that next
+                mine = learn()  # it overlaps one: delete that next
 
 
 def _spawn(slot: int, seed: int) -> Tuple[int, int]:
@@ -112,9 +117,15 @@ def _lock_path() -> Tuple[str, str]:
     return pl._paths()
 
 
-def persistent_kill_storm(seconds: float, workers: int = 6, seed: int = 1,
-                          min_ms: float = 2, max_ms: float = 40, min_mid_edit: int = 3,
-                          max_seconds: float = 60) -> dict:
+def persistent_kill_storm(
+    seconds: float,
+    workers: int = 6,
+    seed: int = 1,
+    min_ms: float = 2,
+    max_ms: float = 40,
+    min_mid_edit: int = 3,
+    max_seconds: float = 60,
+) -> dict:
     """Kill for SECONDS, and on until MIN_MID_EDIT kills have hit a writer
     inside its edit (a journal left behind), up to MAX_SECONDS."""
     import portres
@@ -166,10 +177,10 @@ def persistent_kill_storm(seconds: float, workers: int = 6, seed: int = 1,
                 errors += 1
                 name = errno.errorcode.get(rest[0], str(rest[0]))
                 error_kinds[name] = error_kinds.get(name, 0) + 1
-                if op == "delete" and name == "ENOENT":     # known absent now
+                if op == "delete" and name == "ENOENT":  # known absent now
                     last[key] = ("delete", 0)
                     uncertain[key] = False
-                elif op == "create" and name == "EADDRINUSE":   # refused: nothing changed
+                elif op == "create" and name == "EADDRINUSE":  # refused: nothing changed
                     uncertain[key] = before_intent.get(key, True)
                 else:
                     uncertain[key] = True
@@ -243,7 +254,7 @@ def persistent_kill_storm(seconds: float, workers: int = 6, seed: int = 1,
     overlaps = []
     for proto in ("tcp", "udp"):
         seen: Dict[int, Tuple] = {}
-        for (p, s, c) in have:
+        for p, s, c in have:
             if p != proto:
                 continue
             for port in range(s, s + c):
@@ -252,16 +263,26 @@ def persistent_kill_storm(seconds: float, workers: int = 6, seed: int = 1,
                 seen[port] = (p, s, c)
     leftovers = [n for n in os.listdir(os.path.dirname(state_path)) if n.endswith(".tmp")]
     return {
-        "seconds": round(time.monotonic() - t_start, 2), "workers": workers, "kills": kills,
+        "seconds": round(time.monotonic() - t_start, 2),
+        "workers": workers,
+        "kills": kills,
         "worker_error_kinds": error_kinds,
-        "killed_mid_edit": killed_mid_edit + sum(recovered.values()), "journals_recovered": recovered,
-        "events": events, "worker_errors": errors, "entries": len(entries),
+        "killed_mid_edit": killed_mid_edit + sum(recovered.values()),
+        "journals_recovered": recovered,
+        "events": events,
+        "worker_errors": errors,
+        "entries": len(entries),
         "checked_blocks": sum(1 for k in last if not uncertain.get(k)),
-        "kernel_matches": kernel == foreign | ours, "foreign_kept": foreign <= kernel,
+        "kernel_matches": kernel == foreign | ours,
+        "foreign_kept": foreign <= kernel,
         "extra_in_kernel": pl.format_ports(kernel - foreign - ours),
         "missing_in_kernel": pl.format_ports((foreign | ours) - kernel),
-        "lost": lost, "resurrected": resurrected, "wrong_token": wrong_token, "overlaps": overlaps,
-        "recover_s": recover_s, "tmp_leftovers": len(leftovers),
+        "lost": lost,
+        "resurrected": resurrected,
+        "wrong_token": wrong_token,
+        "overlaps": overlaps,
+        "recover_s": recover_s,
+        "tmp_leftovers": len(leftovers),
     }
 
 

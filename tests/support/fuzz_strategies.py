@@ -84,6 +84,7 @@ def write_report(extra: Optional[dict] = None) -> None:
 
 # ------------------------------------------------------------- values
 
+
 class Color(IntEnum):
     RED = 1
     HTTP = 80
@@ -113,31 +114,113 @@ class EvilStr(str):
 
 
 EDGE_INTS = [
-    0, 1, -1, 2, 80, 1023, 1024, 32768, 60999, 65534, 65535, 65536, 65537, -65535,
-    2**15, 2**16 + 1, 2**20, 2**31 - 1, 2**31, -2**31, -2**31 - 1, 2**32 - 1, 2**32,
-    2**63 - 1, 2**63, -2**63, -2**63 - 1, 2**64 - 1, 2**64, -2**64, 2**64 + 1,
-    2**128, 2**1000, -2**1000, 10**400,
+    0,
+    1,
+    -1,
+    2,
+    80,
+    1023,
+    1024,
+    32768,
+    60999,
+    65534,
+    65535,
+    65536,
+    65537,
+    -65535,
+    2**15,
+    2**16 + 1,
+    2**20,
+    2**31 - 1,
+    2**31,
+    -(2**31),
+    -(2**31) - 1,
+    2**32 - 1,
+    2**32,
+    2**63 - 1,
+    2**63,
+    -(2**63),
+    -(2**63) - 1,
+    2**64 - 1,
+    2**64,
+    -(2**64),
+    2**64 + 1,
+    2**128,
+    2**1000,
+    -(2**1000),
+    10**400,
 ]
-EDGE_FLOATS = [math.nan, -math.nan, math.inf, -math.inf, 0.0, -0.0, 0.5, 1.0, 1e-9, 5e-324,
-               80.0, 65535.0, 1e15, 9e15, 1e16, 1e308, 1.7976931348623157e308, -1.0, 2.0**63]
+EDGE_FLOATS = [
+    math.nan,
+    -math.nan,
+    math.inf,
+    -math.inf,
+    0.0,
+    -0.0,
+    0.5,
+    1.0,
+    1e-9,
+    5e-324,
+    80.0,
+    65535.0,
+    1e15,
+    9e15,
+    1e16,
+    1e308,
+    1.7976931348623157e308,
+    -1.0,
+    2.0**63,
+]
 
 # 10**5000 has more digits than str() converts by default (CPython 3.11+):
 # built, so that hypothesis never needs its repr.
-ints = st.one_of(st.sampled_from(EDGE_INTS), st.integers(-70000, 70000), st.integers(),
-                 st.builds(pow, st.just(10), st.just(5000)))
+ints = st.one_of(
+    st.sampled_from(EDGE_INTS), st.integers(-70000, 70000), st.integers(), st.builds(pow, st.just(10), st.just(5000))
+)
 floats = st.one_of(st.sampled_from(EDGE_FLOATS), st.floats())
 weird = st.one_of(
     st.none(),
     st.booleans(),
     st.text(max_size=12),
     st.binary(max_size=8),
-    st.sampled_from([
-        "80", "tcp", "udp", "TCP", "", " ", "0x50", "\0", "\ud800", b"tcp", bytearray(b"1"),
-        [], [80], (), (80,), {}, {80}, object(), Decimal("80"), Decimal("NaN"), Fraction(1, 2),
-        complex(80, 0), Color.HTTP, Color.RED, MyInt(80), MyInt(-1), MyInt(2**64), Indexable(),
-        memoryview(b"80"), range(3), int, socket.AF_INET, socket.SOCK_STREAM,
-        EvilStr("tcp"),
-    ]),
+    st.sampled_from(
+        [
+            "80",
+            "tcp",
+            "udp",
+            "TCP",
+            "",
+            " ",
+            "0x50",
+            "\0",
+            "\ud800",
+            b"tcp",
+            bytearray(b"1"),
+            [],
+            [80],
+            (),
+            (80,),
+            {},
+            {80},
+            object(),
+            Decimal("80"),
+            Decimal("NaN"),
+            Fraction(1, 2),
+            complex(80, 0),
+            Color.HTTP,
+            Color.RED,
+            MyInt(80),
+            MyInt(-1),
+            MyInt(2**64),
+            Indexable(),
+            memoryview(b"80"),
+            range(3),
+            int,
+            socket.AF_INET,
+            socket.SOCK_STREAM,
+            EvilStr("tcp"),
+        ]
+    ),
 )
 any_value = st.one_of(ints, floats, weird)
 
@@ -154,13 +237,43 @@ def bounded(strategy: st.SearchStrategy, valid: st.SearchStrategy, weight_valid:
 # Hosts: IP literals (good and bad), names, junk.  Resolution is made
 # hermetic by hermetic_getaddrinfo().
 hosts = st.one_of(
-    st.sampled_from([
-        "", "0.0.0.0", "127.0.0.1", "127.1", "::", "::1", "::ffff:127.0.0.1", "fe80::1%lo",
-        "fe80::1%999", "1.2.3.4", "255.255.255.255", "224.0.0.1", "10.255.255.254",
-        "1.2.3.4.5", "999.1.1.1", ":::", "::1%", "localhost", "no.such.host.invalid",
-        "a" * 64, "a" * 300, "a..b", ".", "-", "\0", "127.0.0.1\0", "\ud800", "é.example",
-        "xn--", " 127.0.0.1", "127.0.0.1 ", "[::1]", "::1/128",
-    ]),
+    st.sampled_from(
+        [
+            "",
+            "0.0.0.0",
+            "127.0.0.1",
+            "127.1",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "fe80::1%lo",
+            "fe80::1%999",
+            "1.2.3.4",
+            "255.255.255.255",
+            "224.0.0.1",
+            "10.255.255.254",
+            "1.2.3.4.5",
+            "999.1.1.1",
+            ":::",
+            "::1%",
+            "localhost",
+            "no.such.host.invalid",
+            "a" * 64,
+            "a" * 300,
+            "a..b",
+            ".",
+            "-",
+            "\0",
+            "127.0.0.1\0",
+            "\ud800",
+            "é.example",
+            "xn--",
+            " 127.0.0.1",
+            "127.0.0.1 ",
+            "[::1]",
+            "::1/128",
+        ]
+    ),
     st.text(max_size=40),
     st.text(alphabet="0123456789abcdef:.%[]", max_size=40),
 )
@@ -186,6 +299,7 @@ def hermetic_getaddrinfo() -> Iterator[None]:
 
 
 # ------------------------------------------------------------- the zoo
+
 
 class FakeFileno:
     """Anything with a fileno(): returns VALUE (or raises it)."""
@@ -221,9 +335,16 @@ class Lying:
         return f"Lying({self._sock!r}, family={self.family!r})"
 
 
-def _sock(family: int, type_: int, proto: int = 0, v6only: Optional[int] = None,
-          bind: Optional[tuple] = None, listen: bool = False, connect: Optional[tuple] = None,
-          close: bool = False) -> Callable[[List[Any]], Any]:
+def _sock(
+    family: int,
+    type_: int,
+    proto: int = 0,
+    v6only: Optional[int] = None,
+    bind: Optional[tuple] = None,
+    listen: bool = False,
+    connect: Optional[tuple] = None,
+    close: bool = False,
+) -> Callable[[List[Any]], Any]:
     def make(keep: List[Any]) -> Any:
         s = socket.socket(family, type_, proto)
         keep.append(s)
@@ -238,6 +359,7 @@ def _sock(family: int, type_: int, proto: int = 0, v6only: Optional[int] = None,
         if close:
             s.close()
         return s
+
     return make
 
 
@@ -246,6 +368,7 @@ def _pair(type_: int) -> Callable[[List[Any]], Any]:
         a, b = socket.socketpair(socket.AF_UNIX, type_)
         keep += [a, b]
         return a
+
     return make
 
 
@@ -261,6 +384,7 @@ def _file(path: str, mode: str = "rb") -> Callable[[List[Any]], Any]:
         f = open(path, mode)
         keep.append(f)
         return f
+
     return make
 
 
@@ -273,20 +397,21 @@ def _epoll(keep: List[Any]) -> Any:
 def _closed_fd(keep: List[Any]) -> Any:
     s = socket.socket()
     fd = s.fileno()
-    s.close()               # FakeFileno(fd): a descriptor number no longer open
+    s.close()  # FakeFileno(fd): a descriptor number no longer open
     return FakeFileno(fd)
 
 
 def _lying(real: Callable[[List[Any]], Any], family: Any) -> Callable[[List[Any]], Any]:
     def make(keep: List[Any]) -> Any:
         return Lying(real(keep), family)
+
     return make
 
 
 def _dup_socket(keep: List[Any]) -> Any:
     s = socket.socket()
     keep.append(s)
-    d = socket.socket(fileno=os.dup(s.fileno()))   # same socket, second fd
+    d = socket.socket(fileno=os.dup(s.fileno()))  # same socket, second fd
     keep.append(d)
     return d
 
@@ -299,14 +424,16 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "udp6": _sock(socket.AF_INET6, socket.SOCK_DGRAM),
     "udp6-v6only": _sock(socket.AF_INET6, socket.SOCK_DGRAM, v6only=1),
     "tcp4-nonblocking": lambda keep: (lambda s: (s.setblocking(False), s)[1])(
-        _sock(socket.AF_INET, socket.SOCK_STREAM)(keep)),
+        _sock(socket.AF_INET, socket.SOCK_STREAM)(keep)
+    ),
     "tcp4-bound": _sock(socket.AF_INET, socket.SOCK_STREAM, bind=("127.0.0.1", 0)),
     "udp6-bound": _sock(socket.AF_INET6, socket.SOCK_DGRAM, bind=("::1", 0)),
     "tcp4-listening": _sock(socket.AF_INET, socket.SOCK_STREAM, listen=True),
     "udp4-connected": _sock(socket.AF_INET, socket.SOCK_DGRAM, connect=("127.0.0.1", 9)),
     "tcp4-closed": _sock(socket.AF_INET, socket.SOCK_STREAM, close=True),
     "tcp-dup": _dup_socket,
-    "netlink": _sock(socket.AF_NETLINK, socket.SOCK_DGRAM, 0) if hasattr(socket, "AF_NETLINK")
+    "netlink": _sock(socket.AF_NETLINK, socket.SOCK_DGRAM, 0)
+    if hasattr(socket, "AF_NETLINK")
     else _sock(socket.AF_INET, socket.SOCK_DGRAM),
     "pipe": _pipe,
     "file": _file(__file__),
@@ -317,7 +444,7 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "lying-family-v6": _lying(_sock(socket.AF_INET, socket.SOCK_DGRAM), socket.AF_INET6),
     "lying-pipe-as-inet": lambda keep: Lying(_pipe(keep), socket.AF_INET),
     "fileno-minus-1": lambda keep: FakeFileno(-1),
-    "fileno-minus-huge": lambda keep: FakeFileno(-2**70),
+    "fileno-minus-huge": lambda keep: FakeFileno(-(2**70)),
     "fileno-2**31": lambda keep: FakeFileno(2**31),
     "fileno-2**64": lambda keep: FakeFileno(2**64),
     "fileno-10**6": lambda keep: FakeFileno(10**6),
@@ -333,15 +460,17 @@ ZOO: Dict[str, Callable[[List[Any]], Any]] = {
     "str": lambda keep: "socket",
     "bytes": lambda keep: b"\x03",
 }
-if hasattr(socket, "AF_UNIX"):   # not on Windows Python: the module must import there
-    ZOO.update({
-        "unix-stream": _pair(socket.SOCK_STREAM),
-        "unix-dgram": _pair(socket.SOCK_DGRAM),
-        "unix-seqpacket": _pair(socket.SOCK_SEQPACKET),
-        "unix-unbound": _sock(socket.AF_UNIX, socket.SOCK_STREAM),
-        "lying-family-unix": _lying(_sock(socket.AF_INET, socket.SOCK_STREAM), socket.AF_UNIX),
-        "lying-unix-as-inet": _lying(_sock(socket.AF_UNIX, socket.SOCK_STREAM), socket.AF_INET),
-    })
+if hasattr(socket, "AF_UNIX"):  # not on Windows Python: the module must import there
+    ZOO.update(
+        {
+            "unix-stream": _pair(socket.SOCK_STREAM),
+            "unix-dgram": _pair(socket.SOCK_DGRAM),
+            "unix-seqpacket": _pair(socket.SOCK_SEQPACKET),
+            "unix-unbound": _sock(socket.AF_UNIX, socket.SOCK_STREAM),
+            "lying-family-unix": _lying(_sock(socket.AF_INET, socket.SOCK_STREAM), socket.AF_UNIX),
+            "lying-unix-as-inet": _lying(_sock(socket.AF_UNIX, socket.SOCK_STREAM), socket.AF_INET),
+        }
+    )
 if ROOT:
     ZOO["raw-udp"] = _sock(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
     ZOO["raw-tcp6"] = _sock(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)
@@ -367,7 +496,7 @@ def zoo_member(name: str) -> Iterator[Any]:
 
 # ------------------------------------------------------------- judging
 
-ALLOWED = (TypeError, ValueError, OSError)   # TimeoutError is an OSError
+ALLOWED = (TypeError, ValueError, OSError)  # TimeoutError is an OSError
 
 # Defects found by this fuzzing that are not fixed yet: the generic fuzz
 # tolerates exactly these signatures (each also has a strict xfail test) so
@@ -449,7 +578,7 @@ def call_cli(argv: List[str]) -> Tuple[Any, str, str]:
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
             rc = cli.main(list(argv))
-        except SystemExit as exc:       # argparse: 2 on a usage error, 0 for --help
+        except SystemExit as exc:  # argparse: 2 on a usage error, 0 for --help
             rc = exc.code if isinstance(exc.code, int) else 2
     return rc, out.getvalue(), err.getvalue()
 
@@ -495,6 +624,7 @@ class FdGuard:
         after = fd_count()
         if after != self.before:
             import gc
+
             gc.collect()
             after = fd_count()
         if after != self.before:

@@ -28,9 +28,21 @@ import portres
 
 
 class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks",
-                 "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (n, ctypes.c_size_t)
+        for n in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 _mallinfo2: Any = None
@@ -83,8 +95,7 @@ def py_mem() -> int:
 
 def snapshot() -> Dict[str, int]:
     gc.collect()
-    return {"fds": fds(), "rss": rss(), "c_heap": c_heap(), "py_mem": py_mem(),
-            "gc_objects": len(gc.get_objects())}
+    return {"fds": fds(), "rss": rss(), "c_heap": c_heap(), "py_mem": py_mem(), "gc_objects": len(gc.get_objects())}
 
 
 def cycle(i: int) -> None:
@@ -98,7 +109,7 @@ def cycle(i: int) -> None:
     c = socket.socket(socket.AF_INET, kind)
     if i % 10 == 0:
         try:
-            res.bind(c)                  # the block is full (a slow path: ~2 ms)
+            res.bind(c)  # the block is full (a slow path: ~2 ms)
             raise AssertionError("a third port from a 2-port block")
         except OSError:
             pass
@@ -106,7 +117,7 @@ def cycle(i: int) -> None:
     op.result(0)
     del op
     try:
-        portres.associate(c, 0)          # bad argument
+        portres.associate(c, 0)  # bad argument
     except ValueError:
         pass
     if i % 3 == 0:
@@ -147,7 +158,7 @@ def growth(points: List[Dict[str, int]]) -> Dict[str, float]:
     """Last minus first, and the least-squares slope per 1,000 cycles over
     the second half (after allocator caches settle)."""
     out: Dict[str, float] = {}
-    half = points[len(points) // 2:]
+    half = points[len(points) // 2 :]
     for key in ("fds", "rss", "c_heap", "py_mem", "gc_objects"):
         out[key] = points[-1][key] - points[0][key]
         xs = [p["cycle"] for p in half]

@@ -43,12 +43,12 @@ def fake_backend(rows, names=None, error=None):
     def process_name(pid):
         return names.get(pid)
 
-    return SimpleNamespace(port_sockets=port_sockets, process_name=process_name,
-                           TCP=0, UDP=1, calls=calls)
+    return SimpleNamespace(port_sockets=port_sockets, process_name=process_name, TCP=0, UDP=1, calls=calls)
 
 
-def explain(monkeypatch, port, protocol="tcp", rows=(), binds=None, blocks=(), names=None,
-            error=None, persistent_error=None) -> List[Dict[str, Any]]:
+def explain(
+    monkeypatch, port, protocol="tcp", rows=(), binds=None, blocks=(), names=None, error=None, persistent_error=None
+) -> List[Dict[str, Any]]:
     backend = fake_backend(rows, names, error)
     monkeypatch.setattr(_check, "_portres", backend)
 
@@ -64,7 +64,7 @@ def explain(monkeypatch, port, protocol="tcp", rows=(), binds=None, blocks=(), n
         reasons.append(dict(kind=kind, message=message, **extra))
 
     _check._explain_windows(port, protocol, binds or {"IPv4": "ok", "IPv6": "ok"}, add)
-    json.dumps(reasons)     # the --json output must stay serialisable
+    json.dumps(reasons)  # the --json output must stay serialisable
     assert backend.calls == [(0 if protocol == "tcp" else 1, port, port)]
     return reasons
 
@@ -83,16 +83,16 @@ def test_listener_connections_and_time_wait_are_named_with_process_and_pid(monke
         (socket.AF_INET, TIME_WAIT, 8080, 0, 0),
         (socket.AF_INET, CLOSE_WAIT, 8080, 777, 0),
     ]
-    reasons = explain(monkeypatch, 8080, rows=rows,
-                      binds={"IPv4": "EADDRINUSE (in use)", "IPv6": "EADDRINUSE (in use)"})
-    assert kinds(reasons) == ["listener", "listener", "connection", "time_wait", "connection",
-                              "info"]
+    reasons = explain(
+        monkeypatch, 8080, rows=rows, binds={"IPv4": "EADDRINUSE (in use)", "IPv6": "EADDRINUSE (in use)"}
+    )
+    assert kinds(reasons) == ["listener", "listener", "connection", "time_wait", "connection", "info"]
     v4, v6, est, tw, cw, info = reasons
-    assert v4["message"] == (f"in use by a listening IPv4 socket of python.exe (pid 1234, "
-                             f"{PYTHON_EXE})")
+    assert v4["message"] == (f"in use by a listening IPv4 socket of python.exe (pid 1234, {PYTHON_EXE})")
     assert "listening IPv6 socket of python.exe (pid 1234" in v6["message"]
-    assert est["message"] == (f"used by an IPv4 connection in state ESTABLISHED of python.exe "
-                              f"(pid 1234, {PYTHON_EXE}) (3 of them)")
+    assert est["message"] == (
+        f"used by an IPv4 connection in state ESTABLISHED of python.exe (pid 1234, {PYTHON_EXE}) (3 of them)"
+    )
     assert est["count"] == 3 and est["pid"] == 1234 and est["command"] == "python.exe"
     assert "TIME_WAIT" in tw["message"] and tw["pid"] is None
     assert "pid 777 (its image name is not readable" in cw["message"]
@@ -108,8 +108,7 @@ def test_unknown_mib_state_and_the_system_process(monkeypatch):
     assert "MIB_TCP_STATE 100" in reasons[0]["message"]
     assert "the System process (pid 4" in reasons[1]["message"]
     assert "HTTP.sys" in reasons[1]["message"]
-    assert reasons[-1]["message"] == ("ports below 1024 need no privilege on Windows, but "
-                                      "services often hold them")
+    assert reasons[-1]["message"] == ("ports below 1024 need no privilege on Windows, but services often hold them")
 
 
 def test_udp_sockets_are_bound(monkeypatch):
@@ -118,20 +117,20 @@ def test_udp_sockets_are_bound(monkeypatch):
     assert kinds(reasons) == ["bound", "bound", "info"]
     assert reasons[0]["message"].startswith("bound by an IPv4 UDP socket of python.exe (pid 1234")
     assert reasons[0]["state"] == "BOUND"
-    assert "inside Windows's default dynamic (ephemeral) port range 49152-65535" in \
-        reasons[2]["message"]
+    assert "inside Windows's default dynamic (ephemeral) port range 49152-65535" in reasons[2]["message"]
     assert "netsh int ipv4 show dynamicport udp" in reasons[2]["message"]
 
 
 def test_wsaeacces_in_a_persistent_block_names_it(monkeypatch):
-    binds = {"IPv4": "EACCES (An attempt was made to access a socket in a way forbidden by its "
-                     "access permissions)", "IPv6": "EACCES (...)"}
+    binds = {
+        "IPv4": "EACCES (An attempt was made to access a socket in a way forbidden by its access permissions)",
+        "IPv6": "EACCES (...)",
+    }
     reasons = explain(monkeypatch, 50005, binds=binds, blocks=[(40000, 10), (50000, 100)])
     assert kinds(reasons) == ["persistent", "info"]
     r = reasons[0]
     assert r["start"] == 50000 and r["count"] == 100
-    assert r["message"].startswith("WSAEACCES (10013): the port is inside the persistent TCP "
-                                   "reservation 50000-50099")
+    assert r["message"].startswith("WSAEACCES (10013): the port is inside the persistent TCP reservation 50000-50099")
     assert "portres.lookup_persistent(50000, 100)" in r["message"]
 
 
@@ -154,13 +153,14 @@ def test_a_persistent_block_is_reported_even_when_the_bind_works(monkeypatch):
 def test_unreadable_tables_and_unlistable_reservations_are_said(monkeypatch):
     err = OSError(0, "The parameter is incorrect", "GetExtendedTcpTable")
     perr = OSError(5, "Access is denied")
-    reasons = explain(monkeypatch, 50000, error=err, persistent_error=perr,
-                      binds={"IPv4": "EADDRINUSE (x)", "IPv6": "ok"})
+    reasons = explain(
+        monkeypatch, 50000, error=err, persistent_error=perr, binds={"IPv4": "EADDRINUSE (x)", "IPv6": "ok"}
+    )
     assert kinds(reasons) == ["info", "info", "info"]
-    assert reasons[0]["message"].startswith("persistent reservations could not be listed "
-                                            "(Access is denied)")
-    assert reasons[1]["message"] == ("the TCP endpoint table could not be read "
-                                     "(GetExtendedTcpTable: The parameter is incorrect)")
+    assert reasons[0]["message"].startswith("persistent reservations could not be listed (Access is denied)")
+    assert reasons[1]["message"] == (
+        "the TCP endpoint table could not be read (GetExtendedTcpTable: The parameter is incorrect)"
+    )
 
 
 def test_addrinuse_without_a_socket_in_the_table_points_at_bound_sockets(monkeypatch):
@@ -173,11 +173,9 @@ def test_explain_on_windows_path_reports_the_holder_not_unknown(monkeypatch):
     rows = [(socket.AF_INET, LISTEN, 8080, 1234, 0)]
     backend = fake_backend(rows)
     monkeypatch.setattr(_check, "_portres", backend)
-    monkeypatch.setattr(_check, "_persistent",
-                        SimpleNamespace(list_persistent=lambda *, protocol: []))
+    monkeypatch.setattr(_check, "_persistent", SimpleNamespace(list_persistent=lambda *, protocol: []))
     monkeypatch.setattr(_check, "WINDOWS", True)
-    monkeypatch.setattr(_check, "_try_bind", lambda port, protocol: {
-        "IPv4": "EADDRINUSE (in use)", "IPv6": "ok"})
+    monkeypatch.setattr(_check, "_try_bind", lambda port, protocol: {"IPv4": "EADDRINUSE (in use)", "IPv6": "ok"})
     report = _check.explain(8080, "tcp")
     assert report["can_bind"] is False
     assert [r["kind"] for r in report["reasons"]] == ["listener", "info"]
@@ -185,6 +183,7 @@ def test_explain_on_windows_path_reports_the_holder_not_unknown(monkeypatch):
 
 
 # ------------------------------------------------------------ real Windows
+
 
 def _listener(family=socket.AF_INET, host="0.0.0.0"):
     s = socket.socket(family, socket.SOCK_STREAM)
@@ -221,10 +220,12 @@ def test_port_sockets_finds_our_udp_socket():
 def test_cli_check_names_the_listener_process():
     with _listener() as s:
         port = s.getsockname()[1]
-        p = subprocess.run([sys.executable, "-m", "portres", "check", str(port), "--json"],
-                           capture_output=True, text=True, timeout=60)
-        text = subprocess.run([sys.executable, "-m", "portres", "check", str(port)],
-                              capture_output=True, text=True, timeout=60)
+        p = subprocess.run(
+            [sys.executable, "-m", "portres", "check", str(port), "--json"], capture_output=True, text=True, timeout=60
+        )
+        text = subprocess.run(
+            [sys.executable, "-m", "portres", "check", str(port)], capture_output=True, text=True, timeout=60
+        )
     assert p.returncode == 1, p.stderr
     report = json.loads(p.stdout)
     assert report["can_bind"] is False
