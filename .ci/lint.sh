@@ -8,6 +8,12 @@
 #                       it would build, for every supported CPython
 #   mypy --strict       the portres package, with the stubs of the C module
 #   stubtest            portres/_portres.pyi against the built module
+#   ruff                check: every Python file; format --check: the
+#                       directories [tool.ruff.format] covers (pyproject.toml)
+#   clang-format        --dry-run --Werror on src/ and tests/windows/ C, once
+#                       a .clang-format exists
+#   mypy                tests/ (the suites, their helpers, the netns scenarios)
+#   check_collect_windows.py  no test module touches a Linux-only API at import
 # It installs nothing: the tools come from requirements-dev.txt, installed
 # into the Python that runs this script ($PYTHON, default python3), which must
 # also have portres built in place (`python -m pip install -e .`), since
@@ -22,7 +28,7 @@ python=${PYTHON:-python3}
 # a pyenv version's bin): put it first on PATH.
 scripts=$("$python" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 export PATH="$scripts:$PATH"
-for tool in actionlint zizmor validate-pyproject cibuildwheel; do
+for tool in actionlint zizmor validate-pyproject cibuildwheel ruff clang-format; do
     command -v "$tool" >/dev/null || {
         echo "lint.sh: $tool not found; run: $python -m pip install -r requirements-dev.txt" >&2
         exit 2
@@ -82,5 +88,25 @@ step "stubtest portres._portres"
     exit 2
 }
 "$python" -m mypy.stubtest portres._portres
+
+step "ruff check ."
+ruff check .
+step "ruff format --check ."
+ruff format --check .
+
+if [[ -f .clang-format ]]; then
+    step "clang-format --dry-run --Werror (src/, tests/windows/)"
+    mapfile -t c_files < <(find src tests/windows bench -name '*.[ch]' | sort)
+    clang-format --dry-run --Werror --style=file "${c_files[@]}"
+    echo "clang-format: ${#c_files[@]} files formatted"
+else
+    echo "== clang-format: no .clang-format yet, nothing to check"
+fi
+
+step "mypy tests (suites, helpers, netns scenarios)"
+"$python" -m mypy tests
+
+step "test modules import without Linux-only APIs (collection on Windows)"
+"$python" .ci/check_collect_windows.py
 
 echo "lint: all checks passed"

@@ -3,7 +3,9 @@
 import pathlib
 import re
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+from tests.support import PROJECT_DIR
+
+README = pathlib.Path(PROJECT_DIR) / "README.md"
 
 
 def _blocks():

@@ -10,9 +10,9 @@ import sys
 
 import pytest
 
-from tests.support import linux_only
+from tests.support import PROJECT_DIR, linux_only
 
-RUN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench", "run.py")
+RUN = os.path.join(PROJECT_DIR, "bench", "run.py")
 
 
 @linux_only

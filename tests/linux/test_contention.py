@@ -86,7 +86,7 @@ def test_same_uid_with_reuseport_tcp_autobind_stays_out_udp_is_the_documented_ex
 # --------------------------------------------------- compared with portpicker
 
 try:
-    import portpicker
+    import portpicker  # type: ignore[import-untyped]
 except ImportError:  # optional: pip install portpicker
     portpicker = None
 

@@ -52,7 +52,6 @@ from tests.support.fuzz_strategies import (
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="descriptor accounting and the zoo are Linux's")
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import IO, Any, Callable, Dict, List, Optional
 
 from tests.support import BIND_FORMS, BIND_OPTIONS
 
@@ -138,7 +138,7 @@ class Prober:
     FN(*args, *more, deadline), MORE given to start(), and sends back its
     JSON result."""
 
-    def __init__(self, fn: Callable[..., Any], *args: Any, uid: int = OTHER_UID) -> None:
+    def __init__(self, fn: Callable[..., Any], *args: Any, uid: Optional[int] = OTHER_UID) -> None:
         self._go_r, self._go_w = os.pipe()
         self._res_r, res_w = os.pipe()
         self.pid = os.fork()
@@ -200,7 +200,8 @@ class Prober:
 
 def probe_binds(sock_type: int, ports: List[int], deadline: float) -> dict:
     """Every bind form on every port, round after round, until DEADLINE."""
-    attempts, taken, errors = 0, [], {}
+    attempts, taken = 0, []
+    errors: Dict[str, int] = {}
     rounds = 0
     while time.monotonic() < deadline:
         rounds += 1
@@ -248,8 +249,9 @@ def probe_autobind(reuseport: bool, block: Dict[str, List[int]], server: List[An
     while time.monotonic() < deadline:
         proto, way = rnd.choice(ways)
         fam = socket.AF_INET6 if way == "bind6" else socket.AF_INET
-        s = socket.socket(fam, TYPES[proto])
+        s: Optional[socket.socket] = socket.socket(fam, TYPES[proto])
         try:
+            assert s is not None
             if reuseport:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if way == "connect":
@@ -284,7 +286,8 @@ def hammer_and_probe(protocol: str, count: int, seconds: float, threads: int = 4
     prober = Prober(probe_binds, TYPES[protocol])
     res = portres.acquire(count, protocol=protocol)
     try:
-        stop, stats = threading.Event(), {}
+        stop = threading.Event()
+        stats: Dict[str, int] = {}
         errors: List[str] = []
 
         def guarded(i: int) -> None:
@@ -348,6 +351,11 @@ print("done", flush=True)
 """
 
 
+def _pipe(f: "Optional[IO[str]]") -> "IO[str]":
+    assert f is not None  # Popen with stdin/stdout=PIPE
+    return f
+
+
 def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
     """PROCESSES worker processes, each with THREADS threads acquiring an
     8-port block (TCP or UDP) and binding all 8 ports from it, at once; each
@@ -367,7 +375,7 @@ def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
         for _round in range(rounds):
             owner: Dict[tuple, int] = {}
             for i, p in enumerate(procs):
-                line = p.stdout.readline()
+                line = _pipe(p.stdout).readline()
                 rep = json.loads(line)
                 errors += rep["errors"]
                 for proto, port, start, count in rep["ports"]:
@@ -378,13 +386,13 @@ def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
                         dupes.append([proto, port, owner[key], i])
                     owner[key] = i
             for p in procs:
-                p.stdin.write("\n")
-                p.stdin.flush()
+                _pipe(p.stdin).write("\n")
+                _pipe(p.stdin).flush()
         for p in procs:
-            assert p.stdout.readline().strip() == "done"
+            assert _pipe(p.stdout).readline().strip() == "done"
     finally:
         for p in procs:
-            p.stdin.close()
+            _pipe(p.stdin).close()
             p.wait(timeout=60)
     return {
         "processes": processes,
@@ -509,7 +517,7 @@ def pick_race(tool: str, tries: int, gap: float) -> dict:
         time.sleep(0.2)
         for _ in range(tries):
             if tool == "portpicker":
-                import portpicker
+                import portpicker  # type: ignore[import-untyped]
 
                 portpicker._random_ports.clear()  # each pick: a new program
                 port = portpicker.pick_unused_port()
@@ -598,7 +606,9 @@ def autobind_scenario(
     prober = Prober(probe_autobind, reuseport, uid=uid)
     tcp = portres.acquire(count)
     udp = portres.acquire(count, protocol="udp")
-    stop, stats, errors = threading.Event(), {}, []
+    stop = threading.Event()
+    stats: Dict[str, int] = {}
+    errors: List[str] = []
 
     def guarded(res, i):
         try:

@@ -310,7 +310,7 @@ while True:
     still_held = []
     for k in range(kills):
         p = subprocess.Popen([sys.executable, "-c", code, str(start), str(count)], stdout=subprocess.PIPE)
-        assert p.stdout.read(1) == b"r"
+        assert p.stdout is not None and p.stdout.read(1) == b"r"
         time.sleep(rnd.uniform(0, 0.05))
         p.kill()
         p.wait()

@@ -40,7 +40,7 @@ FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
     derandomize=PROFILE == "quick",
-    database=None if PROFILE == "quick" else settings.default.database,
+    database=None if PROFILE == "quick" else settings().database,
     suppress_health_check=list(HealthCheck),
     print_blob=True,
 )
