@@ -12,7 +12,7 @@
 # CPython itself is not instrumented: the ASan runtime is LD_PRELOADed into
 # the interpreter and leak detection is off (CPython's own allocations at exit
 # would drown everything; descriptor/memory leaks are measured by
-# tests/test_leaks.py and stress/leaks.py instead).  KEEP=1 keeps the scratch dir.
+# tests/linux/test_leaks.py and stress/leaks.py instead).  KEEP=1 keeps the scratch dir.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 CLANG=${CLANG:-clang}

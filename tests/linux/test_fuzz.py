@@ -1,12 +1,12 @@
 """Bad-input fuzzing of every public function and of the CLI (hypothesis).
 
-Contract under test (DESIGN.md "Errors"): whatever is passed, only
+Contract under test (docs/design.md, "The contract", errors): whatever is passed, only
 TypeError/ValueError/OSError (TimeoutError included) escape, each with a
 non-empty message that says what is wrong; nothing stays held (the open
 descriptor count is flat across every example); nothing crashes.
 
-    python -m pytest tests/test_fuzz.py                            # quick: 200 per target
-    PORTRES_FUZZ_PROFILE=deep python -m pytest tests/test_fuzz.py  # deep: >= 14,000 cases
+    python -m pytest tests/linux/test_fuzz.py                            # quick: 200 per target
+    PORTRES_FUZZ_PROFILE=deep python -m pytest tests/linux/test_fuzz.py  # deep: >= 14,000 cases
 
 Persistent reservations, the CLI's add/delete/demo and blocks of any size
 are fuzzed inside a private network namespace (tests/netns_scenarios/fuzz.py), so the

@@ -16,7 +16,7 @@ from tests.support import leak_lib as L
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="/proc and glibc accounting")
 
-# Under AddressSanitizer (tests/sanitize.sh) freed memory sits in ASan's
+# Under AddressSanitizer (.ci/sanitize.sh) freed memory sits in ASan's
 # quarantine and malloc is not glibc's: only descriptors and objects count.
 ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
 

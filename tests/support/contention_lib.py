@@ -1,4 +1,4 @@
-"""The contention harness shared by tests/test_contention.py (short runs)
+"""The contention harness shared by tests/linux/test_contention.py (short runs)
 and stress/contention.py (long runs, figures for RELIABILITY.md).
 
   * owner_hammer: threads that use a held block as hard as they can

@@ -1,4 +1,4 @@
-"""Fault injection shared by tests/test_faults.py and stress/faults.py.
+"""Fault injection shared by tests/linux/test_faults.py and stress/faults.py.
 
 persistent_kill_storm(): worker processes create and delete persistent
 reservations as fast as they can while the parent SIGKILLs one at a random

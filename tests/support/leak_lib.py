@@ -1,4 +1,4 @@
-"""Leak measurement shared by tests/test_leaks.py (a few thousand cycles)
+"""Leak measurement shared by tests/linux/test_leaks.py (a few thousand cycles)
 and stress/leaks.py (100,000 cycles and more).
 
 One cycle = what a program does with portres, good paths and bad:
