@@ -53,7 +53,6 @@ from tests.support.fuzz_strategies import (
 pytestmark = pytest.mark.skipif(not LINUX, reason="descriptor accounting and the zoo are Linux's")
 
 
-
 @pytest.fixture(scope="module", autouse=True)
 def report():
     yield
