@@ -11,7 +11,6 @@ import os
 import select
 import signal
 import socket
-import sys
 import threading
 import time
 import warnings
@@ -21,8 +20,7 @@ import pytest
 import portres
 from portres import _portres
 from portres._overlapped import Overlapped, wait_async
-
-LINUX = sys.platform.startswith("linux")
+from tests.support import LINUX
 
 
 def pending():
