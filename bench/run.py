@@ -291,6 +291,7 @@ def section_acquire(helper):
 def section_peers(helper):
     import ephemeral_port_reserve
     import portpicker
+
     import portres
 
     rows = []
@@ -521,7 +522,8 @@ def section_crowded(helper):
 
 def section_memory(helper):
     """Kernel and process memory per held port: in a fresh child process."""
-    code = f"import sys; sys.path.insert(0, {HERE!r}); import run, json; run.QUICK = {QUICK}; print(json.dumps(run.memory_child()))"
+    code = (f"import sys; sys.path.insert(0, {HERE!r}); import run, json; run.QUICK = {QUICK}; "
+            "print(json.dumps(run.memory_child()))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     if out.returncode:
         raise RuntimeError(out.stderr)
@@ -622,7 +624,7 @@ def memory_child():
                 held.close()
             del held
         deltas = deltas[1:]  # the first trial warms the slab caches
-        med = lambda key: statistics.median(d[key] for d in deltas)  # noqa: E731
+        med = lambda key, deltas=deltas: statistics.median(d[key] for d in deltas)  # noqa: E731
         caches = {}
         for k in deltas[0]["objs"]:
             per_port = statistics.median(d["objs"].get(k, 0) for d in deltas) / N
@@ -638,7 +640,8 @@ def memory_child():
             except OSError:
                 aliases = []
             if aliases:
-                caches[f"{k} (merged with {', '.join(aliases[:4])}{', ...' if len(aliases) > 4 else ''})"] = caches.pop(k)
+                more = ", ..." if len(aliases) > 4 else ""
+                caches[f"{k} (merged with {', '.join(aliases[:4])}{more})"] = caches.pop(k)
         result[label] = {
             "slab_per_port": med("slab") / N,
             "slab_objects_bytes_per_port": sum(c * size for c, size in caches.values()),

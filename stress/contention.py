@@ -6,7 +6,7 @@ namespaces for everything that changes sysctls or crowds the port range).
     python stress/contention.py --seconds 5 --json out.json
     python stress/contention.py --only hammer,autobind
 
-Scenarios (tests/contention_lib.py):
+Scenarios (tests/support/contention_lib.py):
   workers    4 processes x 8 threads, each thread an 8-port block bound full, N rounds
   shared     one 4096-port block, 16 threads taking ports at once, 8 rounds
   hammer     owner hammers a TCP / UDP block; uid 65534 tries 20 bind forms per port
@@ -25,16 +25,16 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(HERE, "..", "tests")
-sys.path.insert(0, TESTS)
+PROJECT = os.path.abspath(os.path.join(HERE, ".."))   # holds the tests package
+sys.path.insert(0, PROJECT)
 
 
 def in_netns(expr: str, timeout: float) -> dict:
     """Evaluate EXPR (with contention_lib as cl) in a private network namespace."""
     code = ("import json, subprocess, sys\n"
-            f"sys.path.insert(0, {os.path.abspath(TESTS)!r})\n"
+            f"sys.path.insert(0, {PROJECT!r})\n"
             "subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n"
-            "import contention_lib as cl\n"
+            "from tests.support import contention_lib as cl\n"
             "def sysctl(name, value):\n"
             "    open('/proc/sys/' + name.replace('.', '/'), 'w').write(str(value))\n"
             f"print(json.dumps({expr}))\n")
@@ -53,7 +53,7 @@ def main() -> int:
     args = ap.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("stress/contention.py needs root (another uid, private namespaces)")
-    import contention_lib as cl
+    from tests.support import contention_lib as cl
 
     only = set(args.only.split(","))
     out = {}

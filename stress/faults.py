@@ -7,10 +7,10 @@
   persistent  6 processes create/delete persistent reservations while one of
               them is SIGKILLed at a random moment every 2-40 ms (and
               replaced); then: lock free, bookkeeping == kernel, nothing lost
-              (tests/faults_lib.py persistent_kill_storm)
+              (tests/support/faults_lib.py persistent_kill_storm)
   runtime     a process acquiring/binding/releasing a 200-port block is
               SIGKILLed at a random moment, N times; after each kill every
-              port must bind again (tests/faults_lib.py runtime_kill_storm)
+              port must bind again (tests/support/faults_lib.py runtime_kill_storm)
 """
 
 import argparse
@@ -21,14 +21,14 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.abspath(os.path.join(HERE, "..", "tests"))
+PROJECT = os.path.abspath(os.path.join(HERE, ".."))   # holds the tests package
 
 
 def in_netns(expr: str, env: dict, timeout: float) -> dict:
     code = ("import json, subprocess, sys\n"
-            f"sys.path.insert(0, {TESTS!r})\n"
+            f"sys.path.insert(0, {PROJECT!r})\n"
             "subprocess.run(['ip', 'link', 'set', 'lo', 'up'], check=True)\n"
-            "import faults_lib\n"
+            "from tests.support import faults_lib\n"
             f"print(json.dumps({expr}))\n")
     p = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", code], capture_output=True,
                        text=True, timeout=timeout, env=dict(os.environ, **env))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """100,000 acquire/associate/bind/release cycles (good and error paths):
 descriptors, RSS, the C heap, Python memory and gc-tracked objects must stay
-flat.  The cycle is tests/leak_lib.py's; tests/test_leaks.py runs 1,500.
+flat.  The cycle is tests/support/leak_lib.py's; tests/linux/test_leaks.py runs 1,500.
 
     python stress/leaks.py                      # 2 x 100,000 cycles, a few minutes
     python stress/leaks.py --cycles 1000000 --json out.json
@@ -19,9 +19,9 @@ import os
 import sys
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))   # holds the tests package
 
-import leak_lib as L  # noqa: E402
+from tests.support import leak_lib as L  # noqa: E402
 
 
 def main() -> int:

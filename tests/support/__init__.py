@@ -1,0 +1,164 @@
+"""Helpers shared by the test suites (import them as `from tests.support
+import ...`): platform flags and skip marks, run code as another uid, try
+every bind form, count descriptors, run a scenario of tests/netns_scenarios
+inside a private network namespace.
+
+Nothing here touches a Linux-only API at import: the suites must collect on
+Windows (.ci/check_collect_windows.py checks it)."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import os
+import socket
+import subprocess
+import sys
+from typing import Any, Dict, Optional
+
+import pytest
+
+LINUX = sys.platform.startswith("linux")
+WINDOWS = sys.platform == "win32"
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+OTHER_UID = 65534  # nobody
+
+needs_root = pytest.mark.skipif(not ROOT, reason="switching to another uid needs root")
+linux_only = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
+
+# (family, host, IPV6_V6ONLY or None)
+BIND_FORMS = {
+    "v4-any": (socket.AF_INET, "0.0.0.0", None),
+    "v4-loopback": (socket.AF_INET, "127.0.0.1", None),
+    "v6-any-dualstack": (socket.AF_INET6, "::", 0),
+    "v6-any-v6only": (socket.AF_INET6, "::", 1),
+    "v6-loopback": (socket.AF_INET6, "::1", 1),
+}
+BIND_OPTIONS = {
+    "plain": (),
+    "SO_REUSEADDR": (socket.SO_REUSEADDR,),
+    "SO_REUSEPORT": (socket.SO_REUSEPORT,) if hasattr(socket, "SO_REUSEPORT") else (),
+    "both": (socket.SO_REUSEADDR, socket.SO_REUSEPORT) if hasattr(socket, "SO_REUSEPORT") else (),
+}
+
+
+def try_bind(port: int, sock_type: int, form: str, options: str) -> str:
+    """Bind a fresh socket to PORT with one form; "ok" or the errno name."""
+    family, host, v6only = BIND_FORMS[form]
+    s = socket.socket(family, sock_type)
+    try:
+        if v6only is not None:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
+        for opt in BIND_OPTIONS[options]:
+            s.setsockopt(socket.SOL_SOCKET, opt, 1)
+        s.bind((host, port))
+        if sock_type == socket.SOCK_STREAM:
+            s.listen()
+        return "ok"
+    except OSError as exc:
+        return errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    finally:
+        s.close()
+
+
+def try_all_binds(ports, sock_type: int) -> dict:
+    return {
+        f"{port}/{form}/{opt}": try_bind(port, sock_type, form, opt)
+        for port in ports
+        for form in BIND_FORMS
+        for opt in BIND_OPTIONS
+    }
+
+
+def as_uid(uid: int, fn, *args):
+    """Run fn(*args) in a forked child running as UID; return its JSON result."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        code = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            data = json.dumps({"result": fn(*args)}).encode()
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+            code = 0
+        except BaseException as exc:  # report, never return into pytest
+            try:
+                os.write(w, json.dumps({"error": repr(exc)}).encode())
+            except OSError:
+                pass
+        finally:
+            os._exit(code)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    out = json.loads(data.decode() or '{"error": "no output"}')
+    if "error" in out:
+        raise AssertionError(f"child as uid {uid} failed: {out['error']}")
+    return out["result"]
+
+
+def other_uid_binds(ports, sock_type: int) -> dict:
+    return as_uid(OTHER_UID, try_all_binds, list(ports), sock_type)
+
+
+def open_fds() -> int:
+    gc.collect()
+    return len(os.listdir("/proc/self/fd")) if LINUX else 0
+
+
+# The directory holding the `tests` package: a child Python started with it
+# on its path imports tests.netns_scenarios (and the portres next to it,
+# when the suite runs from a source tree).
+PROJECT_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def netns_id() -> str:
+    """This process's network namespace, as "dev-inode" of /proc/self/ns/net."""
+    st = os.stat("/proc/self/ns/net")
+    return f"{st.st_dev}-{st.st_ino}"
+
+
+def child_env(env: "Optional[Dict[str, str]]" = None) -> Dict[str, str]:
+    """os.environ plus ENV, with PROJECT_DIR first on PYTHONPATH."""
+    out = dict(os.environ, **(env or {}))
+    out["PYTHONPATH"] = os.pathsep.join(p for p in (PROJECT_DIR, out.get("PYTHONPATH", "")) if p)
+    return out
+
+
+def run_in_netns(scenario: str, *args: Any, timeout: float = 120, env: "Optional[Dict[str, str]]" = None) -> Any:
+    """Run the scenario function SCENARIO ("module.function" of
+    tests/netns_scenarios) with ARGS (JSON values) in a private network
+    namespace, so it may change sysctls without touching the host; return
+    what it returned (through JSON).  ENV adds environment variables."""
+    extra = dict(env or {}, PORTRES_HOST_NETNS=netns_id())
+    proc = subprocess.run(
+        ["unshare", "--net", "--", sys.executable, "-m", "tests.netns_scenarios", scenario, json.dumps(list(args))],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env(extra),
+        cwd=PROJECT_DIR,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"netns scenario {scenario} failed ({proc.returncode}):\n{proc.stderr}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def netns_available() -> bool:
+    if not LINUX or not ROOT:
+        return False
+    try:
+        return subprocess.run(["unshare", "--net", "--", "true"], capture_output=True).returncode == 0
+    except OSError:
+        return False
+
+
+needs_netns = pytest.mark.skipif(
+    not netns_available(), reason="needs root and unshare(1) to create a private network namespace"
+)
