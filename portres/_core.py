@@ -175,6 +175,15 @@ class Reservation:
         except OSError as exc:
             raise _bind_error(exc, "binding the socket from the reservation", self) from None
 
+    # --- r10-feat: outbound (portres/_connect.py) ---
+    def connect(self, address: Any, *, host: str = "",
+                timeout: Optional[float] = None) -> socket.socket:
+        """A new socket bound from the block on HOST, connected to ADDRESS
+        (TCP) or with ADDRESS as its default peer (UDP)."""
+        from ._connect import reservation_connect
+        return reservation_connect(self, address, host=host, timeout=timeout)
+    # --- end r10-feat ---
+
     def close(self) -> None:
         """Release the reservation.  Idempotent."""
         try:
@@ -306,9 +315,13 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
 
 
 async def associate_async(sock: Any, token: int) -> None:
-    """Associate on the running asyncio loop without blocking it (proactor
-    or selector loop).  Cancelling the task cancels the I/O."""
-    await wait_async(associate_nowait(sock, token))
+    """Associate without blocking the event loop: asyncio (proactor or
+    selector loop), trio, or anyio on either.  Cancelling the task cancels
+    the I/O."""
+    # --- r10-feat: any event loop (portres/_async.py) ---
+    from ._async import wait_any
+    await wait_any(associate_nowait(sock, token))
+    # --- end r10-feat ---
 
 
 def _associate_error(exc: OSError, token: int) -> OSError:
