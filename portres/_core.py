@@ -236,6 +236,12 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
             detail = f"{at} of the block {start}-{start + count - 1} is in use or reserved"
         else:
             detail = "no free block of that size in the ephemeral port range"
+            # --- r10-feat: name the TIME_WAIT sockets that crowd the range ---
+            from ._timewait import time_wait_note
+            note = time_wait_note(protocol)
+            if note:
+                detail += "; " + note
+            # --- end r10-feat ---
     elif is_code(exc, _errors.EMFILE, None):
         detail = ("the process cannot open one socket per port: raise the hard "
                   "RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports")

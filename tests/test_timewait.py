@@ -1,0 +1,68 @@
+"""A wildcard acquire that fails because TIME_WAIT sockets crowd the
+ephemeral range says so (inside a private network namespace: the test
+narrows ip_local_port_range there)."""
+
+from conftest import needs_netns, run_in_netns
+
+
+@needs_netns
+def test_no_free_block_error_counts_time_wait_sockets():
+    out = run_in_netns(
+        """
+        import portres
+        sysctl("net.ipv4.ip_local_port_range", "42000 42019")
+        srv = socket.socket(); srv.bind(("127.0.0.1", 41999)); srv.listen(64)  # outside the range
+        before = None
+        try:
+            portres.acquire(20).close()
+            before = "ok"
+        except OSError as e:
+            before = str(e)
+        # client closes first: each connection leaves its ephemeral port in TIME_WAIT
+        for i in range(12):
+            c = socket.create_connection(srv.getsockname())
+            a, _ = srv.accept()
+            c.close(); a.recv(1); a.close()
+        try:
+            portres.acquire(10)
+            after = {"acquired": True}
+        except OSError as e:
+            after = {"msg": str(e), "errno": e.errno}
+        try:
+            portres.acquire(10, protocol="udp").close()
+            udp = "ok"
+        except OSError as e:
+            udp = str(e)
+        from portres._timewait import count_time_wait
+        print(json.dumps({"before": before, "after": after, "udp": udp,
+                          "counted": count_time_wait(42000, 42019)}))
+        """
+    )
+    assert out["before"] == "ok"          # the empty range had room for 20
+    assert out["counted"] == 12
+    msg = out["after"]["msg"]
+    assert out["after"]["errno"] == 98, out   # EADDRINUSE
+    assert "no free block of that size in the ephemeral port range" in msg
+    assert "12 sockets in TIME_WAIT in the range 42000-42019" in msg, msg
+    assert out["udp"] == "ok"             # UDP has no TIME_WAIT: its range is free
+
+
+@needs_netns
+def test_no_free_block_without_time_wait_says_nothing_about_it():
+    out = run_in_netns(
+        """
+        import portres
+        sysctl("net.ipv4.ip_local_port_range", "43000 43009")
+        held = [socket.socket() for _ in range(3)]
+        for i, s in enumerate(held):
+            s.bind(("0.0.0.0", 43000 + 3 * i + 1))
+        try:
+            portres.acquire(5)
+            msg = "acquired"
+        except OSError as e:
+            msg = str(e)
+        print(json.dumps({"msg": msg}))
+        """
+    )
+    assert "no free block of that size" in out["msg"]
+    assert "TIME_WAIT" not in out["msg"]
