@@ -16,10 +16,13 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Optional
 
+from . import _errors
 from . import _validate as check
 
 if TYPE_CHECKING:
     from ._core import Reservation
+
+_WSAEADDRNOTAVAIL = 10049
 
 # The wildcard of each family as a bind address ("" binds INADDR_ANY / in6addr_any).
 _WILDCARD = {int(socket.AF_INET): "", int(socket.AF_INET6): ""}
@@ -68,13 +71,31 @@ def connect(sock: Any, address: Any) -> None:
     if not bound:
         _core.bind(sock, (_WILDCARD[family], 0))
     if isinstance(sock, socket.socket):
-        sock.connect(address)
-    else:   # a bare descriptor or an object with fileno(): connect through a dup
+        _connect(sock, address)
+    else:   # an object with fileno(): connect through a socket object on its descriptor
         s = socket.socket(family, _type, 0, fileno=fd)
         try:
-            s.connect(address)
+            _connect(s, address)
         finally:
             s.detach()
+
+
+def _connect(sock: socket.socket, address: Any) -> None:
+    try:
+        sock.connect(address)
+    except OSError as exc:
+        if not _errors.is_code(exc, _errors.EADDRNOTAVAIL, _WSAEADDRNOTAVAIL):
+            raise
+        try:
+            port = sock.getsockname()[1]
+        except OSError:
+            port = 0
+        raise _errors.explain(
+            exc, f"connecting from reserved port {port} to {address!r}",
+            "that 4-tuple is still in use, most likely in TIME_WAIT from an earlier "
+            "connection this side closed first (Linux reuses it only with "
+            "net.ipv4.tcp_timestamps on); use a larger block, let the peer close first, "
+            "or keep connections open") from None
 
 
 def reservation_connect(res: "Reservation", address: Any, *, host: str = "",
@@ -94,7 +115,7 @@ def reservation_connect(res: "Reservation", address: Any, *, host: str = "",
     sock = res.socket(family, host=host)
     try:
         sock.settimeout(timeout)
-        sock.connect(address)
+        _connect(sock, address)
     except BaseException:
         sock.close()
         raise

@@ -1,13 +1,14 @@
 """Outbound connections from a reservation: Reservation.connect() and
 portres.connect(), and connect/close churn from a small block."""
 
+import errno
 import socket
 
 import pytest
 
 import portres
 
-from conftest import open_fds
+from conftest import needs_netns, open_fds, run_in_netns
 
 
 def _server(family=socket.AF_INET, host="127.0.0.1"):
@@ -158,3 +159,32 @@ def test_connect_churn_from_a_block_of_four(closes_first):
                 a.close()
         assert used <= set(res.ports)
         assert len(used) >= 1
+
+
+@needs_netns
+def test_client_closing_first_without_tcp_timestamps_runs_out_and_says_why():
+    """With timestamps off, Linux cannot take over a TIME_WAIT 4-tuple: once
+    each port of a block of 4 has closed one connection to the server first,
+    the next connect fails with EADDRNOTAVAIL, explained (docs/outbound.md)."""
+    out = run_in_netns(
+        """
+        import errno, portres
+        sysctl("net.ipv4.tcp_timestamps", 0)
+        srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(64)
+        done, err = 0, None
+        with portres.acquire(4) as res:
+            for i in range(8):
+                try:
+                    c = res.connect(srv.getsockname(), timeout=5)
+                except OSError as e:
+                    err = {"errno": e.errno, "msg": str(e)}
+                    break
+                a, _ = srv.accept()
+                c.close(); a.recv(1); a.close()
+                done += 1
+        print(json.dumps({"done": done, "err": err}))
+        """
+    )
+    assert out["done"] == 4, out
+    assert out["err"]["errno"] == errno.EADDRNOTAVAIL
+    assert "TIME_WAIT" in out["err"]["msg"] and "tcp_timestamps" in out["err"]["msg"]
