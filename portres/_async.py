@@ -46,7 +46,7 @@ def running_library() -> str:
 
 
 async def _wait_trio_event(op: Overlapped) -> None:
-    import trio
+    import trio  # type: ignore[import-untyped,unused-ignore]
 
     if WINDOWS:
         await trio.lowlevel.WaitForSingleObject(op.event)
@@ -66,7 +66,7 @@ async def wait_trio(op: Overlapped) -> Any:
     """Await OP in a trio task: trio.lowlevel.wait_readable on the eventfd
     (Linux) or WaitForSingleObject on the event handle (Windows).
     Cancelling the task cancels the I/O."""
-    import trio
+    import trio  # type: ignore[import-untyped,unused-ignore]
 
     try:
         while not op.done():

@@ -11,7 +11,7 @@ from typing import Any, Optional, Tuple
 from . import _errors, _portres
 from . import _validate as check
 from ._errors import explain, is_code
-from ._overlapped import Overlapped, wait_async
+from ._overlapped import Overlapped  # r10-feat: wait_async is reached through _async.wait_any
 
 WINDOWS = sys.platform == "win32"
 
@@ -177,7 +177,7 @@ class Reservation:
 
     # --- r10-feat: outbound (portres/_connect.py) ---
     def connect(self, address: Any, *, host: str = "",
-                timeout: Optional[float] = None) -> socket.socket:
+                timeout: Optional[float] = None) -> "_Socket":
         """A new socket bound from the block on HOST, connected to ADDRESS
         (TCP) or with ADDRESS as its default peer (UDP)."""
         from ._connect import reservation_connect

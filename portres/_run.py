@@ -213,7 +213,7 @@ def _spawn_and_wait(argv: List[str], env: Dict[str, str], fds: List[int],
     """Start ARGV passing FDS, close this process's copies, forward signals
     until it ends; return its exit status."""
     previous: Dict[int, Any] = {}
-    child: Optional[subprocess.Popen] = None
+    child: "Optional[subprocess.Popen[bytes]]" = None
     received: List[int] = []
 
     def forward(signum: int, _frame: Any) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 import portres
 
-from conftest import LINUX, WINDOWS, linux_only, needs_root, other_uid_binds
+from conftest import WINDOWS, linux_only, needs_root, other_uid_binds
 
 PORTRES = [sys.executable, "-m", "portres"]
 
