@@ -61,7 +61,8 @@ def reserved_listener(port_reservation_factory: Callable[..., Any]) -> Iterator[
                                 pass_fds=[sock.fileno()])
 
     The block stays held for the test, so nothing else can take the port
-    even after the server closes it."""
+    even after the server closes it.  The hand-off is POSIX (pass_fds); on
+    Windows a runtime reservation is usable only by its own process."""
     res = port_reservation_factory(1)
     sock = res.socket(socket.AF_INET, host="127.0.0.1")
     sock.listen()

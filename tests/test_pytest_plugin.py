@@ -17,6 +17,7 @@ def test_the_plugin_is_registered_through_pytest11():
 
 FIXTURE_TESTS = """
 import socket, subprocess, sys
+import pytest
 import portres
 
 made = []
@@ -50,6 +51,8 @@ conn.sendall(b"served by pid-owned child")
 conn.close()
 '''
 
+@pytest.mark.skipif(sys.platform == "win32", reason="pass_fds is POSIX; on Windows a runtime "
+                    "reservation is usable only by the process that acquired it")
 def test_reserved_listener_served_by_a_subprocess(reserved_listener):
     fd = reserved_listener.fileno()
     port = reserved_listener.getsockname()[1]
@@ -70,7 +73,10 @@ def test_reserved_listener_served_by_a_subprocess(reserved_listener):
 def test_fixtures_in_a_pytest_subprocess(pytester):
     pytester.makepyfile(test_fixtures=FIXTURE_TESTS)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-v")
-    result.assert_outcomes(passed=4)
+    if sys.platform == "win32":
+        result.assert_outcomes(passed=3, skipped=1)
+    else:
+        result.assert_outcomes(passed=4)
 
 
 def test_the_plugin_can_be_turned_off(pytester):
