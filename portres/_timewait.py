@@ -17,8 +17,16 @@ from . import _portres
 TCP_TIME_WAIT = 6   # Linux's numbering (include/net/tcp_states.h), used by port_sockets too
 
 
+# Windows: no documented API reads the configured dynamic range; this is the
+# default since Vista (Microsoft KB 929851), which _check.py reports too.
+_WINDOWS_DYNAMIC_DEFAULT = (49152, 65535)
+
+
 def ephemeral_range() -> Optional[Tuple[int, int]]:
-    """The kernel's ephemeral port range (Linux), or None."""
+    """The ephemeral port range: the kernel's (Linux), Windows's default
+    dynamic range, or None."""
+    if sys.platform == "win32":
+        return _WINDOWS_DYNAMIC_DEFAULT
     if not sys.platform.startswith("linux"):
         return None
     try:
@@ -31,7 +39,8 @@ def ephemeral_range() -> Optional[Tuple[int, int]]:
 
 def count_time_wait(lo: int, hi: int) -> int:
     """TCP sockets in TIME_WAIT on local ports lo..hi, IPv4 and IPv6 (one
-    sock_diag dump of this network namespace)."""
+    sock_diag dump of this network namespace; GetExtendedTcpTable on
+    Windows, whose states port_sockets gives in Linux's numbering)."""
     return sum(1 for _family, state, _port, _uid, _ino in _portres.port_sockets(_portres.TCP, lo, hi)
                if state == TCP_TIME_WAIT)
 
@@ -46,13 +55,17 @@ def time_wait_note(protocol: str) -> Optional[str]:
     if rng is None:
         return None
     lo, hi = rng
+    where = (f"Windows's default dynamic port range {lo}-{hi}" if sys.platform == "win32"
+             else f"the range {lo}-{hi}")
     try:
         n = count_time_wait(lo, hi)
     except OSError:
         return None
     if not n:
         return None
-    return (f"{n} socket{'s' if n != 1 else ''} in TIME_WAIT in the range {lo}-{hi}; "
-            f"a closed connection keeps its port there for 60 s after the side that closed "
-            f"first: wait, reserve fewer ports, reuse one reservation across tests, or "
-            f"widen net.ipv4.ip_local_port_range")
+    widen = ("netsh int ipv4 set dynamicport" if sys.platform == "win32"
+             else "net.ipv4.ip_local_port_range")
+    return (f"{n} socket{'s' if n != 1 else ''} in TIME_WAIT in {where}; a closed "
+            f"connection keeps its port there for a while (Linux: 60 s) after the side "
+            f"that closed first: wait, reserve fewer ports, reuse one reservation across "
+            f"tests, or widen {widen}")

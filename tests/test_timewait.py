@@ -66,3 +66,19 @@ def test_no_free_block_without_time_wait_says_nothing_about_it():
     )
     assert "no free block of that size" in out["msg"]
     assert "TIME_WAIT" not in out["msg"]
+
+
+def test_the_note_counts_only_time_wait_in_the_range(monkeypatch):
+    # the wording and the filter, with port_sockets' tuples stood in for
+    # (family, Linux TCP state, port, owner, inode); runs on every platform
+    from portres import _timewait
+
+    rows = [(2, 6, 50000, 0, 0), (10, 6, 50001, 0, 0), (2, 1, 50002, 0, 9), (2, 10, 50003, 0, 9)]
+    monkeypatch.setattr(_timewait._portres, "port_sockets", lambda proto, lo, hi: rows)
+    monkeypatch.setattr(_timewait, "ephemeral_range", lambda: (49152, 65535))
+    note = _timewait.time_wait_note("tcp")
+    assert note is not None and note.startswith("2 sockets in TIME_WAIT in ")
+    assert "49152-65535" in note
+    assert _timewait.time_wait_note("udp") is None
+    monkeypatch.setattr(_timewait._portres, "port_sockets", lambda proto, lo, hi: rows[2:])
+    assert _timewait.time_wait_note("tcp") is None
