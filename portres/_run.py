@@ -15,7 +15,9 @@ port (TCP ones listening), and starts CMD with them as descriptors 3, 4, ...
 ``{port}`` (= ``{port0}``), ``{port1}``, ... in ARGS become those ports.
 The block is held until CMD ends; SIGINT, SIGTERM and SIGHUP sent to
 ``portres run`` are forwarded to CMD, and CMD's exit status is portres's
-(128+N when a signal N ended it, as shells report it).
+(128+N when a signal N ended it, as shells report it).  If ``portres run``
+itself dies (SIGKILL), CMD gets SIGTERM (Linux: PR_SET_PDEATHSIG), since
+the block is no longer held.
 
 LISTEN_PID must be the pid of the program that reads it, which exists only
 after the fork.  ``portres run`` therefore starts a tiny trampoline: a
@@ -55,12 +57,26 @@ WINDOWS_MESSAGE = (
     "Windows counterpart, and a runtime reservation cannot be used by another process; "
     "bind from the reservation in the server process itself (see docs/handoff.md)")
 
-# argv: [-c, N, fd_1 .. fd_N, CMD, ARGS...].  Moves fd_i to 3+i-1 without
-# clobbering a source that sits on a target (all are first moved above the
-# targets), sets LISTEN_PID to this process's pid, then execs CMD.
+# argv: [-c, PARENT, N, fd_1 .. fd_N, CMD, ARGS...].  On Linux asks for
+# SIGTERM when portres run dies (PR_SET_PDEATHSIG, kept across execve): CMD
+# must not outlive the reservation, or the ports it serves would no longer be
+# held against others (the placeholders die with portres).  Then moves fd_i
+# to 3+i-1 without clobbering a source that sits on a target (all are first
+# moved above the targets), sets LISTEN_PID to this process's pid, and execs
+# CMD.
 _TRAMPOLINE = """\
 import os, sys
-n = int(sys.argv[1]); src = [int(a) for a in sys.argv[2:2 + n]]; argv = sys.argv[2 + n:]
+parent = int(sys.argv[1])
+n = int(sys.argv[2]); src = [int(a) for a in sys.argv[3:3 + n]]; argv = sys.argv[3 + n:]
+if sys.platform.startswith("linux"):
+    import ctypes, signal
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) != 0:   # PR_SET_PDEATHSIG
+        sys.stderr.write("portres run: prctl(PR_SET_PDEATHSIG) failed: %s\\n"
+                         % os.strerror(ctypes.get_errno()))
+        os._exit(3)
+    if os.getppid() != parent:   # portres run died before the prctl
+        os._exit(3)
 import fcntl
 high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3 + n) for fd in src]
 for fd in src:
@@ -198,7 +214,7 @@ def run(cmd: List[str], *, tcp: int = 1, udp: int = 0, host: str = "", backlog: 
                    LISTEN_FDNAMES=":".join(b["name"] for b in bound),
                    PORTRES_PORTS=",".join(map(str, ports)))
         fds = [s.fileno() for s in socks]
-        tramp = [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(len(fds)),
+        tramp = [sys.executable, "-I", "-S", "-c", _TRAMPOLINE, str(os.getpid()), str(len(fds)),
                  *map(str, fds), *argv]
         return _spawn_and_wait(tramp, env, fds, socks)
     finally:

@@ -217,3 +217,28 @@ def test_substitute():
         ["a10b", "11", "1010", "{x}", "{}"]
     with pytest.raises(ValueError, match="only 2 ports reserved"):
         substitute(["{port2}"], [10, 11])
+
+
+@linux_only
+def test_cmd_is_terminated_if_portres_run_dies(tmp_path):
+    # the placeholders die with portres run: CMD must not serve on ports
+    # that are no longer held, so it gets SIGTERM (PR_SET_PDEATHSIG)
+    (tmp_path / "w.py").write_text(
+        "import os, time\nprint(os.getpid(), flush=True)\ntime.sleep(120)\n")
+    proc, _info = _start(["--", sys.executable, "w.py"], tmp_path)
+    child = int(proc.stdout.readline())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            break
+        if state == "Z":      # ended; waiting for init to reap it
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("CMD outlived portres run")
