@@ -190,3 +190,10 @@ def test_client_closing_first_without_tcp_timestamps_runs_out_and_says_why():
     assert 1 <= out["done"] <= 4 and out["err"] is not None, out
     assert out["err"]["errno"] == errno.EADDRNOTAVAIL
     assert "TIME_WAIT" in out["err"]["msg"] and "tcp_timestamps" in out["err"]["msg"]
+
+
+def test_reservation_connect_binds_on_host():
+    with portres.acquire(2) as res, _server() as srv:
+        with res.connect(srv.getsockname(), host="127.0.0.1") as c:
+            assert c.getsockname()[0] == "127.0.0.1" and c.getsockname()[1] in res.ports
+            srv.accept()[0].close()
