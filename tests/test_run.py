@@ -242,3 +242,24 @@ def test_cmd_is_terminated_if_portres_run_dies(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("CMD outlived portres run")
+
+
+@linux_only
+def test_run_host_ipv6_wildcard_is_dual_stack(tmp_path):
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    script = textwrap.dedent(
+        """
+        import socket
+        s = socket.socket(fileno=3)
+        assert s.family == socket.AF_INET6 and s.getsockname()[0] == "::", s
+        port = s.getsockname()[1]
+        for host in ("127.0.0.1", "::1"):
+            socket.create_connection((host, port), timeout=10).close()
+            s.accept()[0].close()
+        """
+    )
+    (tmp_path / "d.py").write_text(script)
+    proc, info = _start(["--host", "::", "--", sys.executable, "d.py"], tmp_path)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert info["sockets"][0]["host"] == "::"
