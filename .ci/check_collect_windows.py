@@ -172,6 +172,14 @@ def imported_names(root: str) -> Set[str]:
                     found = [a.name for a in node.names]
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     found = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                elif (
+                    isinstance(node, ast.Call)
+                    and getattr(node.func, "attr", None) == "importorskip"
+                    and node.args
+                    and isinstance(node.args[0], ast.Constant)
+                    and isinstance(node.args[0].value, str)
+                ):  # pytest.importorskip("trio"): a third-party import too
+                    found = [node.args[0].value]
                 else:
                     continue
                 names.update(n for n in found if n.split(".")[0] not in local)

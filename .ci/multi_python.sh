@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r tests README.md "$work/"
+cp -r tests README.md docs "$work/"
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 
 candidates=()

@@ -20,6 +20,7 @@ from ._core import (
     bind,
     release,
 )
+from ._connect import connect  # r10-feat
 from ._overlapped import Overlapped
 from ._persistent import (
     create_persistent,
@@ -36,6 +37,7 @@ __all__ = [
     "associate_async",
     "associate_nowait",
     "bind",
+    "connect",
     "create_persistent",
     "delete_persistent",
     "list_persistent",

@@ -110,6 +110,10 @@ def _parser() -> argparse.ArgumentParser:
         "reservation, a listener or connection (with its process), a privileged port, "
         "TIME_WAIT; and whether the port is in the ephemeral range.")
     check.add_argument("port", type=_port, help="the port to check")
+    # --- r10-feat: portres run (portres/_run.py) ---
+    from . import _run
+    _run.add_parser(sub, [common])
+    # --- end r10-feat ---
     return parser
 
 
@@ -220,6 +224,15 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
     "demo": _cmd_demo, "list": _cmd_list, "add": _cmd_add, "delete": _cmd_delete,
     "lookup": _cmd_lookup, "check": _cmd_check,
 }
+
+
+def _cmd_run(args: argparse.Namespace) -> int:   # r10-feat
+    from . import _run
+
+    return _run.command(args)
+
+
+COMMANDS["run"] = _cmd_run   # r10-feat
 
 
 def main(argv: Optional[List[str]] = None) -> int:

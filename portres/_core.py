@@ -10,7 +10,7 @@ from typing import Any, Optional, Tuple
 from . import _portres
 from . import _validate as check
 from ._errors import explain, is_code
-from ._overlapped import Overlapped, wait_async
+from ._overlapped import Overlapped
 from ._platform import backend
 
 _WILDCARD: dict[int, str] = {socket.AF_INET: "", socket.AF_INET6: ""}
@@ -157,6 +157,15 @@ class Reservation:
         except OSError as exc:
             raise _bind_error(exc, "binding the socket from the reservation", self) from None
 
+    # --- r10-feat: outbound (portres/_connect.py) ---
+    def connect(self, address: Any, *, host: str = "",
+                timeout: Optional[float] = None) -> "_Socket":
+        """A new socket bound from the block on HOST, connected to ADDRESS
+        (TCP) or with ADDRESS as its default peer (UDP)."""
+        from ._connect import reservation_connect
+        return reservation_connect(self, address, host=host, timeout=timeout)
+    # --- end r10-feat ---
+
     def close(self) -> None:
         """Release the reservation.  Idempotent."""
         try:
@@ -209,6 +218,12 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
             detail = f"{at} of the block {start}-{start + count - 1} is in use or reserved"
         else:
             detail = "no free block of that size in the ephemeral port range"
+            # --- r10-feat: name the TIME_WAIT sockets that crowd the range ---
+            from ._timewait import time_wait_note
+            note = time_wait_note(protocol)
+            if note:
+                detail += "; " + note
+            # --- end r10-feat ---
     elif is_code(exc, "EMFILE"):
         detail = ("the process cannot open one socket per port: raise the hard "
                   "RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports")
@@ -268,9 +283,13 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
 
 
 async def associate_async(sock: Any, token: int) -> None:
-    """Associate on the running asyncio loop without blocking it (proactor
-    or selector loop).  Cancelling the task cancels the I/O."""
-    await wait_async(associate_nowait(sock, token))
+    """Associate without blocking the event loop: asyncio (proactor or
+    selector loop), trio, or anyio on either.  Cancelling the task cancels
+    the I/O."""
+    # --- r10-feat: any event loop (portres/_async.py) ---
+    from ._async import wait_any
+    await wait_any(associate_nowait(sock, token))
+    # --- end r10-feat ---
 
 
 def _associate_error(exc: OSError, token: int) -> OSError:

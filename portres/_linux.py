@@ -261,3 +261,20 @@ def _who(s: Dict[str, Any]) -> str:
     if s.get("pid"):
         who = f"{s['command']} (pid {s['pid']}, uid {s['uid']})"
     return who
+
+
+# ---------------------------------------------------------------- outbound, run, trio
+
+# How the TIME_WAIT note names the ephemeral range and the setting that widens it.
+EPHEMERAL_RANGE_NAME = "the range {lo}-{hi}"
+EPHEMERAL_RANGE_SETTING = "net.ipv4.ip_local_port_range"
+
+# `portres run` works here (socket activation, LISTEN_FDS).
+RUN_UNSUPPORTED: Optional[str] = None
+
+
+async def wait_trio_event(event: int) -> None:
+    """Wait in a trio task until the operation's eventfd is readable (completion)."""
+    import trio  # type: ignore[import-untyped,unused-ignore]
+
+    await trio.lowlevel.wait_readable(event)

@@ -108,7 +108,7 @@ def condition_code(exc: OSError) -> Optional[int]:
 CODES: Dict[str, Optional[int]] = {
     "EACCES": WSAEACCES,
     "EADDRINUSE": WSAEADDRINUSE,
-    "EADDRNOTAVAIL": None,
+    "EADDRNOTAVAIL": 10049,   # WSAEADDRNOTAVAIL
     "EAFNOSUPPORT": None,
     "EBADF": None,
     "EISCONN": None,
@@ -332,3 +332,21 @@ def _who(s: Dict[str, Any]) -> str:
         return ("the System process (pid 4: kernel-mode users such as HTTP.sys; `netsh http "
                 "show servicestate` lists HTTP.sys's)")
     return f"pid {pid} (its image name is not readable: another user's or a protected process)"
+
+
+# ---------------------------------------------------------------- outbound, run, trio
+
+EPHEMERAL_RANGE_NAME = "Windows's default dynamic port range {lo}-{hi}"
+EPHEMERAL_RANGE_SETTING = "netsh int ipv4 set dynamicport"
+
+RUN_UNSUPPORTED: Optional[str] = (
+    "portres run: not available on Windows: socket activation (LISTEN_FDS) has no "
+    "Windows counterpart, and a runtime reservation cannot be used by another process; "
+    "bind from the reservation in the server process itself (see docs/handoff.md)")
+
+
+async def wait_trio_event(event: int) -> None:
+    """Wait in a trio task until the operation's event handle is signalled."""
+    import trio  # type: ignore[import-untyped,unused-ignore]
+
+    await trio.lowlevel.WaitForSingleObject(event)
