@@ -18,9 +18,9 @@ from ._core import (
     associate_async,
     associate_nowait,
     bind,
+    connect,
     release,
 )
-from ._connect import connect  # r10-feat
 from ._overlapped import Overlapped
 from ._persistent import (
     create_persistent,

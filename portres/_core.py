@@ -7,7 +7,7 @@ import socket
 import warnings
 from typing import Any, Optional, Tuple
 
-from . import _portres
+from . import _connect, _portres
 from . import _validate as check
 from ._errors import explain, is_code
 from ._overlapped import Overlapped
@@ -162,8 +162,7 @@ class Reservation:
                 timeout: Optional[float] = None) -> "_Socket":
         """A new socket bound from the block on HOST, connected to ADDRESS
         (TCP) or with ADDRESS as its default peer (UDP)."""
-        from ._connect import reservation_connect
-        return reservation_connect(self, address, host=host, timeout=timeout)
+        return _connect.reservation_connect(self, address, host=host, timeout=timeout)
     # --- end r10-feat ---
 
     def close(self) -> None:
@@ -321,6 +320,25 @@ def bind(sock: Any, address: Any) -> int:
         return int(_portres.bind(fd, family, h, port, flowinfo or fi, scope_id or sc))
     except OSError as exc:
         raise _bind_error(exc, f"bind to {address!r}", None, port) from None
+
+
+def connect(sock: Any, address: Any) -> None:
+    """Connect SOCK to ADDRESS with a local port from its reservation.
+
+    SOCK must be associated with a reservation (``portres.associate``) and
+    may be unbound, or already bound from the block (``Reservation.bind``).
+    An unbound socket is first bound to the wildcard of its family with
+    port 0, which takes a free port of the block; then ``connect()`` runs
+    (TCP: the handshake, honouring the socket's timeout; UDP: sets the
+    default peer).  A socket that is not associated binds like any socket,
+    to a port the kernel picks: associate it first."""
+    fd = check.fileno(sock)
+    family, sock_type, bound = _socket_info(fd)
+    if family not in check.FAMILIES:
+        raise ValueError(f"sock must be an AF_INET or AF_INET6 socket, not family {family}")
+    if not bound:
+        bind(sock, (_WILDCARD[family], 0))
+    _connect.connect_socket(sock, fd, family, sock_type, address)
 
 
 def release(sock: Any, token: int) -> None:
