@@ -68,6 +68,7 @@ BOOL WSAAPI model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov,
                                          LPDWORD flags);
 BOOL WINAPI model_CancelIoEx(HANDLE h, LPOVERLAPPED ov);
 BOOL WINAPI model_CloseHandle(HANDLE h);
+BOOL WINAPI model_GetVersionExW(LPOSVERSIONINFOW info);
 static void *model_calloc(size_t n, size_t size);
 static void model_free(void *p);
 
@@ -75,6 +76,7 @@ static void model_free(void *p);
 #define WSAGetOverlappedResult model_WSAGetOverlappedResult
 #define CancelIoEx model_CancelIoEx
 #define CloseHandle model_CloseHandle
+#define GetVersionExW model_GetVersionExW
 #define calloc model_calloc
 #define free model_free
 
@@ -84,6 +86,7 @@ static void model_free(void *p);
 #undef WSAGetOverlappedResult
 #undef CancelIoEx
 #undef CloseHandle
+#undef GetVersionExW
 #undef calloc
 #undef free
 
@@ -233,6 +236,11 @@ static int gor_failure;
  * is this one (SIO_BASE_HANDLE returns it, CancelIoEx needs it). */
 static SOCKET lsp_base = INVALID_SOCKET;
 static int base_handle_queries;
+/* The synchronous reservation IOCTLs: how many, and the last one's socket
+ * and code. */
+static int sync_calls;
+static SOCKET sync_socket;
+static DWORD sync_code;
 
 /* The crafted INET_PORT_RESERVATION_INSTANCE: StartPort 50000 in network
  * order, NumberOfPorts 10, padding, Token 0x1122334455667788. */
@@ -327,10 +335,18 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
         return WSAIoctl(s, code, in, cb_in, out, cb_out, returned, ov,
                         routine);
     if (mode == START_FAIL) {
+        if (ov == NULL) {
+            sync_calls++;
+            sync_socket = s;
+            sync_code = code;
+        }
         WSASetLastError(next_fail_error);
         return SOCKET_ERROR;
     }
     if (ov == NULL) {               /* synchronous */
+        sync_calls++;
+        sync_socket = s;
+        sync_code = code;
         if (mode != START_OK) {
             WSASetLastError(WSAEINVAL);
             return SOCKET_ERROR;
@@ -966,6 +982,134 @@ test_layered_provider(void)
     (void)heap0;
 }
 
+/* ---- beyond the state machine ------------------------------------------ */
+
+/* What an application without a Windows 10 manifest gets from GetVersionExW
+ * ("GetVersionExW function (sysinfoapi.h)": the manifested version, 6.2
+ * build 9200 when there is none). */
+BOOL WINAPI
+model_GetVersionExW(LPOSVERSIONINFOW info)
+{
+    if (info == NULL || info->dwOSVersionInfoSize < sizeof(OSVERSIONINFOW)) {
+        SetLastError(ERROR_INVALID_PARAMETER);
+        return FALSE;
+    }
+    info->dwMajorVersion = 6;
+    info->dwMinorVersion = 2;
+    info->dwBuildNumber = 9200;
+    info->dwPlatformId = VER_PLATFORM_WIN32_NT;
+    info->szCSDVersion[0] = 0;
+    return TRUE;
+}
+
+typedef LONG (WINAPI *rtl_get_version_fn)(PRTL_OSVERSIONINFOW);
+
+static void
+test_windows_build(void)
+{
+    RTL_OSVERSIONINFOW real;
+    rtl_get_version_fn get = NULL;
+    unsigned long major = 0, minor = 0, build = 0;
+    FARPROC p = GetProcAddress(GetModuleHandleW(L"ntdll.dll"), "RtlGetVersion");
+    int err;
+
+    memcpy(&get, &p, sizeof(get));
+    memset(&real, 0, sizeof(real));
+    real.dwOSVersionInfoSize = sizeof(real);
+    check(get != NULL && get(&real) == 0, "RtlGetVersion answers here", NULL);
+    err = portres_windows_build(&major, &minor, &build);
+    check(err == 0 && major == real.dwMajorVersion
+              && minor == real.dwMinorVersion && build == real.dwBuildNumber
+              && build != 9200,
+          "windows_build: the real version (RtlGetVersion), not the "
+          "manifest-emulated 6.2.9200 of GetVersionExW",
+          "err %d: %lu.%lu.%lu, RtlGetVersion %lu.%lu.%lu", err, major, minor,
+          build, (unsigned long)real.dwMajorVersion,
+          (unsigned long)real.dwMinorVersion,
+          (unsigned long)real.dwBuildNumber);
+    printf("     note: RtlGetVersion here: %lu.%lu.%lu\n",
+           (unsigned long)real.dwMajorVersion,
+           (unsigned long)real.dwMinorVersion,
+           (unsigned long)real.dwBuildNumber);
+}
+
+static void
+test_socket_width(void)
+{
+    portres_socket s = 0;
+    int err;
+
+    err = portres_socket_from_u64(0x12345678ULL, &s);
+    check(err == 0 && s == (SOCKET)0x12345678UL,
+          "socket_from_u64: a 32-bit handle value passes", "err %d", err);
+    s = 0;
+    err = portres_socket_from_u64(0x100000000ULL, &s);
+    if (sizeof(SOCKET) < 8)
+        check(err == ERROR_ARITHMETIC_OVERFLOW && s == 0,
+              "socket_from_u64: 2^32 does not fit a 32-bit SOCKET: "
+              "ERROR_ARITHMETIC_OVERFLOW, never truncated to 0",
+              "err %d s %lu", err, (unsigned long)s);
+    else
+        check(err == 0 && (unsigned long long)s == 0x100000000ULL,
+              "socket_from_u64: 2^32 fits a 64-bit SOCKET", "err %d", err);
+    err = portres_socket_from_u64((unsigned long long)INVALID_SOCKET, &s);
+    check(err == WSAENOTSOCK, "socket_from_u64: INVALID_SOCKET is refused",
+          "err %d", err);
+}
+
+static void
+test_release_closes_the_block(void)
+{
+    portres_block *b = NULL, *b2 = NULL;
+    long heap0 = heap_live();
+    SOCKET acq, other;
+    int err, calls;
+
+    reset_model();
+    next_start = START_OK;
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b, NULL);
+    acq = sync_socket;
+    if (err != 0 || b == NULL) {
+        check(0, "release: acquired", "err %d", err);
+        return;
+    }
+    other = new_socket(SOCK_STREAM);
+    /* release(sock, token) failing: the block stays as it was */
+    next_start = START_FAIL;
+    next_fail_error = WSAEINVAL;
+    err = portres_release(other, crafted_token);
+    check(err == WSAEINVAL && !portres_block_closed(b) && socket_error(acq) == 0,
+          "release failing: its error, the block still open", "err %d", err);
+    /* ... succeeding: the reservation is gone, and so is the block */
+    next_start = START_OK;
+    err = portres_release(other, crafted_token);
+    check(err == 0 && sync_code == SIO_RELEASE_PORT_RESERVATION
+              && portres_block_closed(b),
+          "release(sock, token) of a block's token marks the block closed",
+          "err %d closed %d", err, portres_block_closed(b));
+    check(socket_error(acq) == WSAENOTSOCK,
+          "release: the block's acquiring socket is closed too", "%d",
+          socket_error(acq));
+    calls = sync_calls;
+    err = portres_block_close(b);
+    check(err == 0 && sync_calls == calls,
+          "close() after release: no second SIO_RELEASE_PORT_RESERVATION",
+          "err %d, %d more calls", err, sync_calls - calls);
+    portres_block_free(b);
+    /* a token no block has: released, nothing else touched */
+    err = portres_block_acquire(PORTRES_UDP, 50000, 10, &b2, NULL);
+    acq = sync_socket;
+    if (err == 0) {
+        err = portres_release(other, crafted_token ^ 1);
+        check(err == 0 && !portres_block_closed(b2) && socket_error(acq) == 0,
+              "release of another token leaves the block open", "err %d", err);
+        portres_block_free(b2);
+    }
+    closesocket(other);
+    check(heap_live() == heap0, "release: nothing left", "%ld -> %ld", heap0,
+          heap_live());
+}
+
 int
 main(void)
 {
@@ -983,6 +1127,9 @@ main(void)
     test_never_signalled();
     test_undeterminable();
     test_layered_provider();
+    test_release_closes_the_block();
+    test_windows_build();
+    test_socket_width();
     printf("%d passed, %d failed\n", n_passed, n_failed);
     return n_failed ? 1 : 0;
 }
