@@ -1044,14 +1044,15 @@ test_socket_width(void)
           "socket_from_u64: a 32-bit handle value passes", "err %d", err);
     s = 0;
     err = portres_socket_from_u64(0x100000000ULL, &s);
-    if (sizeof(SOCKET) < 8)
-        check(err == ERROR_ARITHMETIC_OVERFLOW && s == 0,
-              "socket_from_u64: 2^32 does not fit a 32-bit SOCKET: "
-              "ERROR_ARITHMETIC_OVERFLOW, never truncated to 0",
-              "err %d s %lu", err, (unsigned long)s);
-    else
-        check(err == 0 && (unsigned long long)s == 0x100000000ULL,
-              "socket_from_u64: 2^32 fits a 64-bit SOCKET", "err %d", err);
+#ifdef _WIN64
+    check(err == 0 && (unsigned long long)s == 0x100000000ULL,
+          "socket_from_u64: 2^32 fits a 64-bit SOCKET", "err %d", err);
+#else
+    check(err == ERROR_ARITHMETIC_OVERFLOW && s == 0,
+          "socket_from_u64: 2^32 does not fit a 32-bit SOCKET: "
+          "ERROR_ARITHMETIC_OVERFLOW, never truncated to 0",
+          "err %d s %lu", err, (unsigned long)s);
+#endif
     err = portres_socket_from_u64((unsigned long long)INVALID_SOCKET, &s);
     check(err == WSAENOTSOCK, "socket_from_u64: INVALID_SOCKET is refused",
           "err %d", err);
