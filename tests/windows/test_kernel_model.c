@@ -51,20 +51,18 @@
 #include <string.h>
 
 #ifndef STATUS_SUCCESS
-#  define STATUS_SUCCESS ((DWORD)0x00000000L)
+#define STATUS_SUCCESS ((DWORD)0x00000000L)
 #endif
-#define K_STATUS_CANCELLED        ((DWORD)0xC0000120L)
-#define K_STATUS_ACCESS_DENIED    ((DWORD)0xC0000022L)
-#define K_STATUS_NOT_SUPPORTED    ((DWORD)0xC00000BBL)
+#define K_STATUS_CANCELLED ((DWORD)0xC0000120L)
+#define K_STATUS_ACCESS_DENIED ((DWORD)0xC0000022L)
+#define K_STATUS_NOT_SUPPORTED ((DWORD)0xC00000BBL)
 
 /* ---- the seams, declared before the backend is included ---------------- */
 
-int WSAAPI model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in,
-                          LPVOID out, DWORD cb_out, LPDWORD returned,
-                          LPWSAOVERLAPPED ov,
+int WSAAPI model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out, DWORD cb_out,
+                          LPDWORD returned, LPWSAOVERLAPPED ov,
                           LPWSAOVERLAPPED_COMPLETION_ROUTINE routine);
-BOOL WSAAPI model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov,
-                                         LPDWORD bytes, BOOL wait,
+BOOL WSAAPI model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes, BOOL wait,
                                          LPDWORD flags);
 BOOL WINAPI model_CancelIoEx(HANDLE h, LPOVERLAPPED ov);
 BOOL WINAPI model_CloseHandle(HANDLE h);
@@ -94,8 +92,7 @@ static void model_free(void *p);
 
 static int n_passed, n_failed;
 
-static void
-check(int ok, const char *what, const char *detail_fmt, ...)
+static void check(int ok, const char *what, const char *detail_fmt, ...)
 {
     printf("%s - %s", ok ? "ok  " : "FAIL", what);
     if (!ok && detail_fmt != NULL) {
@@ -127,8 +124,7 @@ static allocation allocs[MAX_ALLOCS];
 static int n_allocs;
 static CRITICAL_SECTION model_lock;
 
-static void *
-model_calloc(size_t n, size_t size)
+static void *model_calloc(size_t n, size_t size)
 {
     void *p;
 
@@ -148,8 +144,7 @@ model_calloc(size_t n, size_t size)
     return p;
 }
 
-static long
-heap_live(void)
+static long heap_live(void)
 {
     long n = 0;
     int i;
@@ -162,16 +157,14 @@ heap_live(void)
 }
 
 /* Is [P, P+N) inside a live allocation of the backend? */
-static int
-heap_alive(const void *p, size_t n)
+static int heap_alive(const void *p, size_t n)
 {
     const unsigned char *c = (const unsigned char *)p;
     int i, alive = 0;
 
     EnterCriticalSection(&model_lock);
     for (i = 0; i < n_allocs; i++)
-        if (allocs[i].live && c >= allocs[i].p
-                && c + n <= allocs[i].p + allocs[i].size)
+        if (allocs[i].live && c >= allocs[i].p && c + n <= allocs[i].p + allocs[i].size)
             alive = 1;
     LeaveCriticalSection(&model_lock);
     return alive;
@@ -180,25 +173,25 @@ heap_alive(const void *p, size_t n)
 /* ---- the kernel's operations ------------------------------------------- */
 
 enum cancel_mode {
-    CANCEL_ABORTS,          /* completes with STATUS_CANCELLED at once */
-    CANCEL_ABORTS_LATER,    /* ... from another thread, 40 ms later */
-    CANCEL_COMPLETES_OK,    /* the race: completes successfully anyway */
-    CANCEL_IGNORED          /* the request is taken, nothing completes */
+    CANCEL_ABORTS,       /* completes with STATUS_CANCELLED at once */
+    CANCEL_ABORTS_LATER, /* ... from another thread, 40 ms later */
+    CANCEL_COMPLETES_OK, /* the race: completes successfully anyway */
+    CANCEL_IGNORED       /* the request is taken, nothing completes */
 };
 
 typedef struct {
-    int live;               /* the model (the kernel) owns everything below */
-    SOCKET s;               /* the socket the IOCTL was issued on */
-    SOCKET cancel_handle;   /* the handle CancelIoEx must be given */
+    int live;             /* the model (the kernel) owns everything below */
+    SOCKET s;             /* the socket the IOCTL was issued on */
+    SOCKET cancel_handle; /* the handle CancelIoEx must be given */
     DWORD code;
     LPWSAOVERLAPPED ov;
-    HANDLE event;           /* hEvent without its low-order bit */
+    HANDLE event; /* hEvent without its low-order bit */
     void *in;
     DWORD cb_in;
     void *out;
     DWORD cb_out;
     int cancel_mode;
-    int cancels;            /* CancelIoEx calls that reached it */
+    int cancels; /* CancelIoEx calls that reached it */
     DWORD late_ms;
 } kop;
 
@@ -210,24 +203,22 @@ static int n_kops;
 static volatile LONG violations;
 static char violation_text[256];
 
-static void
-violation(const char *what, int k)
+static void violation(const char *what, int k)
 {
     InterlockedIncrement(&violations);
-    snprintf(violation_text, sizeof(violation_text), "%s (operation %d)", what,
-             k);
+    snprintf(violation_text, sizeof(violation_text), "%s (operation %d)", what, k);
 }
 
 /* The script for the next IOCTL. */
 enum start_mode {
-    START_FORWARD,          /* not one of ours: the real WSAIoctl */
-    START_OK,               /* completes at once */
-    START_FAIL,             /* never starts: an immediate error */
-    START_PENDING           /* queued; the test completes it */
+    START_FORWARD, /* not one of ours: the real WSAIoctl */
+    START_OK,      /* completes at once */
+    START_FAIL,    /* never starts: an immediate error */
+    START_PENDING  /* queued; the test completes it */
 };
 static int next_start = START_FORWARD;
 static int next_fail_error = WSAEADDRINUSE;
-static DWORD next_bytes = 16;           /* bytes an immediate success reports */
+static DWORD next_bytes = 16; /* bytes an immediate success reports */
 static int next_cancel = CANCEL_ABORTS;
 static DWORD next_late_ms = 40;
 /* Non-zero: WSAGetOverlappedResult fails with this, whatever the state. */
@@ -244,22 +235,17 @@ static DWORD sync_code;
 
 /* The crafted INET_PORT_RESERVATION_INSTANCE: StartPort 50000 in network
  * order, NumberOfPorts 10, padding, Token 0x1122334455667788. */
-static const unsigned char crafted_instance[16] = {
-    0xC3, 0x50, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00,
-    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11
-};
+static const unsigned char crafted_instance[16] = {0xC3, 0x50, 0x0A, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                                   0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11};
 static const uint64_t crafted_token = 0x1122334455667788ULL;
 
-static int
-is_reservation_code(DWORD code)
+static int is_reservation_code(DWORD code)
 {
-    return code == SIO_ACQUIRE_PORT_RESERVATION
-        || code == SIO_ASSOCIATE_PORT_RESERVATION
-        || code == SIO_RELEASE_PORT_RESERVATION;
+    return code == SIO_ACQUIRE_PORT_RESERVATION || code == SIO_ASSOCIATE_PORT_RESERVATION
+           || code == SIO_RELEASE_PORT_RESERVATION;
 }
 
-static HANDLE
-untagged(HANDLE h)
+static HANDLE untagged(HANDLE h)
 {
     return (HANDLE)((ULONG_PTR)h & ~(ULONG_PTR)1);
 }
@@ -267,8 +253,7 @@ untagged(HANDLE h)
 /* Complete operation K as the kernel would: output (DATA, 16 bytes, when
  * not NULL), the byte count N it reports, then the status word last, then
  * the event (unless SIGNAL is 0, Wine's way). */
-static void
-kernel_complete(int k, DWORD status, const void *data, DWORD n, int signal)
+static void kernel_complete(int k, DWORD status, const void *data, DWORD n, int signal)
 {
     kop *op = &kops[k];
 
@@ -277,9 +262,8 @@ kernel_complete(int k, DWORD status, const void *data, DWORD n, int signal)
         LeaveCriticalSection(&model_lock);
         return;
     }
-    if (!heap_alive(op->ov, sizeof(*op->ov))
-            || (op->in != NULL && !heap_alive(op->in, op->cb_in))
-            || (op->out != NULL && !heap_alive(op->out, op->cb_out)))
+    if (!heap_alive(op->ov, sizeof(*op->ov)) || (op->in != NULL && !heap_alive(op->in, op->cb_in))
+        || (op->out != NULL && !heap_alive(op->out, op->cb_out)))
         violation("completion found the OVERLAPPED or a buffer freed", k);
     else {
         if (data != NULL && op->out != NULL && op->cb_out >= 16)
@@ -294,8 +278,7 @@ kernel_complete(int k, DWORD status, const void *data, DWORD n, int signal)
     LeaveCriticalSection(&model_lock);
 }
 
-static DWORD WINAPI
-late_cancel_thread(LPVOID arg)
+static DWORD WINAPI late_cancel_thread(LPVOID arg)
 {
     int k = (int)(INT_PTR)arg;
     Sleep(kops[k].late_ms);
@@ -303,8 +286,7 @@ late_cancel_thread(LPVOID arg)
     return 0;
 }
 
-static int
-find_kop(const void *ov)
+static int find_kop(const void *ov)
 {
     int k;
     for (k = n_kops - 1; k >= 0; k--)
@@ -313,10 +295,9 @@ find_kop(const void *ov)
     return -1;
 }
 
-int WSAAPI
-model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
-               DWORD cb_out, LPDWORD returned, LPWSAOVERLAPPED ov,
-               LPWSAOVERLAPPED_COMPLETION_ROUTINE routine)
+int WSAAPI model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out, DWORD cb_out,
+                          LPDWORD returned, LPWSAOVERLAPPED ov,
+                          LPWSAOVERLAPPED_COMPLETION_ROUTINE routine)
 {
     int mode = next_start, k;
 
@@ -332,8 +313,7 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
         return 0;
     }
     if (!is_reservation_code(code) || mode == START_FORWARD)
-        return WSAIoctl(s, code, in, cb_in, out, cb_out, returned, ov,
-                        routine);
+        return WSAIoctl(s, code, in, cb_in, out, cb_out, returned, ov, routine);
     if (mode == START_FAIL) {
         if (ov == NULL) {
             sync_calls++;
@@ -343,7 +323,7 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
         WSASetLastError(next_fail_error);
         return SOCKET_ERROR;
     }
-    if (ov == NULL) {               /* synchronous */
+    if (ov == NULL) { /* synchronous */
         sync_calls++;
         sync_socket = s;
         sync_code = code;
@@ -351,8 +331,7 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
             WSASetLastError(WSAEINVAL);
             return SOCKET_ERROR;
         }
-        if (code == SIO_ACQUIRE_PORT_RESERVATION && out != NULL
-                && cb_out >= 16)
+        if (code == SIO_ACQUIRE_PORT_RESERVATION && out != NULL && cb_out >= 16)
             memcpy(out, crafted_instance, 16);
         if (returned != NULL)
             *returned = code == SIO_ACQUIRE_PORT_RESERVATION ? next_bytes : 0;
@@ -377,18 +356,15 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
     kops[k].cancel_mode = next_cancel;
     kops[k].late_ms = next_late_ms;
     if (!heap_alive(ov, sizeof(*ov)))
-        violation("WSAIoctl given an OVERLAPPED outside the backend's heap",
-                  k);
+        violation("WSAIoctl given an OVERLAPPED outside the backend's heap", k);
     ov->Internal = STATUS_PENDING;
     ov->InternalHigh = 0;
     if (mode == START_OK) {
         /* Completed at once: the kernel fills in the OVERLAPPED and
          * signals the event as for any completion. */
         kernel_complete(k, STATUS_SUCCESS,
-                        code == SIO_ACQUIRE_PORT_RESERVATION
-                            ? crafted_instance : NULL,
-                        code == SIO_ACQUIRE_PORT_RESERVATION ? next_bytes : 0,
-                        1);
+                        code == SIO_ACQUIRE_PORT_RESERVATION ? crafted_instance : NULL,
+                        code == SIO_ACQUIRE_PORT_RESERVATION ? next_bytes : 0, 1);
         if (returned != NULL)
             *returned = code == SIO_ACQUIRE_PORT_RESERVATION ? next_bytes : 0;
         return 0;
@@ -399,20 +375,22 @@ model_WSAIoctl(SOCKET s, DWORD code, LPVOID in, DWORD cb_in, LPVOID out,
 
 /* The Winsock error of a completion status (what WSAGetOverlappedResult
  * reports for the statuses used here). */
-static int
-wsa_error_of(DWORD status)
+static int wsa_error_of(DWORD status)
 {
     switch (status) {
-    case K_STATUS_CANCELLED:     return WSA_OPERATION_ABORTED;
-    case K_STATUS_ACCESS_DENIED: return WSAEACCES;
-    case K_STATUS_NOT_SUPPORTED: return WSAEOPNOTSUPP;
-    default:                     return WSAEINVAL;
+    case K_STATUS_CANCELLED:
+        return WSA_OPERATION_ABORTED;
+    case K_STATUS_ACCESS_DENIED:
+        return WSAEACCES;
+    case K_STATUS_NOT_SUPPORTED:
+        return WSAEOPNOTSUPP;
+    default:
+        return WSAEINVAL;
     }
 }
 
-BOOL WSAAPI
-model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes,
-                             BOOL wait, LPDWORD flags)
+BOOL WSAAPI model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes, BOOL wait,
+                                         LPDWORD flags)
 {
     int k = find_kop(ov);
     DWORD status;
@@ -431,7 +409,7 @@ model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes,
         WSASetLastError(gor_failure);
         return FALSE;
     }
-    status = (DWORD)*(volatile ULONG_PTR *)&ov->Internal;
+    status = (DWORD) * (volatile ULONG_PTR *)&ov->Internal;
     if (status == (DWORD)STATUS_PENDING) {
         WSASetLastError(WSA_IO_INCOMPLETE);
         return FALSE;
@@ -446,8 +424,7 @@ model_WSAGetOverlappedResult(SOCKET s, LPWSAOVERLAPPED ov, LPDWORD bytes,
     return FALSE;
 }
 
-BOOL WINAPI
-model_CancelIoEx(HANDLE h, LPOVERLAPPED ov)
+BOOL WINAPI model_CancelIoEx(HANDLE h, LPOVERLAPPED ov)
 {
     int k = find_kop(ov);
     kop *op;
@@ -468,26 +445,23 @@ model_CancelIoEx(HANDLE h, LPOVERLAPPED ov)
         kernel_complete(k, K_STATUS_CANCELLED, NULL, 0, 1);
         break;
     case CANCEL_ABORTS_LATER: {
-        HANDLE t = CreateThread(NULL, 0, late_cancel_thread,
-                                (LPVOID)(INT_PTR)k, 0, NULL);
+        HANDLE t = CreateThread(NULL, 0, late_cancel_thread, (LPVOID)(INT_PTR)k, 0, NULL);
         if (t != NULL)
             CloseHandle(t);
         break;
     }
     case CANCEL_COMPLETES_OK:
         kernel_complete(k, STATUS_SUCCESS,
-                        op->code == SIO_ACQUIRE_PORT_RESERVATION
-                            ? crafted_instance : NULL,
+                        op->code == SIO_ACQUIRE_PORT_RESERVATION ? crafted_instance : NULL,
                         op->code == SIO_ACQUIRE_PORT_RESERVATION ? 16 : 0, 1);
         break;
-    default:            /* CANCEL_IGNORED */
+    default: /* CANCEL_IGNORED */
         break;
     }
     return TRUE;
 }
 
-BOOL WINAPI
-model_CloseHandle(HANDLE h)
+BOOL WINAPI model_CloseHandle(HANDLE h)
 {
     int k;
 
@@ -499,8 +473,7 @@ model_CloseHandle(HANDLE h)
     return CloseHandle(h);
 }
 
-static void
-model_free(void *p)
+static void model_free(void *p)
 {
     int i, k;
     unsigned char *c = (unsigned char *)p;
@@ -513,8 +486,7 @@ model_free(void *p)
             break;
     if (i == n_allocs) {
         LeaveCriticalSection(&model_lock);
-        violation("free of memory the backend did not allocate (or twice)",
-                  -1);
+        violation("free of memory the backend did not allocate (or twice)", -1);
         return;
     }
     for (k = 0; k < n_kops; k++) {
@@ -525,18 +497,17 @@ model_free(void *p)
         if (!kops[k].live)
             continue;
         if ((ov >= c && ov < c + size) || (in != NULL && in >= c && in < c + size)
-                || (out != NULL && out >= c && out < c + size))
+            || (out != NULL && out >= c && out < c + size))
             violation("free of an OVERLAPPED or buffer the kernel owns", k);
     }
     allocs[i].live = 0;
-    memset(c, 0xDB, allocs[i].size);    /* poison; never handed out again */
+    memset(c, 0xDB, allocs[i].size); /* poison; never handed out again */
     LeaveCriticalSection(&model_lock);
 }
 
 /* ---- helpers ----------------------------------------------------------- */
 
-static void
-reset_model(void)
+static void reset_model(void)
 {
     next_start = START_PENDING;
     next_fail_error = WSAEADDRINUSE;
@@ -550,53 +521,43 @@ reset_model(void)
     violation_text[0] = '\0';
 }
 
-static SOCKET
-new_socket(int type)
+static SOCKET new_socket(int type)
 {
-    return WSASocketW(AF_INET, type,
-                      type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP, NULL, 0,
+    return WSASocketW(AF_INET, type, type == SOCK_STREAM ? IPPROTO_TCP : IPPROTO_UDP, NULL, 0,
                       WSA_FLAG_OVERLAPPED);
 }
 
 /* WSAENOTSOCK once S has been closed. */
-static int
-socket_error(SOCKET s)
+static int socket_error(SOCKET s)
 {
     int type = 0, len = (int)sizeof(type);
-    return getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0
-           ? 0 : WSAGetLastError();
+    return getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0 ? 0 : WSAGetLastError();
 }
 
-static int
-no_violation(void)
+static int no_violation(void)
 {
     return violations == 0;
 }
 
 /* Start an ASSOCIATE on a new TCP socket (*S); the last kop is its. */
-static int
-start_associate(SOCKET *s, portres_overlapped **ov)
+static int start_associate(SOCKET *s, portres_overlapped **ov)
 {
     *s = new_socket(SOCK_STREAM);
     *ov = NULL;
     if (*s == INVALID_SOCKET)
         return WSAGetLastError();
-    return portres_ov_start(PORTRES_OP_ASSOCIATE, *s, crafted_token, 0, 0, 0,
-                            ov);
+    return portres_ov_start(PORTRES_OP_ASSOCIATE, *s, crafted_token, 0, 0, 0, ov);
 }
 
-static int
-start_acquire(portres_overlapped **ov)
+static int start_acquire(portres_overlapped **ov)
 {
     *ov = NULL;
-    return portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP,
-                            50000, 10, ov);
+    return portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0, PORTRES_TCP, 50000, 10, ov);
 }
 
 /* ---- the outcomes ------------------------------------------------------ */
 
-static void
-test_immediate(void)
+static void test_immediate(void)
 {
     portres_overlapped *ov;
     portres_block *b;
@@ -608,26 +569,20 @@ test_immediate(void)
     next_start = START_OK;
     err = start_acquire(&ov);
     k = n_kops - 1;
-    check(err == 0 && ov != NULL && portres_ov_reap(ov) == 1
-              && portres_ov_error(ov) == 0
+    check(err == 0 && ov != NULL && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0
               && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_SIGNALLED,
-          "immediate success: done at once, no error, event signalled",
-          "err %d", err);
+          "immediate success: done at once, no error, event signalled", "err %d", err);
     if (err || ov == NULL)
         return;
     b = portres_ov_take_block(ov);
     if (b != NULL)
         portres_block_get_info(b, &info);
-    check(b != NULL && info.start == 50000 && info.count == 10
-              && info.token == crafted_token,
-          "immediate success: the block 50000/10, token 0x1122334455667788",
-          NULL);
-    next_start = START_OK;          /* the release of close() */
+    check(b != NULL && info.start == 50000 && info.count == 10 && info.token == crafted_token,
+          "immediate success: the block 50000/10, token 0x1122334455667788", NULL);
+    next_start = START_OK; /* the release of close() */
     portres_block_free(b);
-    check(portres_ov_free(ov, 0) == 0 && heap_live() == heap0
-              && no_violation() && !kops[k].live,
-          "immediate success: freed, nothing left, ownership kept",
-          "%s", violation_text);
+    check(portres_ov_free(ov, 0) == 0 && heap_live() == heap0 && no_violation() && !kops[k].live,
+          "immediate success: freed, nothing left, ownership kept", "%s", violation_text);
 
     /* A success reporting fewer bytes than an INET_PORT_RESERVATION_INSTANCE
      * holds: the output cannot be trusted. */
@@ -636,14 +591,13 @@ test_immediate(void)
     next_bytes = 8;
     err = start_acquire(&ov);
     check(err == 0 && ov != NULL && portres_ov_reap(ov) == 1
-              && portres_ov_error(ov) == ERROR_INVALID_DATA
-              && portres_ov_take_block(ov) == NULL,
-          "immediate success with 8 of 16 bytes: ERROR_INVALID_DATA, no block",
-          "err %d error %d", err, ov ? portres_ov_error(ov) : -1);
+              && portres_ov_error(ov) == ERROR_INVALID_DATA && portres_ov_take_block(ov) == NULL,
+          "immediate success with 8 of 16 bytes: ERROR_INVALID_DATA, no block", "err %d error %d",
+          err, ov ? portres_ov_error(ov) : -1);
     if (ov != NULL)
         portres_ov_free(ov, 0);
-    check(heap_live() == heap0 && no_violation(),
-          "short immediate success: nothing left", "%s", violation_text);
+    check(heap_live() == heap0 && no_violation(), "short immediate success: nothing left", "%s",
+          violation_text);
 
     /* The synchronous form, same check. */
     reset_model();
@@ -654,10 +608,9 @@ test_immediate(void)
         unsigned conflict = 1;
         err = portres_block_acquire(PORTRES_TCP, 50000, 10, &sb, &conflict);
         check(err == ERROR_INVALID_DATA && sb == NULL && heap_live() == heap0,
-              "synchronous acquire returning 8 of 16 bytes: ERROR_INVALID_DATA",
-              "err %d", err);
+              "synchronous acquire returning 8 of 16 bytes: ERROR_INVALID_DATA", "err %d", err);
         if (err == 0 && sb != NULL)
-            portres_block_free(sb);     /* (the defect) keep going */
+            portres_block_free(sb); /* (the defect) keep going */
     }
 
     reset_model();
@@ -669,8 +622,7 @@ test_immediate(void)
           "immediate error: returned, *out NULL, nothing left", "err %d", err);
 }
 
-static void
-test_pending_then(void)
+static void test_pending_then(void)
 {
     portres_overlapped *ov;
     portres_block *b;
@@ -689,10 +641,9 @@ test_pending_then(void)
     if (err || ov == NULL)
         return;
     kernel_complete(k, STATUS_SUCCESS, crafted_instance, 16, 1);
-    check(portres_ov_wait_event(ov, 1000) == PORTRES_WAIT_SIGNALLED
-              && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0,
-          "pending then success: signalled, done, no error", "error %d",
-          portres_ov_error(ov));
+    check(portres_ov_wait_event(ov, 1000) == PORTRES_WAIT_SIGNALLED && portres_ov_reap(ov) == 1
+              && portres_ov_error(ov) == 0,
+          "pending then success: signalled, done, no error", "error %d", portres_ov_error(ov));
     b = portres_ov_take_block(ov);
     if (b != NULL)
         portres_block_get_info(b, &info);
@@ -702,8 +653,7 @@ test_pending_then(void)
     portres_block_free(b);
     portres_ov_free(ov, 0);
     check(heap_live() == heap0 && no_violation(),
-          "pending then success: nothing left, ownership kept", "%s",
-          violation_text);
+          "pending then success: nothing left, ownership kept", "%s", violation_text);
 
     /* pending, then success without the event (Wine's way) */
     reset_model();
@@ -713,8 +663,8 @@ test_pending_then(void)
         kernel_complete(k, STATUS_SUCCESS, NULL, 0, 0);
         check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0
                   && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_SIGNALLED,
-              "completed without signalling: reap sees it and sets the event",
-              "error %d", portres_ov_error(ov));
+              "completed without signalling: reap sees it and sets the event", "error %d",
+              portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
     closesocket(s);
@@ -726,12 +676,11 @@ test_pending_then(void)
     if (err == 0) {
         SOCKET acq = kops[k].s;
         kernel_complete(k, STATUS_SUCCESS, crafted_instance, 4, 1);
-        check(portres_ov_reap(ov) == 1
-                  && portres_ov_error(ov) == ERROR_INVALID_DATA
-                  && portres_ov_take_block(ov) == NULL
-                  && socket_error(acq) == WSAENOTSOCK,
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == ERROR_INVALID_DATA
+                  && portres_ov_take_block(ov) == NULL && socket_error(acq) == WSAENOTSOCK,
               "pending then success with 4 of 16 bytes: ERROR_INVALID_DATA, "
-              "socket closed", "error %d", portres_ov_error(ov));
+              "socket closed",
+              "error %d", portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
 
@@ -742,20 +691,16 @@ test_pending_then(void)
     if (err == 0) {
         kernel_complete(k, K_STATUS_ACCESS_DENIED, NULL, 0, 1);
         check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEACCES,
-              "pending then error: done with WSAEACCES (10013)", "error %d",
-              portres_ov_error(ov));
+              "pending then error: done with WSAEACCES (10013)", "error %d", portres_ov_error(ov));
         check(portres_ov_free(ov, 0) == 0 && socket_error(s) == 0,
-              "pending then error: freed; the caller's socket stays open",
-              NULL);
+              "pending then error: freed; the caller's socket stays open", NULL);
     }
     closesocket(s);
-    check(heap_live() == heap0 && no_violation(),
-          "pending outcomes: nothing left, ownership kept", "%s",
-          violation_text);
+    check(heap_live() == heap0 && no_violation(), "pending outcomes: nothing left, ownership kept",
+          "%s", violation_text);
 }
 
-static void
-test_cancel(void)
+static void test_cancel(void)
 {
     portres_overlapped *ov;
     portres_block *b;
@@ -773,9 +718,8 @@ test_cancel(void)
         err = portres_ov_cancel(ov);
         check(err == 0 && kops[k].cancels == 1 && portres_ov_reap(ov) == 1
                   && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
-              "cancel that aborts: WSA_OPERATION_ABORTED (995)",
-              "err %d cancels %d error %d", err, kops[k].cancels,
-              portres_ov_error(ov));
+              "cancel that aborts: WSA_OPERATION_ABORTED (995)", "err %d cancels %d error %d", err,
+              kops[k].cancels, portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
     closesocket(s);
@@ -787,8 +731,8 @@ test_cancel(void)
     if (err == 0) {
         err = portres_ov_cancel(ov);
         check(err == 0 && portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0,
-              "cancel that completes anyway (associate): success, no error",
-              "err %d error %d", err, portres_ov_error(ov));
+              "cancel that completes anyway (associate): success, no error", "err %d error %d", err,
+              portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
     closesocket(s);
@@ -799,8 +743,8 @@ test_cancel(void)
         err = portres_ov_cancel(ov);
         b = portres_ov_reap(ov) ? portres_ov_take_block(ov) : NULL;
         check(err == 0 && b != NULL,
-              "cancel that completes anyway (acquire): the block is handed out",
-              "err %d error %d", err, portres_ov_error(ov));
+              "cancel that completes anyway (acquire): the block is handed out", "err %d error %d",
+              err, portres_ov_error(ov));
         next_start = START_OK;
         portres_block_free(b);
         portres_ov_free(ov, 0);
@@ -818,17 +762,14 @@ test_cancel(void)
         elapsed = GetTickCount() - t0;
         check(ret == 0 && !kops[k].live && elapsed >= 40 && no_violation(),
               "free while pending, cancel completing 60 ms later: waits, frees",
-              "ret %d after %lu ms %s", ret, (unsigned long)elapsed,
-              violation_text);
+              "ret %d after %lu ms %s", ret, (unsigned long)elapsed, violation_text);
     }
     closesocket(s);
-    check(heap_live() == heap0 && no_violation(),
-          "cancel outcomes: nothing left, ownership kept", "%s",
-          violation_text);
+    check(heap_live() == heap0 && no_violation(), "cancel outcomes: nothing left, ownership kept",
+          "%s", violation_text);
 }
 
-static void
-test_never_signalled(void)
+static void test_never_signalled(void)
 {
     portres_overlapped *ov;
     long heap0 = heap_live();
@@ -843,28 +784,24 @@ test_never_signalled(void)
         check(0, "never signalled: started", "err %d", err);
         return;
     }
-    check(portres_ov_wait_event(ov, 30) == PORTRES_WAIT_TIMEOUT
-              && portres_ov_reap(ov) == 0,
+    check(portres_ov_wait_event(ov, 30) == PORTRES_WAIT_TIMEOUT && portres_ov_reap(ov) == 0,
           "never signalled: wait times out, still pending", NULL);
     ret = portres_ov_free(ov, 100);
     check(ret == 1 && kops[k].live && kops[k].cancels >= 1,
-          "never signalled: free cancels, waits the grace, then leaks (1)",
-          "ret %d cancels %d", ret, kops[k].cancels);
-    check(heap_alive(kops[k].ov, sizeof(*kops[k].ov))
-              && heap_alive(kops[k].in, kops[k].cb_in) && no_violation(),
-          "never signalled: OVERLAPPED, buffers and event all left alive",
-          "%s", violation_text);
+          "never signalled: free cancels, waits the grace, then leaks (1)", "ret %d cancels %d",
+          ret, kops[k].cancels);
+    check(heap_alive(kops[k].ov, sizeof(*kops[k].ov)) && heap_alive(kops[k].in, kops[k].cb_in)
+              && no_violation(),
+          "never signalled: OVERLAPPED, buffers and event all left alive", "%s", violation_text);
     /* The kernel lets go at last: it writes into memory still allocated. */
     kernel_complete(k, K_STATUS_CANCELLED, NULL, 0, 1);
-    check(no_violation(), "never signalled: the late completion is harmless",
-          "%s", violation_text);
-    check(heap_live() == heap0 + 1, "never signalled: exactly one block leaked",
-          "%ld -> %ld", heap0, heap_live());
+    check(no_violation(), "never signalled: the late completion is harmless", "%s", violation_text);
+    check(heap_live() == heap0 + 1, "never signalled: exactly one block leaked", "%ld -> %ld",
+          heap0, heap_live());
     closesocket(s);
 }
 
-static void
-test_undeterminable(void)
+static void test_undeterminable(void)
 {
     portres_overlapped *ov;
     long heap0 = heap_live();
@@ -883,16 +820,15 @@ test_undeterminable(void)
     }
     gor_failure = WSANOTINITIALISED;
     ret = portres_ov_reap(ov);
-    check(ret == 0,
-          "undeterminable while pending (WSANOTINITIALISED): not done",
+    check(ret == 0, "undeterminable while pending (WSANOTINITIALISED): not done",
           "reap said done, error %d", portres_ov_error(ov));
     ret = portres_ov_free(ov, 50);
     check(ret == 1 && kops[k].live && no_violation(),
           "undeterminable while pending: free leaks, frees nothing the kernel "
-          "owns", "ret %d %s", ret, violation_text);
+          "owns",
+          "ret %d %s", ret, violation_text);
     kernel_complete(k, K_STATUS_CANCELLED, NULL, 0, 1);
-    check(no_violation(), "undeterminable: the late completion is harmless",
-          "%s", violation_text);
+    check(no_violation(), "undeterminable: the late completion is harmless", "%s", violation_text);
     heap0 = heap_live();
     closesocket(s);
 
@@ -906,7 +842,8 @@ test_undeterminable(void)
         ret = portres_ov_reap(ov);
         check(ret == 1 && portres_ov_error(ov) == 0,
               "undeterminable (WSAEFAULT) after a success: done, no error "
-              "(read from the OVERLAPPED)", "error %d", portres_ov_error(ov));
+              "(read from the OVERLAPPED)",
+              "error %d", portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
     closesocket(s);
@@ -918,18 +855,16 @@ test_undeterminable(void)
         kernel_complete(k, K_STATUS_CANCELLED, NULL, 0, 1);
         ret = portres_ov_reap(ov);
         check(ret == 1 && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
-              "undeterminable after an abort: done, WSA_OPERATION_ABORTED",
-              "error %d", portres_ov_error(ov));
+              "undeterminable after an abort: done, WSA_OPERATION_ABORTED", "error %d",
+              portres_ov_error(ov));
         portres_ov_free(ov, 0);
     }
     closesocket(s);
     check(heap_live() == heap0 && no_violation(),
-          "undeterminable outcomes: nothing else left, ownership kept", "%s",
-          violation_text);
+          "undeterminable outcomes: nothing else left, ownership kept", "%s", violation_text);
 }
 
-static void
-test_layered_provider(void)
+static void test_layered_provider(void)
 {
     portres_overlapped *ov;
     long heap0 = heap_live();
@@ -955,8 +890,7 @@ test_layered_provider(void)
     check(err == 0 && kops[k].cancels == 1 && ret == 1
               && portres_ov_error(ov) == WSA_OPERATION_ABORTED,
           "layered provider: cancel reaches the base handle (SIO_BASE_HANDLE)",
-          "err %d cancels %d base queries %d", err, kops[k].cancels,
-          base_handle_queries);
+          "err %d cancels %d base queries %d", err, kops[k].cancels, base_handle_queries);
     portres_ov_free(ov, 0);
     closesocket(s);
 
@@ -977,8 +911,7 @@ test_layered_provider(void)
     }
     closesocket(s);
     closesocket(base);
-    check(no_violation(), "layered provider: ownership kept", "%s",
-          violation_text);
+    check(no_violation(), "layered provider: ownership kept", "%s", violation_text);
     (void)heap0;
 }
 
@@ -987,8 +920,7 @@ test_layered_provider(void)
 /* What an application without a Windows 10 manifest gets from GetVersionExW
  * ("GetVersionExW function (sysinfoapi.h)": the manifested version, 6.2
  * build 9200 when there is none). */
-BOOL WINAPI
-model_GetVersionExW(LPOSVERSIONINFOW info)
+BOOL WINAPI model_GetVersionExW(LPOSVERSIONINFOW info)
 {
     if (info == NULL || info->dwOSVersionInfoSize < sizeof(OSVERSIONINFOW)) {
         SetLastError(ERROR_INVALID_PARAMETER);
@@ -1002,10 +934,9 @@ model_GetVersionExW(LPOSVERSIONINFOW info)
     return TRUE;
 }
 
-typedef LONG (WINAPI *rtl_get_version_fn)(PRTL_OSVERSIONINFOW);
+typedef LONG(WINAPI *rtl_get_version_fn)(PRTL_OSVERSIONINFOW);
 
-static void
-test_windows_build(void)
+static void test_windows_build(void)
 {
     RTL_OSVERSIONINFOW real;
     rtl_get_version_fn get = NULL;
@@ -1018,30 +949,25 @@ test_windows_build(void)
     real.dwOSVersionInfoSize = sizeof(real);
     check(get != NULL && get(&real) == 0, "RtlGetVersion answers here", NULL);
     err = portres_windows_build(&major, &minor, &build);
-    check(err == 0 && major == real.dwMajorVersion
-              && minor == real.dwMinorVersion && build == real.dwBuildNumber
-              && build != 9200,
+    check(err == 0 && major == real.dwMajorVersion && minor == real.dwMinorVersion
+              && build == real.dwBuildNumber && build != 9200,
           "windows_build: the real version (RtlGetVersion), not the "
           "manifest-emulated 6.2.9200 of GetVersionExW",
-          "err %d: %lu.%lu.%lu, RtlGetVersion %lu.%lu.%lu", err, major, minor,
-          build, (unsigned long)real.dwMajorVersion,
-          (unsigned long)real.dwMinorVersion,
+          "err %d: %lu.%lu.%lu, RtlGetVersion %lu.%lu.%lu", err, major, minor, build,
+          (unsigned long)real.dwMajorVersion, (unsigned long)real.dwMinorVersion,
           (unsigned long)real.dwBuildNumber);
-    printf("     note: RtlGetVersion here: %lu.%lu.%lu\n",
-           (unsigned long)real.dwMajorVersion,
-           (unsigned long)real.dwMinorVersion,
-           (unsigned long)real.dwBuildNumber);
+    printf("     note: RtlGetVersion here: %lu.%lu.%lu\n", (unsigned long)real.dwMajorVersion,
+           (unsigned long)real.dwMinorVersion, (unsigned long)real.dwBuildNumber);
 }
 
-static void
-test_socket_width(void)
+static void test_socket_width(void)
 {
     portres_socket s = 0;
     int err;
 
     err = portres_socket_from_u64(0x12345678ULL, &s);
-    check(err == 0 && s == (SOCKET)0x12345678UL,
-          "socket_from_u64: a 32-bit handle value passes", "err %d", err);
+    check(err == 0 && s == (SOCKET)0x12345678UL, "socket_from_u64: a 32-bit handle value passes",
+          "err %d", err);
     s = 0;
     err = portres_socket_from_u64(0x100000000ULL, &s);
 #ifdef _WIN64
@@ -1054,12 +980,10 @@ test_socket_width(void)
           "err %d s %lu", err, (unsigned long)s);
 #endif
     err = portres_socket_from_u64((unsigned long long)INVALID_SOCKET, &s);
-    check(err == WSAENOTSOCK, "socket_from_u64: INVALID_SOCKET is refused",
-          "err %d", err);
+    check(err == WSAENOTSOCK, "socket_from_u64: INVALID_SOCKET is refused", "err %d", err);
 }
 
-static void
-test_release_closes_the_block(void)
+static void test_release_closes_the_block(void)
 {
     portres_block *b = NULL, *b2 = NULL;
     long heap0 = heap_live();
@@ -1084,18 +1008,16 @@ test_release_closes_the_block(void)
     /* ... succeeding: the reservation is gone, and so is the block */
     next_start = START_OK;
     err = portres_release(other, crafted_token);
-    check(err == 0 && sync_code == SIO_RELEASE_PORT_RESERVATION
-              && portres_block_closed(b),
-          "release(sock, token) of a block's token marks the block closed",
-          "err %d closed %d", err, portres_block_closed(b));
-    check(socket_error(acq) == WSAENOTSOCK,
-          "release: the block's acquiring socket is closed too", "%d",
-          socket_error(acq));
+    check(err == 0 && sync_code == SIO_RELEASE_PORT_RESERVATION && portres_block_closed(b),
+          "release(sock, token) of a block's token marks the block closed", "err %d closed %d", err,
+          portres_block_closed(b));
+    check(socket_error(acq) == WSAENOTSOCK, "release: the block's acquiring socket is closed too",
+          "%d", socket_error(acq));
     calls = sync_calls;
     err = portres_block_close(b);
     check(err == 0 && sync_calls == calls,
-          "close() after release: no second SIO_RELEASE_PORT_RESERVATION",
-          "err %d, %d more calls", err, sync_calls - calls);
+          "close() after release: no second SIO_RELEASE_PORT_RESERVATION", "err %d, %d more calls",
+          err, sync_calls - calls);
     portres_block_free(b);
     /* a token no block has: released, nothing else touched */
     err = portres_block_acquire(PORTRES_UDP, 50000, 10, &b2, NULL);
@@ -1107,19 +1029,16 @@ test_release_closes_the_block(void)
         portres_block_free(b2);
     }
     closesocket(other);
-    check(heap_live() == heap0, "release: nothing left", "%ld -> %ld", heap0,
-          heap_live());
+    check(heap_live() == heap0, "release: nothing left", "%ld -> %ld", heap0, heap_live());
 }
 
-int
-main(void)
+int main(void)
 {
     int err;
 
     setvbuf(stdout, NULL, _IONBF, 0);
     InitializeCriticalSection(&model_lock);
-    printf("portres Windows backend against a kernel model (%d-bit)\n",
-           (int)(sizeof(void *) * 8));
+    printf("portres Windows backend against a kernel model (%d-bit)\n", (int)(sizeof(void *) * 8));
     err = portres_backend_init();
     check(err == 0, "backend_init", "err %d", err);
     test_immediate();
