@@ -14,6 +14,7 @@
  */
 #include "_util.h"
 
+#include <errno.h>
 #include <math.h>
 
 enum { OV_PENDING, OV_DONE };
@@ -71,11 +72,9 @@ const char *portres_op_call(int op)
 #ifdef _WIN32
 #define CALL_WAIT "WaitForSingleObject"
 #define CALL_CANCEL "CancelIoEx"
-#define CALL_REGISTER_WAIT "RegisterWaitForSingleObject"
 #else
 #define CALL_WAIT "poll"
 #define CALL_CANCEL "cancel"
-#define CALL_REGISTER_WAIT "_register_wait"
 #endif
 
 /* Reap if pending; returns whether done.  Lock held by the caller. */
