@@ -21,8 +21,9 @@ import pathlib
 import re
 import subprocess
 import sys
-import tomllib
 import zipfile
+
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent.parent
 ABI = (3, 12)  # cp312-abi3: Py_LIMITED_API=0x030C0000
@@ -31,8 +32,13 @@ ABI = (3, 12)  # cp312-abi3: Py_LIMITED_API=0x030C0000
 # mingw-w64 build is msvcrt.dll (the system's), or the UCRT's api-ms-win-crt-*
 # forwarders when the toolchain targets the UCRT.
 SYSTEM_DLLS = {
-    "kernel32.dll", "ws2_32.dll", "iphlpapi.dll", "advapi32.dll", "ntdll.dll",
-    "msvcrt.dll", "ucrtbase.dll",
+    "kernel32.dll",
+    "ws2_32.dll",
+    "iphlpapi.dll",
+    "advapi32.dll",
+    "ntdll.dll",
+    "msvcrt.dll",
+    "ucrtbase.dll",
 }
 ALLOWED_PREFIXES = ("api-ms-win-crt-", "api-ms-win-core-")
 
@@ -71,7 +77,7 @@ def python_imports(objects: list[str], nm: str) -> list[str]:
                 if re.match(r"_{0,2}Py", sym):
                     fail(f"{obj}: {sym} referenced without dllimport (not through python3.dll)")
                 continue
-            sym = sym[len("__imp_"):]
+            sym = sym[len("__imp_") :]
             if nm.startswith("i686") and sym.startswith("_"):
                 sym = sym[1:]
             if re.match(r"_?Py", sym):
@@ -85,8 +91,7 @@ def cmd_def(out: str, nm: str, objects: list[str]) -> None:
     if not used:
         fail("no Python symbol imported: not a Python extension?")
     bad = [s for s in used if s not in added]
-    late = [f"{s} (added in {added[s][0]}.{added[s][1]})" for s in used
-            if s in added and added[s] > ABI]
+    late = [f"{s} (added in {added[s][0]}.{added[s][1]})" for s in used if s in added and added[s] > ABI]
     if bad:
         fail("not in the stable ABI: " + ", ".join(bad))
     if late:
@@ -94,8 +99,7 @@ def cmd_def(out: str, nm: str, objects: list[str]) -> None:
     lines = ["LIBRARY python3.dll", "EXPORTS"]
     lines += [f"    {s} DATA" if s in data else f"    {s}" for s in used]
     pathlib.Path(out).write_text("\n".join(lines) + "\n")
-    print(f"{len(used)} Python symbols, all in the stable ABI of 3.12 "
-          f"({sum(s in data for s in used)} data)")
+    print(f"{len(used)} Python symbols, all in the stable ABI of 3.12 ({sum(s in data for s in used)} data)")
 
 
 def record_line(name: str, payload: bytes) -> str:
@@ -123,8 +127,12 @@ def cmd_wheel(out_dir: str, plat: str, pyd: str) -> None:
         f"License-Expression: {meta['license']}",
     ]
     files.append((f"{dist}/METADATA", ("\n".join(metadata) + "\n").encode()))
-    wheel = ["Wheel-Version: 1.0", "Generator: portres tests/windows/wheel_tool.py",
-             "Root-Is-Purelib: false", f"Tag: {tag}"]
+    wheel = [
+        "Wheel-Version: 1.0",
+        "Generator: portres tests/windows/wheel_tool.py",
+        "Root-Is-Purelib: false",
+        f"Tag: {tag}",
+    ]
     files.append((f"{dist}/WHEEL", ("\n".join(wheel) + "\n").encode()))
     scripts = meta.get("scripts", {})
     if scripts:
@@ -139,8 +147,7 @@ def cmd_wheel(out_dir: str, plat: str, pyd: str) -> None:
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for n, p in files:
-            zf.writestr(zipfile.ZipInfo(n, date_time=(2020, 1, 1, 0, 0, 0)), p,
-                        compress_type=zipfile.ZIP_DEFLATED)
+            zf.writestr(zipfile.ZipInfo(n, date_time=(2020, 1, 1, 0, 0, 0)), p, compress_type=zipfile.ZIP_DEFLATED)
     target.write_bytes(buf.getvalue())
     check_wheel(target, tag)
     print(target)
@@ -178,13 +185,11 @@ def cmd_imports(plat: str, dump: str) -> None:
     versioned = [d for d in dlls if re.fullmatch(r"python3\d+\.dll", d)]
     if versioned:
         fail(f"{plat}: imports a version-specific {versioned[0]}: not abi3")
-    other = [d for d in dlls if d != "python3.dll" and d not in SYSTEM_DLLS
-             and not d.startswith(ALLOWED_PREFIXES)]
+    other = [d for d in dlls if d != "python3.dll" and d not in SYSTEM_DLLS and not d.startswith(ALLOWED_PREFIXES)]
     if other:
         fail(f"{plat}: imports DLLs that are neither system DLLs nor python3.dll: {other}")
     table = text.split("[Ordinal/Name Pointer] Table", 1)
-    exports = re.findall(r"^\s*\[\s*\d+\]\s+(\S+)\s*$", table[1].split("\n\n", 1)[0], re.M) \
-        if len(table) == 2 else []
+    exports = re.findall(r"^\s*\[\s*\d+\]\s+(\S+)\s*$", table[1].split("\n\n", 1)[0], re.M) if len(table) == 2 else []
     if exports != ["PyInit__portres"]:
         fail(f"{plat}: the export table should hold PyInit__portres alone, not {exports}")
     print(f"{plat}: imports {', '.join(sorted(set(dlls)))}; exports PyInit__portres")
