@@ -78,7 +78,7 @@ def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,
     every 50 ms."""
     wait_for_handle = getattr(getattr(loop, "_proactor", None), "wait_for_handle", None)
     if wait_for_handle is not None:
-        fut = wait_for_handle(op.event)
+        fut: "asyncio.Future[Any]" = wait_for_handle(op.event)
         fut.add_done_callback(lambda f: None if f.cancelled() else wake())
         return fut.cancel
     timer: List[Any] = [None, 0.001]  # the pending TimerHandle, the next delay

@@ -52,7 +52,7 @@ def stable_abi() -> tuple[dict[str, tuple[int, int]], set[str]]:
     """{symbol: version added} for functions and data of the stable ABI, and
     the names that are data."""
     try:
-        from abi3info import DATAS, FUNCTIONS
+        from abi3info import DATAS, FUNCTIONS  # type: ignore[import-untyped]
     except ImportError:
         fail("abi3info is missing (pip install -r requirements-dev.txt: abi3audit brings it)")
     added: dict[str, tuple[int, int]] = {}
