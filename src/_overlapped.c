@@ -39,9 +39,9 @@ typedef struct {
 /* The error of an operation a cancel aborted ("CancelIoEx function
  * (ioapiset.h)": ERROR_OPERATION_ABORTED; the Linux backend's ECANCELED). */
 #ifdef _WIN32
-#  define OV_ABORTED ERROR_OPERATION_ABORTED
+#define OV_ABORTED ERROR_OPERATION_ABORTED
 #else
-#  define OV_ABORTED ECANCELED
+#define OV_ABORTED ECANCELED
 #endif
 
 const char *portres_op_call(int op)

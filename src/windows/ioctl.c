@@ -451,8 +451,9 @@ int portres_windows_build(unsigned long *major, unsigned long *minor, unsigned l
 int portres_socket_from_u64(unsigned long long v, portres_socket *out)
 {
     /* SOCKET is a UINT_PTR: 32 bits on x86, where a larger value would be
-     * truncated into another handle. */
-    if (v > (unsigned long long)(SOCKET)~(SOCKET)0)
+     * truncated into another handle.  INVALID_SOCKET is its largest value
+     * (~0). */
+    if (v > (unsigned long long)INVALID_SOCKET)
         return ERROR_ARITHMETIC_OVERFLOW;
     if ((SOCKET)v == INVALID_SOCKET)
         return WSAENOTSOCK;

@@ -58,8 +58,9 @@ static void ov_finish(portres_overlapped *ov, int err, DWORD bytes)
     if (ov->op == PORTRES_OP_ACQUIRE) {
         /* [ACQ]: the output is an INET_PORT_RESERVATION_INSTANCE; fewer
          * bytes, or no token, and it cannot be trusted. */
-        if (err == 0 && (bytes < (DWORD)sizeof(ov->out)
-                         || ov->out.Token.Token == INVALID_PORT_RESERVATION_TOKEN))
+        if (err == 0
+            && (bytes < (DWORD)sizeof(ov->out)
+                || ov->out.Token.Token == INVALID_PORT_RESERVATION_TOKEN))
             err = ERROR_INVALID_DATA;
         if (err == 0) {
             block_init(ov->block, ov->s, &ov->out, ov->protocol);
@@ -145,8 +146,8 @@ static int status_error(DWORD status)
  * Return value): the OVERLAPPED decides then. */
 static int undeterminable(int err)
 {
-    return err == WSANOTINITIALISED || err == WSAENETDOWN || err == WSAENOTSOCK
-        || err == WSAEFAULT || err == WSAEINVAL;
+    return err == WSANOTINITIALISED || err == WSAENETDOWN || err == WSAENOTSOCK || err == WSAEFAULT
+           || err == WSAEINVAL;
 }
 
 int portres_ov_reap(portres_overlapped *ov)
@@ -358,8 +359,7 @@ static SOCKET base_handle(SOCKET s)
     SOCKET base = INVALID_SOCKET;
     DWORD bytes = 0;
 
-    if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, (DWORD)sizeof(base), &bytes, NULL, NULL)
-            != 0
+    if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, (DWORD)sizeof(base), &bytes, NULL, NULL) != 0
         || bytes != (DWORD)sizeof(base))
         return INVALID_SOCKET;
     return base;

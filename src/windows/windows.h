@@ -101,7 +101,7 @@ typedef struct {
 #define WSA_FLAG_NO_HANDLE_INHERIT 0x80 /* winsock2.h; [WSS] */
 #endif
 #ifndef SIO_BASE_HANDLE
-#  define SIO_BASE_HANDLE _WSAIOR(IOC_WS2, 34) /* mswsock.h */
+#define SIO_BASE_HANDLE _WSAIOR(IOC_WS2, 34) /* mswsock.h */
 #endif
 #ifndef SO_PROTOCOL_INFOW
 #define SO_PROTOCOL_INFOW 0x2005 /* winsock2.h */
