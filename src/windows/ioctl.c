@@ -123,13 +123,11 @@ static void block_close_locked(portres_block *b, int release, int *err);
 static SRWLOCK registry_lock = SRWLOCK_INIT;
 static portres_block *registry;
 
-int portres_release(portres_socket s, uint64_t token)
+void block_released(uint64_t token)
 {
     portres_block *b;
-    int err = release_raw(s, token), ignored = 0;
+    int ignored = 0;
 
-    if (err)
-        return err;
     /* The reservation is gone: a block of this process holding the token
      * is closed as close() would (without a second release), so that it
      * reads closed and its acquiring socket is not left open. */
@@ -143,7 +141,15 @@ int portres_release(portres_socket s, uint64_t token)
         }
     }
     ReleaseSRWLockShared(&registry_lock);
-    return 0;
+}
+
+int portres_release(portres_socket s, uint64_t token)
+{
+    int err = release_raw(s, token);
+
+    if (err == 0)
+        block_released(token);
+    return err;
 }
 
 int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)

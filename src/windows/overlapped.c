@@ -70,6 +70,8 @@ static void ov_finish(portres_overlapped *ov, int err, DWORD bytes)
             ov->block = NULL;
         }
     }
+    if (ov->op == PORTRES_OP_RELEASE && err == 0)
+        block_released(ov->in.token.Token);
     ov->error = err;
     InterlockedExchange(&ov->done, 1);
     /* The kernel signals the event too, but Wine 8 completes these IOCTLs

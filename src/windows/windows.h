@@ -163,5 +163,8 @@ int protocol_type(int protocol, int *type, int *ipproto);
 unsigned sockaddr_port(const struct sockaddr_storage *ss);
 int acquire_args(int protocol, unsigned start, unsigned count, int *type, int *ipproto);
 void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst, int protocol);
+/* A release of TOKEN succeeded: close the block of this process holding it
+ * (without a second release). */
+void block_released(uint64_t token);
 
 #endif /* PORTRES_WINDOWS_H */

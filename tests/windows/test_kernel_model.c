@@ -1028,6 +1028,26 @@ static void test_release_closes_the_block(void)
               "release of another token leaves the block open", "err %d", err);
         portres_block_free(b2);
     }
+    /* ... and the overlapped form, once it completes successfully */
+    reset_model();
+    next_start = START_OK;
+    err = portres_block_acquire(PORTRES_TCP, 50000, 10, &b2, NULL);
+    acq = sync_socket;
+    if (err == 0) {
+        portres_overlapped *ov = NULL;
+        next_start = START_PENDING;
+        err = portres_ov_start(PORTRES_OP_RELEASE, other, crafted_token, 0, 0, 0, &ov);
+        check(err == 0 && !portres_block_closed(b2),
+              "overlapped release pending: the block still open", "err %d", err);
+        if (err == 0) {
+            kernel_complete(n_kops - 1, STATUS_SUCCESS, NULL, 0, 1);
+            check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0 && portres_block_closed(b2)
+                      && socket_error(acq) == WSAENOTSOCK,
+                  "overlapped release completed: the block is closed, its socket too", NULL);
+            portres_ov_free(ov, 0);
+        }
+        portres_block_free(b2);
+    }
     closesocket(other);
     check(heap_live() == heap0, "release: nothing left", "%ld -> %ld", heap0, heap_live());
 }
