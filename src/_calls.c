@@ -171,13 +171,33 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 #endif
 
 PyDoc_STRVAR(pending_overlapped_doc,
-             "_pending_overlapped() -> Overlapped\n\n"
-             "For tests of the wait machinery on Linux, where every real operation\n"
-             "completes at once: an operation that stays pending until cancelled.");
+             "_pending_overlapped(on_cancel=None) -> Overlapped\n\n"
+             "For tests of the wait machinery, where no real operation stays pending:\n"
+             "an operation that stays pending until cancelled, then completes with\n"
+             "ON_CANCEL: None for the platform's abort (ECANCELED,\n"
+             "ERROR_OPERATION_ABORTED), 0 for a success (an operation that outran\n"
+             "the cancel), or that error code.  No IOCTL is issued.");
 
-static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *pending_overlapped(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    return portres_start_overlapped(module, -1, (portres_socket)0, 0, 0, 0, 0, NULL);
+    static char *kwlist[] = {"on_cancel", NULL};
+    PyObject *on_cancel = Py_None;
+    long code = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:_pending_overlapped", kwlist, &on_cancel))
+        return NULL;
+    if (on_cancel != Py_None) {
+        if (PyBool_Check(on_cancel) || !PyLong_Check(on_cancel))
+            return portres_type_error("on_cancel must be None or an int error code", on_cancel);
+        code = PyLong_AsLong(on_cancel);
+        if (code == -1 && PyErr_Occurred())
+            return NULL;
+        if (code < 0 || code > 0x7FFFFFFFL) {
+            PyErr_Format(PyExc_ValueError, "on_cancel must be a non-negative error code, not %ld",
+                         code);
+            return NULL;
+        }
+    }
+    return portres_start_pending_overlapped(module, (int)code);
 }
 
 #ifdef __linux__
@@ -419,6 +439,22 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     return list;
 }
 
+PyDoc_STRVAR(windows_build_doc,
+             "windows_build() -> (major, minor, build)\n\n"
+             "Windows: the version of the running system (RtlGetVersion), whatever\n"
+             "the process's manifest makes GetVersionExW and sys.getwindowsversion()\n"
+             "report (6.2, build 9200, without a Windows 10 manifest).");
+
+static PyObject *windows_build(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    unsigned long major = 0, minor = 0, build = 0;
+    int err;
+    PORTRES_CALL(err, portres_windows_build(&major, &minor, &build));
+    if (err)
+        return portres_raise_backend_error(err, "RtlGetVersion");
+    return Py_BuildValue("(kkk)", major, minor, build);
+}
+
 PyDoc_STRVAR(process_name_doc,
              "process_name(pid) -> str | None\n\n"
              "Windows: the full path of the process's executable (OpenProcess with\n"
@@ -461,7 +497,8 @@ PyMethodDef portres_module_functions[] = {
      METH_VARARGS | METH_KEYWORDS, associate_port_reservation_doc},
     {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
      METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
-    {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
+    {"_pending_overlapped", (PyCFunction)(void (*)(void))pending_overlapped,
+     METH_VARARGS | METH_KEYWORDS, pending_overlapped_doc},
 #ifdef _WIN32
     {"create_persistent_port_reservation", create_persistent_port_reservation, METH_VARARGS,
      create_persistent_port_reservation_doc},
@@ -473,6 +510,7 @@ PyMethodDef portres_module_functions[] = {
      list_persistent_port_reservations_doc},
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
     {"process_name", process_name, METH_O, process_name_doc},
+    {"windows_build", windows_build, METH_NOARGS, windows_build_doc},
 #endif
 #ifdef __linux__
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},

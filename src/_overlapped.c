@@ -14,6 +14,7 @@
  */
 #include "_util.h"
 
+#include <errno.h>
 #include <math.h>
 
 enum { OV_PENDING, OV_DONE };
@@ -33,9 +34,15 @@ typedef struct {
     int state;
     PyObject *owner;       /* the socket, kept alive while pending */
     PyObject *reservation; /* ACQUIRE: the PortReservation, once made */
-    void *wait_handle;     /* Windows RegisterWaitForSingleObject */
-    PyObject *wait_callback;
 } OverlappedObject;
+
+/* The error of an operation a cancel aborted ("CancelIoEx function
+ * (ioapiset.h)": ERROR_OPERATION_ABORTED; the Linux backend's ECANCELED). */
+#ifdef _WIN32
+#define OV_ABORTED ERROR_OPERATION_ABORTED
+#else
+#define OV_ABORTED ECANCELED
+#endif
 
 const char *portres_op_call(int op)
 {
@@ -65,11 +72,9 @@ const char *portres_op_call(int op)
 #ifdef _WIN32
 #define CALL_WAIT "WaitForSingleObject"
 #define CALL_CANCEL "CancelIoEx"
-#define CALL_REGISTER_WAIT "RegisterWaitForSingleObject"
 #else
 #define CALL_WAIT "poll"
 #define CALL_CANCEL "cancel"
-#define CALL_REGISTER_WAIT "_register_wait"
 #endif
 
 /* Reap if pending; returns whether done.  Lock held by the caller. */
@@ -234,11 +239,22 @@ static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwarg
         return NULL;
     }
     if (!done) {
-        int reaped = cancel_and_reap(self);
-        PyErr_Format(
-            PyExc_TimeoutError, "%s did not complete in time; %s", portres_op_call(self->op),
-            reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
-        return NULL;
+        /* "CancelIoEx function (ioapiset.h)": the operation may still
+         * complete normally.  Only an abort, or no answer within the
+         * grace, is a timeout; a result reaped meanwhile (a success, or a
+         * failure of its own) is the operation's and is returned. */
+        if (!cancel_and_reap(self)) {
+            PyErr_Format(PyExc_TimeoutError,
+                         "%s did not complete in time; it was cancelled but the kernel has not "
+                         "let go yet",
+                         portres_op_call(self->op));
+            return NULL;
+        }
+        if (portres_ov_error(self->ov) == OV_ABORTED) {
+            PyErr_Format(PyExc_TimeoutError, "%s did not complete in time; it was cancelled",
+                         portres_op_call(self->op));
+            return NULL;
+        }
     }
     PyThread_acquire_lock(self->lock, WAIT_LOCK);
     res = result_locked_value(self);
@@ -270,69 +286,11 @@ static PyObject *Overlapped_get_pending(PyObject *op, void *Py_UNUSED(c))
     return PyBool_FromLong(!reap((OverlappedObject *)op));
 }
 
-/* Windows: RegisterWaitForSingleObject calls this from a pool thread. */
-static void wait_callback_trampoline(void *ctx)
-{
-    OverlappedObject *self = (OverlappedObject *)ctx;
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *cb = self->wait_callback;
-    if (cb) {
-        PyObject *r = PyObject_CallNoArgs(cb);
-        if (!r)
-            PyErr_WriteUnraisable(cb);
-        Py_XDECREF(r);
-    }
-    PyGILState_Release(g);
-}
-
-static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
-{
-    OverlappedObject *self = (OverlappedObject *)op;
-    int err;
-    if (!PyCallable_Check(callback)) {
-        PyErr_SetString(PyExc_TypeError, "callback must be callable");
-        return NULL;
-    }
-    if (self->wait_handle) {
-        PyErr_SetString(PyExc_RuntimeError, "a wait is already registered");
-        return NULL;
-    }
-    Py_INCREF(callback);
-    Py_XDECREF(self->wait_callback);
-    self->wait_callback = callback;
-    portres_error_clear();
-    err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
-    if (err) {
-        Py_CLEAR(self->wait_callback);
-        return portres_raise_backend_error(err, CALL_REGISTER_WAIT);
-    }
-    Py_RETURN_NONE;
-}
-
-static void unregister_wait(OverlappedObject *self)
-{
-    void *h = self->wait_handle;
-    if (h) {
-        self->wait_handle = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        portres_ov_unregister_wait(h);
-        Py_END_ALLOW_THREADS
-    }
-    Py_CLEAR(self->wait_callback);
-}
-
-static PyObject *Overlapped_unregister_wait(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    unregister_wait((OverlappedObject *)op);
-    Py_RETURN_NONE;
-}
-
 static int Overlapped_traverse(PyObject *op, visitproc visit, void *arg)
 {
     OverlappedObject *self = (OverlappedObject *)op;
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->reservation);
-    Py_VISIT(self->wait_callback);
     /* owner (the socket) is not visited: it must stay alive while the kernel
      * may use it, even inside a reference cycle. */
     return 0;
@@ -342,7 +300,6 @@ static int Overlapped_clear(PyObject *op)
 {
     OverlappedObject *self = (OverlappedObject *)op;
     Py_CLEAR(self->reservation);
-    Py_CLEAR(self->wait_callback);
     return 0;
 }
 
@@ -351,7 +308,6 @@ static void Overlapped_dealloc(PyObject *op)
     OverlappedObject *self = (OverlappedObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
-    unregister_wait(self);
     if (self->ov) {
         int leaked;
         Py_BEGIN_ALLOW_THREADS
@@ -401,11 +357,6 @@ static PyMethodDef Overlapped_methods[] = {
      "reaped, and TimeoutError is raised."},
     {"cancel", Overlapped_cancel, METH_NOARGS,
      "cancel()\n\nCancelIoEx on a pending operation; no-op once done.  Idempotent."},
-    {"_register_wait", Overlapped_register_wait, METH_O,
-     "_register_wait(callback)\n\nWindows: call callback() from a thread-pool thread once the "
-     "event is signalled (RegisterWaitForSingleObject)."},
-    {"_unregister_wait", Overlapped_unregister_wait, METH_NOARGS,
-     "_unregister_wait()\n\nUndo _register_wait, waiting for a running callback."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -449,8 +400,6 @@ static PyObject *new_overlapped(module_state *st, portres_overlapped *ov, int op
     self->state = OV_PENDING;
     self->owner = Py_XNewRef(owner);
     self->reservation = NULL;
-    self->wait_handle = NULL;
-    self->wait_callback = NULL;
     self->lock = PyThread_allocate_lock();
     if (!self->lock) {
         Py_DECREF(self);
@@ -466,9 +415,19 @@ PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, u
     module_state *st = PyModule_GetState(module);
     portres_overlapped *ov = NULL;
     int err;
-    PORTRES_CALL(err, op < 0 ? portres_ov_start_pending(&ov)
-                             : portres_ov_start(op, s, token, protocol, start, count, &ov));
+    PORTRES_CALL(err, portres_ov_start(op, s, token, protocol, start, count, &ov));
     if (err)
         return portres_raise_backend_error(err, portres_op_call(op));
     return new_overlapped(st, ov, op, owner);
+}
+
+PyObject *portres_start_pending_overlapped(PyObject *module, int cancel_error)
+{
+    module_state *st = PyModule_GetState(module);
+    portres_overlapped *ov = NULL;
+    int err;
+    PORTRES_CALL(err, portres_ov_start_pending(cancel_error, &ov));
+    if (err)
+        return portres_raise_backend_error(err, portres_op_call(-1));
+    return new_overlapped(st, ov, -1, NULL);
 }

@@ -184,22 +184,16 @@ int portres_ov_cancel(portres_overlapped *ov);
  * still owned the OVERLAPPED and it was deliberately leaked. */
 int portres_ov_free(portres_overlapped *ov, long grace_ms);
 
-/* Windows: call CB(CTX) once, from a thread-pool thread, when the event is
- * signalled (RegisterWaitForSingleObject with WT_EXECUTEONLYONCE): event-loop
- * integration without a thread per pending operation.  Linux: EOPNOTSUPP
- * (watch the eventfd instead). */
-int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
-                             void **wait_handle);
-
-/* Undo portres_ov_register_wait, waiting for a callback already running to
- * return (UnregisterWaitEx with INVALID_HANDLE_VALUE): call it without the
- * GIL, which the callback takes. */
-int portres_ov_unregister_wait(void *wait_handle);
-
-/* Testing the wait machinery on Linux, where every real operation completes
- * at once: an operation that stays pending until cancelled (then it
- * completes with ECANCELED).  Windows: ERROR_NOT_SUPPORTED. */
-int portres_ov_start_pending(portres_overlapped **out);
+/* Testing the wait machinery, where no real operation stays pending (every
+ * one completes at once on Linux; Wine never signals): an operation that
+ * stays pending until cancelled, then completes with CANCEL_ERROR (0: a
+ * success, as when an operation outruns CancelIoEx; < 0: the platform's
+ * abort, ECANCELED / ERROR_OPERATION_ABORTED).  No IOCTL is issued.
+ *
+ * There is no thread-pool wait: the event-loop side watches the event
+ * itself (the eventfd, or the HANDLE through asyncio's proactor), so that
+ * no Python code ever runs on a thread Python did not create. */
+int portres_ov_start_pending(int cancel_error, portres_overlapped **out);
 
 /* ------------------------------------------------------------ port owners
  *
@@ -290,6 +284,15 @@ void portres_persistent_list_free(portres_port_block *blocks);
  * *LEN bytes plus a terminating NUL.  Returns 0 or the Win32 error
  * (ERROR_ACCESS_DENIED for another user's or a protected process,
  * ERROR_INVALID_PARAMETER for a PID that does not exist, ...). */
+/* The running system's version (RtlGetVersion): not the one a manifest
+ * makes GetVersionExW report.  Returns 0 or the error. */
+int portres_windows_build(unsigned long *major, unsigned long *minor, unsigned long *build);
+
+/* A Python integer's value as a SOCKET: ERROR_ARITHMETIC_OVERFLOW when it
+ * does not fit (32-bit SOCKET on x86), WSAENOTSOCK for INVALID_SOCKET.
+ * Records no error (nothing was called). */
+int portres_socket_from_u64(unsigned long long v, portres_socket *out);
+
 int portres_process_name(unsigned long pid, char **utf8, size_t *len);
 void portres_process_name_free(char *utf8);
 #endif
