@@ -338,3 +338,82 @@ def test_a_token_deleted_by_another_process_is_refused(env):
     assert 50000 <= out["first"] <= 50003 and out["rc"] == 0
     assert out["again"][:2] == ["FileNotFoundError", 2], out["again"]
     assert out["again_nowait"][:2] == ["FileNotFoundError", 2], out["again_nowait"]
+
+
+STALE = """
+import portres
+from portres import _persistent_linux as pl
+P = "/proc/sys/net/ipv4/ip_local_reserved_ports"
+real = pl._pwrite_all
+def once_after_our_write(text):
+    # another program writes TEXT (the whole list) right after portres's next write
+    def pwrite_all(fd, data, offset):
+        real(fd, data, offset)
+        pl._pwrite_all = real
+        with open(P, "w") as f:
+            f.write(text)
+    pl._pwrite_all = pwrite_all
+r = {}
+sysctl("net.ipv4.ip_local_reserved_ports", "1000,2000")
+once_after_our_write("1000,2000")                   # a copy read before the create
+portres.create_persistent(40000, 4)
+r["create_stale"] = sysctl("net.ipv4.ip_local_reserved_ports")
+once_after_our_write("1000,2000,3000,40000-40003")  # a copy read before the delete, plus its 3000
+portres.delete_persistent(40000, 4)
+r["delete_stale"] = sysctl("net.ipv4.ip_local_reserved_ports")
+portres.create_persistent(40000, 4)
+once_after_our_write("1000,2000,3000,40002")        # someone reserves 40002 as soon as it is free
+portres.delete_persistent(40000, 4)
+r["delete_new_entry"] = sysctl("net.ipv4.ip_local_reserved_ports")
+portres.create_persistent(41000, 4)
+once_after_our_write("1000,3000,40002,41000-41003")  # 2000 vanishes during portres's edit
+portres.delete_persistent(41000, 4)
+r["vanished"] = sysctl("net.ipv4.ip_local_reserved_ports")
+print(json.dumps(r))
+"""
+
+
+def test_stale_writes_of_the_whole_list_are_undone_and_new_entries_kept(env):
+    """The re-read after each write, made deterministic: another program
+    writes a whole list right after portres's write.  Before the fix
+    (write, read back, compare) the create failed with EIO "did not keep
+    what was written (missing 40000-40003)" and left the block unreserved,
+    and the delete failed with EIO and left 40000-40003 reserved."""
+    out = run_in_netns(script(STALE), env=env)
+    assert out["create_stale"] == "1000,2000,40000-40003"          # our block put back
+    assert out["delete_stale"] == "1000,2000,3000"                 # removed again, 3000 kept
+    assert out["delete_new_entry"] == "1000,2000,3000,40002"       # a new entry is theirs
+    assert out["vanished"] == "1000,2000,3000,40002"               # restored
+
+
+def test_namespace_names_are_cookies_and_the_fallback_is_the_inode(env):
+    out = run_in_netns(script("""
+        from portres import _persistent_linux as pl
+        cookie = pl.netns_id()
+        pl.SO_NETNS_COOKIE = 0x7fff          # an option no kernel knows: as before Linux 5.14
+        fallback = pl.netns_id()
+        st = os.stat("/proc/self/ns/net")
+        print(json.dumps(dict(cookie=cookie, fallback=fallback, ino=f"ino-{st.st_dev:x}-{st.st_ino}")))
+        """), env=env)
+    assert out["cookie"].startswith("cookie-") and int(out["cookie"][7:]) > 0
+    assert out["fallback"] == out["ino"]
+
+
+def test_boot_blocks_restored_after_a_reboot_keep_one_token_in_every_process(env):
+    """Before: each reader drew a new random token for a block restored from
+    the boot file until some writer saved the state."""
+    out = run_in_netns(script("""
+        import glob, portres
+        portres.create_persistent(46000, 4, boot=True)
+        for f in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*"):
+            os.remove(f)                      # reboot: /run is empty, the kernel keeps the ports
+        tokens = [portres.lookup_persistent(46000, 4)]
+        for _ in range(2):
+            p = subprocess.run([sys.executable, "-m", "portres", "lookup", "46000", "4", "--json"],
+                               capture_output=True, text=True)
+            tokens.append(json.loads(p.stdout)["token"])
+        portres.create_persistent(47000, 1)   # a writer saves the state
+        tokens.append(portres.lookup_persistent(46000, 4))
+        print(json.dumps(tokens))
+        """), env=env)
+    assert len(set(out)) == 1 and out[0] > 0, out
