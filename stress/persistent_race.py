@@ -6,7 +6,7 @@
 
 Per trial another process adds a port to net.ipv4.ip_local_reserved_ports
 (read, add, write) at a random moment while portres creates and deletes a
-block; the foreign port must survive (tests/race_lib.py).
+block; the foreign port must survive (tests/support/race_lib.py).
 """
 
 import argparse
@@ -17,7 +17,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.abspath(os.path.join(HERE, "..", "tests"))
+PROJECT = os.path.abspath(os.path.join(HERE, ".."))   # holds the tests package
 
 
 def main() -> int:
@@ -30,8 +30,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         env = {"PORTRES_STATE_DIR": f"{tmp}/run", "PORTRES_SYSCTL_D_FILE": f"{tmp}/sysctl.d/99-portres.conf"}
         code = ("import json, sys\n"
-                f"sys.path.insert(0, {TESTS!r})\n"
-                "import race_lib\n"
+                f"sys.path.insert(0, {PROJECT!r})\n"
+                "from tests.support import race_lib\n"
                 f"print(json.dumps(race_lib.foreign_writer_race({args.trials}, seed={args.seed})))\n")
         p = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", code], capture_output=True,
                            text=True, env=dict(os.environ, **env))

@@ -15,7 +15,8 @@ delete brought the block's ports back (left as the kernel's own entries).
 Both are the foreign writer's doing: nothing can stop a program that
 writes the whole list.
 
-Used by tests/test_persistent_truth.py and stress/persistent_race.py; must
+Used by tests/linux/test_persistent_truth.py (through
+tests/netns_scenarios/persistent_truth.py) and stress/persistent_race.py; must
 run in a private network namespace with PORTRES_STATE_DIR in a temp dir.
 """
 
