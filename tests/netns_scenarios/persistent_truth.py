@@ -101,7 +101,14 @@ def admin_removes_one_port() -> Dict[str, Any]:
     again = outcome(portres.create_persistent, 50000, 10, protocol="udp")
     rm = outcome(portres.delete_persistent, 50000, 10, protocol="udp")
     return dict(
-        listed=listed, looked=looked, assoc=assoc, deleted=deleted, after=after, again=again, rm=rm, end=sysctl(RESERVED)
+        listed=listed,
+        looked=looked,
+        assoc=assoc,
+        deleted=deleted,
+        after=after,
+        again=again,
+        rm=rm,
+        end=sysctl(RESERVED),
     )
 
 

@@ -96,5 +96,11 @@ def foreign_writer_race(trials: int, seed: int = 1, start: int = 40000, count: i
         if block in have:
             resurrected += 1
     _set(BEFORE)
-    return {"trials": trials, "lost": len(lost), "lost_examples": lost[:5],
-            "span_ms": round(span * 1000, 3), "ours_gone": ours_gone, "resurrected": resurrected}
+    return {
+        "trials": trials,
+        "lost": len(lost),
+        "lost_examples": lost[:5],
+        "span_ms": round(span * 1000, 3),
+        "ours_gone": ours_gone,
+        "resurrected": resurrected,
+    }
