@@ -95,13 +95,27 @@ def _in_initial_netns() -> bool:
 def _pread_whole(fd: int) -> bytes:
     # A sysctl answers only the read at offset 0 (each one made anew; the
     # next read is EOF), and the list can pass 8 KiB: one pread, with a
-    # buffer large enough.
-    size = 1 << 16
+    # buffer large enough (a small one first: the kernel allocates what is
+    # asked for, which is most of a read's cost).
+    size = 1 << 12
     while True:
         data = os.pread(fd, size, 0)
         if len(data) < size:
             return data
         size *= 2
+
+
+def _swap(rfd: int, fd: int, raw: bytes, text: bytes) -> bool:
+    """Write TEXT in place of the list if it still reads RAW; whether it did.
+    What another program writes between this pread and this pwrite (a few
+    microseconds; the text is made beforehand) is lost, and nothing can
+    tell: the only window in which portres can lose a foreign entry."""
+    if os.pread(rfd, len(raw) + 1, 0) != raw:   # one byte more: a longer list differs too
+        return False
+    n = os.pwrite(fd, text, 0)
+    if n < len(text):   # the kernel takes a page per write; the rest is ORed in
+        _pwrite_all(fd, text[n:], n)
+    return True
 
 
 def _parse(raw: bytes) -> Set[int]:
@@ -134,17 +148,17 @@ def _write_reserved(edit: Tuple[Set[int], Set[int]]) -> Set[int]:
         need_add, need_remove = set(add), set(remove)
         for _ in range(_TRIES):
             if need_remove:
-                # Read and write back at once: what another program writes
-                # between the last pread and the pwrite (about a microsecond)
-                # is lost, and nothing can tell.
+                # Read and write back at once (_swap), the text made from
+                # the read before; again if the list changed meanwhile.
+                call = f"pwrite({RESERVED_PORTS})"
                 for _ in range(_TRIES):
                     raw = _pread_whole(rfd)
                     cur = _parse(raw)
                     text = (format_ports((cur | need_add) - need_remove) + "\n").encode("ascii")
-                    if _pread_whole(rfd) == raw:   # unchanged while the text was made
+                    if _swap(rfd, fd, raw, text):
                         break
-                call = f"pwrite({RESERVED_PORTS})"
-                _pwrite_all(fd, text, 0)
+                else:
+                    _pwrite_all(fd, text, 0)   # it keeps changing: write, then check below
                 seen |= cur - remove
             elif need_add:
                 call = f"pwrite({RESERVED_PORTS})"

@@ -136,16 +136,25 @@ def foreign_race(trials: int, seed: int) -> Dict[str, Any]:
 def stale_writes() -> Dict[str, str]:
     """Another program writes a whole list right after portres's next write."""
     path = "/proc/sys/net/ipv4/ip_local_reserved_ports"
-    real = pl._pwrite_all
+    real_or, real_swap = pl._pwrite_all, pl._swap  # portres's adds, and its removes
 
     def once_after_our_write(text: str) -> None:
-        def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-            real(fd, data, offset)
-            pl._pwrite_all = real
+        def stale() -> None:
+            pl._pwrite_all, pl._swap = real_or, real_swap
             with open(path, "w") as f:
                 f.write(text)
 
-        pl._pwrite_all = pwrite_all
+        def pwrite_all(fd: int, data: bytes, offset: int) -> None:
+            real_or(fd, data, offset)
+            stale()
+
+        def swap(rfd: int, fd: int, raw: bytes, new: bytes) -> bool:
+            done = real_swap(rfd, fd, raw, new)
+            if done:
+                stale()
+            return done
+
+        pl._pwrite_all, pl._swap = pwrite_all, swap
 
     r = {}
     sysctl(RESERVED, "1000,2000")
