@@ -24,7 +24,9 @@ and writing it back at once (one pread to one pwrite).  After each write
 the list is read again: ports of ours that a stale write took away are put
 back, ports we removed that a stale copy of the whole list brought back
 are removed again, and other programs' entries that vanished meanwhile
-are restored.  Ports portres did not add are never removed.
+are restored.  Ports portres did not add are never removed; the one
+thing it cannot prevent is overwriting another program's write that lands
+inside a removal's read-to-write window (see _swap).
 """
 
 from __future__ import annotations
