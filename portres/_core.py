@@ -76,6 +76,9 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
         detail = "the reservation is closed"
     elif is_code(exc, "EACCES"):
         detail = None
+    elif is_code(exc, "ENOENT") and res is None:
+        detail = ("the persistent reservation the socket was associated with is gone: the system no "
+                  "longer reserves all of its ports")
     else:
         detail = None
     return explain(exc, what, detail)
@@ -256,10 +259,8 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     except TimeoutError:
         raise
     except OSError as exc:
-        if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token) from None
-        try:
-            _portres.associate_port_reservation(fd, token)
+        try:   # a persistent token: the backend resolves it and hands over the block
+            backend.associate_persistent(exc, fd, token)
         except OSError as exc2:
             raise _associate_error(exc2, token) from None
 
@@ -272,10 +273,8 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
     try:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:
-        if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token) from None
-        try:
-            op = _portres.associate_port_reservation(fd, token, True, sock)
+        try:   # a persistent token: the backend resolves it and hands over the block
+            op = backend.associate_persistent_nowait(exc, fd, token, sock)
         except OSError as exc2:
             raise _associate_error(exc2, token) from None
     return Overlapped(op, lambda exc: _associate_error(exc, token))
@@ -296,7 +295,8 @@ def _associate_error(exc: OSError, token: int) -> OSError:
     if is_code(exc, "EISCONN"):
         return explain(exc, what, "the socket is already bound; associate it before bind()")
     if is_code(exc, "ENOENT"):
-        return explain(exc, what, f"no reservation with token {token:#x} is held by this process")
+        return explain(exc, what, f"no reservation with token {token:#x} is held by this process, "
+                       f"nor is it a persistent reservation's that the system still holds")
     if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
     if is_code(exc, "EOPNOTSUPP"):

@@ -129,8 +129,20 @@ if sys.platform == "win32":
     def list_persistent_port_reservations(protocol: int, /) -> list[tuple[int, int]]: ...
 
 if sys.platform == "linux":
-    def register_persistent_token(token: int, protocol: int, start: int, count: int, /) -> None: ...
-    def unregister_persistent_token(token: int, /) -> None: ...
+    # A persistent block, resolved from its token by the package (the C
+    # layer keeps no persistent tokens): the socket's next bind() through
+    # this module takes a port of [start, start+count) if the kernel's
+    # ip_local_reserved_ports still holds all of it (else ENOENT).
+    @overload
+    def associate_range(
+        socket: int, protocol: int, start: int, count: int,
+        overlapped: Literal[False] = False, owner: object = None,
+    ) -> None: ...
+    @overload
+    def associate_range(
+        socket: int, protocol: int, start: int, count: int,
+        overlapped: Literal[True], owner: object = None,
+    ) -> Overlapped: ...
     def reserved_ports() -> list[tuple[int, int]]:
         """net.ipv4.ip_local_reserved_ports as sorted (first, last) runs,
         inclusive; [] where the kernel has no such sysctl."""

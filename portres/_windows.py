@@ -59,9 +59,14 @@ def associate(fd: int, token: int, sock: Any, timeout: Optional[float]) -> None:
     _portres.associate_port_reservation(fd, token, True, sock).result(timeout)
 
 
-def knows_persistent(exc: OSError, token: int) -> bool:
-    """The kernel knows persistent tokens itself: nothing to resolve."""
-    return False
+def associate_persistent(exc: OSError, fd: int, token: int) -> None:
+    """The kernel knows persistent tokens itself: EXC is the answer."""
+    raise exc
+
+
+def associate_persistent_nowait(exc: OSError, fd: int, token: int, sock: Any) -> _portres.Overlapped:
+    """The kernel knows persistent tokens itself: EXC is the answer."""
+    raise exc
 
 
 def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,

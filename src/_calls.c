@@ -103,34 +103,37 @@ static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyOb
 }
 
 #ifdef __linux__
-PyDoc_STRVAR(register_persistent_token_doc,
-             "register_persistent_token(token, protocol, start, count)\n\n"
-             "Linux: make a persistent reservation's token (kept by the package) known\n"
-             "to associate_port_reservation in this process.");
+PyDoc_STRVAR(associate_range_doc,
+             "associate_range(socket, protocol, start, count, overlapped=False, owner=None)\n\n"
+             "Linux: the socket's next bind() through this module takes a port of the\n"
+             "persistent block [start, start+count) of `protocol`, if the kernel's\n"
+             "ip_local_reserved_ports still holds all of it then (else ENOENT).  The\n"
+             "package resolves persistent tokens to blocks; no token is kept here.\n"
+             "With overlapped=True returns an Overlapped (already complete, as every\n"
+             "Linux operation); `owner` as for associate_port_reservation.");
 
-static PyObject *register_persistent_token(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *associate_range(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    uint64_t token;
-    int protocol, err;
-    unsigned start, count;
-    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter, &token,
-                          &protocol, &start, &count))
+    static char *kwlist[] = {"socket", "protocol", "start", "count", "overlapped", "owner", NULL};
+    portres_socket s;
+    int protocol, err, overlapped = 0;
+    long start, count;
+    PyObject *owner = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&ill|pO:associate_range", kwlist,
+                                     portres_socket_converter, &s, &protocol, &start, &count,
+                                     &overlapped, &owner))
         return NULL;
-    if (portres_check_persistent_block(protocol, (long)start, (long)count, 1) < 0)
+    if (portres_check_persistent_block(protocol, start, count, 1) < 0)
         return NULL;
-    portres_error_clear();
-    err = portres_register_persistent(token, protocol, start, count); /* no blocking call */
+    if (overlapped)
+        return portres_start_overlapped(module, PORTRES_OP_ASSOCIATE_RANGE, s, 0, protocol,
+                                        (unsigned)start, (unsigned)count, owner);
+    /* Inspects the socket (getsockname, getsockopt, fstat): GIL released,
+     * as for every backend call. */
+    PORTRES_CALL(err, portres_associate_range(s, protocol, (unsigned)start, (unsigned)count));
     if (err)
-        return portres_raise_backend_error(err, "register_persistent_token");
-    Py_RETURN_NONE;
-}
-
-static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    uint64_t token;
-    if (!portres_token_converter(arg, &token))
-        return NULL;
-    portres_unregister_persistent(token);
+        return portres_raise_backend_error(err, "associate_range");
     Py_RETURN_NONE;
 }
 #endif
@@ -513,12 +516,10 @@ PyMethodDef portres_module_functions[] = {
     {"windows_build", windows_build, METH_NOARGS, windows_build_doc},
 #endif
 #ifdef __linux__
+    {"associate_range", (PyCFunction)(void (*)(void))associate_range, METH_VARARGS | METH_KEYWORDS,
+     associate_range_doc},
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
-    {"register_persistent_token", register_persistent_token, METH_VARARGS,
-     register_persistent_token_doc},
     {"reserved_ports", reserved_ports, METH_NOARGS, reserved_ports_doc},
-    {"unregister_persistent_token", unregister_persistent_token, METH_O,
-     "unregister_persistent_token(token)\n\nLinux: forget a persistent token."},
 #endif
     {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
     {"socket_info", socket_info, METH_O, socket_info_doc},

@@ -61,6 +61,8 @@ const char *portres_op_call(int op)
         return "associate_port_reservation";
     case PORTRES_OP_RELEASE:
         return "release_port_reservation";
+    case PORTRES_OP_ASSOCIATE_RANGE:
+        return "associate_range";
 #endif
     default:
         return "overlapped operation";

@@ -98,10 +98,16 @@ int portres_associate(portres_socket s, uint64_t token);
 int portres_release(portres_socket s, uint64_t token);
 
 #ifdef __linux__
-/* Linux: make TOKEN (a persistent reservation, kept by the package) known
- * to portres_associate: a socket associated with it binds the first free
- * port of [START, START+COUNT). */
-int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count);
+/* Linux: associate S with the persistent block [START, START+COUNT) of
+ * PROTOCOL: its next portres_bind takes the first free port of the block
+ * (or the one it names) once the kernel's ip_local_reserved_ports is found
+ * to still hold every port of the block (else ENOENT: the block is gone).
+ * The C layer keeps no persistent tokens: the package resolves a token to
+ * its block, from the kernel's list and its own bookkeeping, at each
+ * associate, and calls this.  EINVAL for a bad block, EPROTOTYPE when S's
+ * type is not PROTOCOL's, EISCONN when S is bound, EOPNOTSUPP when it is
+ * not TCP/UDP over IP. */
+int portres_associate_range(portres_socket s, int protocol, unsigned start, unsigned count);
 
 /* Linux: portres_block_bind for a socket the binding has just created (new,
  * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off,
@@ -109,7 +115,6 @@ int portres_register_persistent(uint64_t token, int protocol, unsigned start, un
  * restoring of the socket's options on failure are skipped. */
 int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
                            int addrlen, unsigned *port);
-void portres_unregister_persistent(uint64_t token);
 
 /* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
  * it), as sorted runs of consecutive ports; empty where the kernel has no
@@ -143,10 +148,16 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
  */
 typedef struct portres_overlapped portres_overlapped;
 
-enum portres_op { PORTRES_OP_ACQUIRE, PORTRES_OP_ASSOCIATE, PORTRES_OP_RELEASE };
+enum portres_op {
+    PORTRES_OP_ACQUIRE,
+    PORTRES_OP_ASSOCIATE,
+    PORTRES_OP_RELEASE,
+    PORTRES_OP_ASSOCIATE_RANGE /* Linux only */
+};
 
 /* Start OP.  ACQUIRE uses PROTOCOL/START/COUNT (S is ignored: the acquiring
- * socket is created here); ASSOCIATE and RELEASE use S and TOKEN.  Returns
+ * socket is created here); ASSOCIATE and RELEASE use S and TOKEN;
+ * ASSOCIATE_RANGE (portres_associate_range) uses S and PROTOCOL/START/COUNT.  Returns
  * an error code for an immediate failure (nothing is left allocated);
  * otherwise 0 with *out set, the operation pending or already done. */
 int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, unsigned start,

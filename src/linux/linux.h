@@ -119,21 +119,12 @@ struct association {
     unsigned range_start, range_count; /* a persistent block; 0 for runtime */
 };
 
-/* Persistent blocks whose tokens the package has told us about. */
-struct persistent_token {
-    uint64_t token;
-    int protocol;
-    unsigned start, count;
-};
-
 /* ------------------------------------------------------------ registry.c */
 
 extern pthread_mutex_t registry_lock;
 extern portres_block *registry;          /* live blocks */
 extern struct association *associations; /* under registry_lock */
 extern size_t n_associations;
-extern struct persistent_token *persistent_tokens; /* under registry_lock */
-extern size_t n_persistent;
 extern int have_ipv6;          /* set once by portres_backend_init */
 extern int bindv6only_default; /* net.ipv6.bindv6only */
 

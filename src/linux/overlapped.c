@@ -79,6 +79,9 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     case PORTRES_OP_RELEASE:
         err = portres_release(s, token);
         break;
+    case PORTRES_OP_ASSOCIATE_RANGE:
+        err = portres_associate_range(s, protocol, start, count);
+        break;
     default:
         return portres_fail(EINVAL, "portres_ov_start");
     }

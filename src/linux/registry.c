@@ -1,6 +1,7 @@
 /*
  * linux/registry.c - the process-wide state: tokens, live blocks, associations
- * and persistent tokens (all under registry_lock), closing a block, fork(),
+ * (all under registry_lock; no persistent tokens: those are the package's),
+ * closing a block, fork(),
  * one-time setup.
  */
 #ifdef __linux__
@@ -20,9 +21,6 @@ portres_block *registry;
 struct association *associations;
 size_t n_associations;
 static size_t cap_associations;
-struct persistent_token *persistent_tokens;
-size_t n_persistent;
-static size_t cap_persistent;
 
 int have_ipv6 = -1;
 int bindv6only_default;
@@ -282,45 +280,6 @@ int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_star
     associations[i].range_start = range_start;
     associations[i].range_count = range_count;
     return 0;
-}
-
-int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count)
-{
-    size_t i;
-    int err = 0;
-    pthread_mutex_lock(&registry_lock);
-    for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
-        ;
-    if (i == n_persistent) {
-        if (n_persistent == cap_persistent) {
-            size_t cap = cap_persistent ? cap_persistent * 2 : 8;
-            struct persistent_token *p = realloc(persistent_tokens, cap * sizeof *p);
-            if (!p) {
-                err = portres_fail(ENOMEM, "realloc");
-                goto out;
-            }
-            persistent_tokens = p;
-            cap_persistent = cap;
-        }
-        n_persistent++;
-    }
-    persistent_tokens[i] = (struct persistent_token){token, protocol, start, count};
-out:
-    pthread_mutex_unlock(&registry_lock);
-    return err;
-}
-
-void portres_unregister_persistent(uint64_t token)
-{
-    size_t i;
-    pthread_mutex_lock(&registry_lock);
-    for (i = 0; i < n_persistent; i++) {
-        if (persistent_tokens[i].token == token) {
-            persistent_tokens[i] = persistent_tokens[--n_persistent];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&registry_lock);
 }
 
 #endif /* __linux__ */
