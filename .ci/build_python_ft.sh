@@ -6,8 +6,12 @@
 # release that carries 3.13), fetched from the mirror the machine's own
 # Debian sources use.  apt runs with a sources list, lists directory and
 # cache of its own under the cache directory, so the host's apt state is
-# left as it was.  A cached build is reused while it still starts and
-# reports the GIL as optional.
+# left as it was.  The tree is unpacked without Debian's patches
+# (dpkg-source --skip-patches): they fit CPython to Debian's system layout
+# (dist-packages, multiarch, ensurepip disabled), and with them a
+# free-threaded build's venv puts lib/python3.13/site-packages on sys.path
+# while pip installs into lib/python3.13t/site-packages.  A cached build is
+# reused while it still starts and reports the GIL as optional.
 #
 #   PORTRES_CI_CACHE  cache directory (default /var/cache/portres-ci)
 #   JOBS              make -j (default 2)
@@ -18,8 +22,10 @@ prefix=$cache/python3.13t
 py=$prefix/bin/python3.13t
 jobs=${JOBS:-2}
 
+stamp=$prefix/.built-by-portres-ci
+
 usable() {
-    [ -x "$py" ] && "$py" -c 'import sys, sysconfig, ssl, zlib, ctypes
+    [ -f "$stamp" ] && [ -x "$py" ] && "$py" -c 'import sys, sysconfig, ssl, zlib, ctypes
 assert sysconfig.get_config_var("Py_GIL_DISABLED") == 1
 assert sys.version_info[:2] == (3, 13)' 2>/dev/null
 }
@@ -69,13 +75,16 @@ apt_opts=(
 )
 echo "== fetching Debian trixie's python3.13 source from $mirror" >&2
 apt-get "${apt_opts[@]}" -qq update >&2
-rm -rf "$src_dir"/python3.13-*
-(cd "$src_dir" && apt-get "${apt_opts[@]}" -qq source python3.13 >&2)
-tree=$(find "$src_dir" -maxdepth 1 -type d -name 'python3.13-*' | head -n 1)
-if [ -z "$tree" ]; then
-    echo "build_python_ft.sh: apt-get source python3.13 unpacked nothing" >&2
+rm -rf "$src_dir"/python3.13*
+(cd "$src_dir" && apt-get "${apt_opts[@]}" -qq --download-only source python3.13 >&2)
+dsc=$(find "$src_dir" -maxdepth 1 -name 'python3.13_*.dsc' | sort | tail -n 1)
+if [ -z "$dsc" ]; then
+    echo "build_python_ft.sh: apt-get source python3.13 fetched no .dsc" >&2
     exit 1
 fi
+tree=$src_dir/python3.13-upstream
+rm -rf "$tree"
+dpkg-source --skip-patches -x "$dsc" "$tree" >&2
 
 echo "== building $(basename "$tree") with --disable-gil (make -j$jobs)" >&2
 build=$cache/build
@@ -84,11 +93,12 @@ mkdir -p "$build"
 start=$(date +%s)
 (
     cd "$build"
-    "$tree/configure" --disable-gil --prefix="$prefix" --with-ensurepip=install >configure.log 2>&1 \
+    "$tree/configure" --disable-gil --prefix="$prefix" --with-ensurepip=no >configure.log 2>&1 \
         || { tail -n 30 configure.log >&2; exit 1; }
     make -j"$jobs" >make.log 2>&1 || { tail -n 40 make.log >&2; exit 1; }
     make install >install.log 2>&1 || { tail -n 40 install.log >&2; exit 1; }
 )
+touch "$stamp"
 echo "== built in $(( $(date +%s) - start )) s" >&2
 if ! usable; then
     echo "build_python_ft.sh: $py does not start as a free-threaded 3.13 with ssl, zlib and ctypes" >&2
