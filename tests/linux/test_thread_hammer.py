@@ -20,7 +20,7 @@ import time
 import pytest
 
 import portres
-from conftest import LINUX, open_fds
+from tests.support import LINUX, open_fds
 
 FREE_THREADED = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 SECONDS = float(os.environ.get("PORTRES_HAMMER_SECONDS", "4"))

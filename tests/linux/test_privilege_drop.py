@@ -18,7 +18,7 @@ import textwrap
 import pytest
 
 import portres
-from conftest import LINUX, as_uid, needs_root, try_all_binds
+from tests.support import LINUX, as_uid, needs_root, try_all_binds
 
 pytestmark = [pytest.mark.skipif(not LINUX, reason="uids and placeholders: Linux"), needs_root]
 

@@ -20,7 +20,7 @@ import warnings
 import pytest
 
 import portres
-from conftest import LINUX, needs_root, other_uid_binds
+from tests.support import LINUX, needs_root, other_uid_binds
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
 
