@@ -10,8 +10,6 @@ import select
 import socket
 from typing import Any, Dict, List
 
-import portres
-
 from . import sysctl
 
 FORMS = [
@@ -88,8 +86,11 @@ def _gets_ipv4(sock: socket.socket, kind: int) -> bool:
 
 def bindv6only_changed_after_import(before: int, after: int) -> Dict[str, Any]:
     """The backend starts with bindv6only BEFORE, the blocks under test are
-    made after it is set to AFTER."""
+    made after it is set to AFTER.  portres is imported here, after BEFORE
+    is set: the import must not fix anything either."""
     sysctl("net.ipv6.bindv6only", before)
+    import portres
+
     portres.acquire(1).close()  # the backend is initialised now
     portres.acquire(1, protocol="udp").close()
     sysctl("net.ipv6.bindv6only", after)
@@ -116,6 +117,8 @@ def bindv6only_changed_after_import(before: int, after: int) -> Dict[str, Any]:
 
 
 def port_range_and_reserved_ports_read_at_each_acquire() -> Dict[str, Any]:
+    import portres
+
     sysctl("net.ipv4.ip_local_port_range", "42000 42099")
     first = portres.acquire(8)
     a = [first.start, first.count]
