@@ -72,7 +72,8 @@ static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t l
         return lx_fail("bind");
     handed_out(b, i, fd, sa->sa_family);
     if (b->protocol == PORTRES_UDP
-        && (err = apart ? placeholder_behind(b, i) : steer_udp(b, i, sa->sa_family, v6only, wildcard)))
+        && (err = apart ? placeholder_behind(b, i)
+                        : steer_udp(b, i, sa->sa_family, v6only, wildcard)))
         return err; /* rare (EMFILE, ENOMEM); the socket stays bound, see caller */
     return 0;
 }
@@ -120,8 +121,9 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
         i = want - b->start;
         if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
             return err; /* could not tell: say why, not "in use" */
-        err = (b->state[i] & PORT_USED) ? portres_fail(EADDRINUSE, "bind")
-                                        : bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
+        err = (b->state[i] & PORT_USED)
+                  ? portres_fail(EADDRINUSE, "bind")
+                  : bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
         if (err == EADDRINUSE && !(b->state[i] & PORT_USED) && owner_differs(b, i, fd))
             err = EPERM;
     } else {
