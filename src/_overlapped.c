@@ -9,8 +9,11 @@
  * ResourceWarning.  Every wait releases the GIL and wakes for signals
  * (Ctrl+C): on an interrupted wait the operation is cancelled and reaped.
  *
- * Free-threaded builds: a lock serialises reaping and cancelling; waits on
- * the event run in any number of threads at once.
+ * Free-threaded builds: a lock serialises reaping, cancelling, taking the
+ * result and (un)registering a wait; waits on the event run in any number
+ * of threads at once.  A thread that must block for the lock detaches its
+ * thread state first (ov_lock()), and no Python code runs under the lock
+ * but the making of the result: no reference is dropped there.
  */
 #include "_util.h"
 
@@ -72,12 +75,35 @@ const char *portres_op_call(int op)
 #define CALL_REGISTER_WAIT "_register_wait"
 #endif
 
-/* Reap if pending; returns whether done.  Lock held by the caller. */
-static int reap_locked(OverlappedObject *self)
+/* Take SELF's lock.  Blocking for it with the thread state attached would
+ * stall every stop-the-world pause of a free-threaded build (its GC) while
+ * the holder runs Python code, and every other thread with the GIL: so a
+ * thread that has to wait detaches first. */
+static void ov_lock(OverlappedObject *self)
+{
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* Release SELF's lock, then drop *RELEASED (an owner reaped under it):
+ * the decref may run a finalizer, which must not find the lock held. */
+static void ov_unlock(OverlappedObject *self, PyObject **released)
+{
+    PyThread_release_lock(self->lock);
+    Py_CLEAR(*released);
+}
+
+/* Reap if pending; returns whether done.  Lock held by the caller; the
+ * owner kept alive while pending moves to *RELEASED (see ov_unlock()). */
+static int reap_locked(OverlappedObject *self, PyObject **released)
 {
     if (self->state == OV_PENDING && portres_ov_reap(self->ov)) {
         self->state = OV_DONE;
-        Py_CLEAR(self->owner);
+        *released = self->owner;
+        self->owner = NULL;
     }
     return self->state == OV_DONE;
 }
@@ -85,9 +111,10 @@ static int reap_locked(OverlappedObject *self)
 static int reap(OverlappedObject *self)
 {
     int done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
-    PyThread_release_lock(self->lock);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
+    ov_unlock(self, &released);
     return done;
 }
 
@@ -124,11 +151,12 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
 static int cancel_and_reap(OverlappedObject *self)
 {
     int err = 0, done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
     if (!done)
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (done)
         return 1;
     if (err) /* nothing to wait for if the cancel itself failed */
@@ -240,7 +268,7 @@ static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwarg
             reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
         return NULL;
     }
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    ov_lock(self);
     res = result_locked_value(self);
     PyThread_release_lock(self->lock);
     return res;
@@ -250,11 +278,12 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     OverlappedObject *self = (OverlappedObject *)op;
     int err = 0;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *released = NULL;
+    ov_lock(self);
     portres_error_clear();
-    if (!reap_locked(self))
+    if (!reap_locked(self, &released))
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (err)
         return portres_raise_backend_error(err, CALL_CANCEL);
     Py_RETURN_NONE;
@@ -288,37 +317,52 @@ static void wait_callback_trampoline(void *ctx)
 static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
 {
     OverlappedObject *self = (OverlappedObject *)op;
+    PyObject *old = NULL, *failed = NULL;
     int err;
     if (!PyCallable_Check(callback)) {
         PyErr_SetString(PyExc_TypeError, "callback must be callable");
         return NULL;
     }
+    ov_lock(self); /* one registration at a time, whatever the threads */
     if (self->wait_handle) {
+        PyThread_release_lock(self->lock);
         PyErr_SetString(PyExc_RuntimeError, "a wait is already registered");
         return NULL;
     }
-    Py_INCREF(callback);
-    Py_XDECREF(self->wait_callback);
-    self->wait_callback = callback;
+    old = self->wait_callback;
+    self->wait_callback = Py_NewRef(callback);
     portres_error_clear();
     err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
-    if (err) {
-        Py_CLEAR(self->wait_callback);
-        return portres_raise_backend_error(err, CALL_REGISTER_WAIT);
+    if (err) { /* dropped below, unlocked */
+        failed = self->wait_callback;
+        self->wait_callback = NULL;
     }
+    ov_unlock(self, &old);
+    Py_XDECREF(failed);
+    if (err)
+        return portres_raise_backend_error(err, CALL_REGISTER_WAIT);
     Py_RETURN_NONE;
 }
 
+/* Take the registration (under the lock, so two threads never unregister
+ * one handle twice), unregister it with the GIL released (that waits for a
+ * callback under way), and only then drop the callback. */
 static void unregister_wait(OverlappedObject *self)
 {
-    void *h = self->wait_handle;
+    void *h;
+    PyObject *cb;
+    ov_lock(self);
+    h = self->wait_handle;
+    cb = self->wait_callback;
+    self->wait_handle = NULL;
+    self->wait_callback = NULL;
+    PyThread_release_lock(self->lock);
     if (h) {
-        self->wait_handle = NULL;
         Py_BEGIN_ALLOW_THREADS
         portres_ov_unregister_wait(h);
         Py_END_ALLOW_THREADS
     }
-    Py_CLEAR(self->wait_callback);
+    Py_XDECREF(cb);
 }
 
 static PyObject *Overlapped_unregister_wait(PyObject *op, PyObject *Py_UNUSED(ignored))
