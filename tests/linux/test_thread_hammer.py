@@ -198,3 +198,49 @@ def test_importing_portres_keeps_the_gil_off():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
+
+
+@pytest.mark.skipif(not LINUX, reason="counts descriptors in /proc/self/fd")
+def test_threads_share_one_overlapped_operation():
+    # Several threads at once on one Overlapped: done(), wait(), result(),
+    # cancel() and its event, for an associate and an acquire; each gets the
+    # one result, nothing crashes or leaks.
+    before = open_fds()
+    errors: list = []
+    for round_ in range(150):
+        with portres.acquire(2) as res, socket.socket() as s:
+            if round_ % 2:
+                op = portres.associate_nowait(s, res.token)
+            else:
+                op = portres._portres.acquire_port_reservation(portres._portres.TCP, 0, 1, True)
+            got: list = []
+            barrier = threading.Barrier(4)
+
+            def use(k: int) -> None:
+                try:
+                    barrier.wait(5)
+                    if k == 0:
+                        op.cancel()
+                    got.append((op.done(), op.wait(1), op.event >= 0))
+                    r = op.result(1)
+                    got.append(r)
+                except BaseException as exc:
+                    errors.append(repr(exc))
+
+            threads = [threading.Thread(target=use, args=(k,)) for k in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            results = [g for g in got if not isinstance(g, tuple)]
+            flags = [g for g in got if isinstance(g, tuple)]
+            assert all(f == (True, True, True) for f in flags), flags
+            assert len(results) == 4
+            if round_ % 2:
+                assert results == [None] * 4
+            else:   # the one reservation, the same object in every thread
+                assert all(r is results[0] for r in results)
+                results[0].close()
+            del op, results
+    assert errors == []
+    assert open_fds() == before, "descriptors leaked"
