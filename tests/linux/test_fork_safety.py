@@ -24,7 +24,7 @@ from tests.support import LINUX, needs_root, other_uid_binds
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
 
-BLOCK = 2000          # about 0.1 s to build here: a wide window to fork in
+BLOCK = 2000  # about 0.1 s to build here: a wide window to fork in
 ATTEMPTS = 20
 
 
@@ -95,7 +95,7 @@ def _fork_during_acquire(protocol: str, start_child):
         t.start()
         child = None
         while t.is_alive():
-            if _fd_count() > base + 50:   # the block is being built now
+            if _fd_count() > base + 50:  # the block is being built now
                 child = start_child(baseline_links)
                 break
         t.join()
@@ -103,12 +103,12 @@ def _fork_during_acquire(protocol: str, start_child):
             if isinstance(t.error, OSError) and t.error.errno == errno.EADDRINUSE:
                 if child is not None:
                     child.finish()
-                continue   # no free window of BLOCK ports just now: try again
+                continue  # no free window of BLOCK ports just now: try again
             raise t.error
         assert t.res is not None
         if child is None or t.res.closed:
             t.res.close()
-            continue       # the acquire was over before the fork: again
+            continue  # the acquire was over before the fork: again
         return t.res, child
     pytest.skip(f"could not fork while acquire({BLOCK}) ran in {ATTEMPTS} attempts")
 
@@ -121,7 +121,7 @@ class _ForkedChild:
         r, w = os.pipe()
         go_r, go_w = os.pipe()
         pid = os.fork()
-        if pid == 0:   # child: no Python-level threads, report and wait
+        if pid == 0:  # child: no Python-level threads, report and wait
             code = 1
             try:
                 os.close(r)
@@ -158,7 +158,7 @@ class _ForkedChild:
 
 def _mp_worker(conn, baseline) -> None:
     conn.send(_inet_sockets(frozenset(baseline)))
-    conn.recv()   # live until told to exit
+    conn.recv()  # live until told to exit
 
 
 class _MPChild:
@@ -211,7 +211,8 @@ def test_child_forked_during_acquire_holds_no_placeholder(kind, protocol):
             assert len(res.ports) == BLOCK
         assert held == [], (
             f"the {kind} child holds {len(held)} socket(s) of the block being built, "
-            f"e.g. (fd, family, type, port) {held[:5]}")
+            f"e.g. (fd, family, type, port) {held[:5]}"
+        )
     finally:
         if child.alive():
             child.finish()
@@ -232,7 +233,8 @@ def test_ports_free_for_others_after_close_while_child_forked_during_acquire_liv
         refused = {k: v for k, v in binds.items() if v != "ok"}
         assert refused == {}, (
             f"after close(), another uid cannot bind {len(refused)} form(s) while the "
-            f"{kind} child lives, e.g. {sorted(refused.items())[:5]}")
+            f"{kind} child lives, e.g. {sorted(refused.items())[:5]}"
+        )
         assert child.alive()
     finally:
         if child.alive():

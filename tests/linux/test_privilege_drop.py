@@ -10,6 +10,7 @@ hands out every port.  docs/platforms.md has the row."""
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -22,13 +23,12 @@ from tests.support import LINUX, as_uid, needs_root, try_all_binds
 
 pytestmark = [pytest.mark.skipif(not LINUX, reason="uids and placeholders: Linux"), needs_root]
 
-SERVICE_UID = 65534   # nobody
-THIRD_UID = 65533     # another program: must never bind a held port
+SERVICE_UID = 65534  # nobody
+THIRD_UID = 65533  # another program: must never bind a held port
 
 
 def _run(script: str) -> dict:
-    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -65,7 +65,8 @@ def test_bind_after_the_drop_without_owner_is_refused_clearly_and_spoils_nothing
         """)
     assert all(e != "bound" for e in out["errors"]), out["errors"]
     assert all(out["unbound"]), "a refused socket was left bound"
-    for errno_, msg in out["errors"]:
+    for code, msg in out["errors"]:
+        assert code == errno.EPERM, (code, msg)
         assert "uid 0" in msg and f"uid {SERVICE_UID}" in msg, msg
         assert "owner=" in msg, msg
     assert out["again"] == out["ports"], "the refusals spoiled ports of the block"
@@ -117,8 +118,13 @@ def test_owner_lets_the_service_uid_bind_and_nobody_else(protocol):
         print(json.dumps({{"got": got, "ports": list(res.ports)}}), flush=True)
         sys.stdin.readline()   # hold the block while the test probes it
         """
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line, proc.stderr.read()

@@ -20,7 +20,9 @@ def test_bindv6only_changed_after_import_shapes_nothing(before, after):
     out = run_in_netns("sysctl_at_acquire.bindv6only_changed_after_import", before, after)
     assert out["bindv6only"] == str(after)
     for proto in ("tcp", "udp"):
-        assert out[proto + "_foreign_ok"] == [], f"{proto}: another uid binds a held port: {out[proto + '_foreign_ok'][:6]}"
+        assert out[proto + "_foreign_ok"] == [], (
+            f"{proto}: another uid binds a held port: {out[proto + '_foreign_ok'][:6]}"
+        )
         assert out[proto + "_foreign_ok_after_reuse"] == [], (
             f"{proto}: another uid binds a port given back: {out[proto + '_foreign_ok_after_reuse'][:6]}"
         )

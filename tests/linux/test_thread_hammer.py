@@ -86,21 +86,21 @@ def _hammer(seconds: float) -> dict:
 
     def worker(seed: int) -> None:
         rnd = random.Random(seed)
-        mine: list = []   # (proto, socket) this thread holds
+        mine: list = []  # (proto, socket) this thread holds
         kind = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
         try:
             while not stop.is_set():
                 proto = rnd.choice(("tcp", "udp"))
                 op = rnd.random()
                 try:
-                    if op < 0.35:      # a socket from a shared block
+                    if op < 0.35:  # a socket from a shared block
                         res = pick(proto)
                         fam = rnd.choice((socket.AF_INET, socket.AF_INET6))
                         s = res.socket(fam)
                         live.add(proto, s)
                         mine.append((proto, s))
                         bump("bound")
-                    elif op < 0.55:    # associate by token, then bind
+                    elif op < 0.55:  # associate by token, then bind
                         res = pick(proto)
                         s = socket.socket(socket.AF_INET6, kind[proto])
                         try:
@@ -115,13 +115,13 @@ def _hammer(seconds: float) -> dict:
                         live.add(proto, s)
                         mine.append((proto, s))
                         bump("associated")
-                    elif op < 0.65:    # a block of its own, used and closed
+                    elif op < 0.65:  # a block of its own, used and closed
                         with portres.acquire(rnd.randint(1, 16), protocol=proto) as res:
                             s = res.socket()
                             live.add(proto, s)
                             live.close(proto, s)
                         bump("acquired")
-                    elif op < 0.69:    # close a shared block others are using
+                    elif op < 0.69:  # close a shared block others are using
                         res = pick(proto)
                         if rnd.random() < 0.5:
                             res.close()
@@ -134,10 +134,10 @@ def _hammer(seconds: float) -> dict:
                                         raise
                         replace(proto, res)
                         bump("released")
-                    elif mine:         # close one of its sockets
+                    elif mine:  # close one of its sockets
                         p, s = mine.pop(rnd.randrange(len(mine)))
                         live.close(p, s)
-                except ValueError as exc:   # "... is closed": another thread closed it
+                except ValueError as exc:  # "... is closed": another thread closed it
                     if "closed" not in str(exc):
                         raise
                     bump("refused")
@@ -170,8 +170,7 @@ def _hammer(seconds: float) -> dict:
             res.close()
     for res in retired:
         res.close()
-    return {"counts": counts, "twice": live.twice, "unexpected": unexpected, "alive": alive,
-            "left": len(live.socks)}
+    return {"counts": counts, "twice": live.twice, "unexpected": unexpected, "alive": alive, "left": len(live.socks)}
 
 
 @pytest.mark.skipif(not LINUX, reason="counts descriptors in /proc/self/fd")
@@ -191,10 +190,13 @@ def test_threads_share_acquire_close_and_associate_at_once():
 @pytest.mark.skipif(not FREE_THREADED, reason="a free-threaded (--disable-gil) CPython build")
 def test_importing_portres_keeps_the_gil_off():
     import subprocess
-    code = ("import sys, warnings; warnings.simplefilter('error'); import portres, portres._portres; "
-            "print(sys._is_gil_enabled())")
+
+    code = (
+        "import sys, warnings; warnings.simplefilter('error'); import portres, portres._portres; "
+        "print(sys._is_gil_enabled())"
+    )
     env = dict(os.environ)
-    env.pop("PYTHON_GIL", None)   # PYTHON_GIL=0 would hide a module that turns it back on
+    env.pop("PYTHON_GIL", None)  # PYTHON_GIL=0 would hide a module that turns it back on
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False", proc.stdout + proc.stderr
@@ -216,7 +218,7 @@ def test_threads_share_one_overlapped_operation():
             got: list = []
             barrier = threading.Barrier(4)
 
-            def use(k: int) -> None:
+            def use(k: int, op, got: list, barrier: threading.Barrier) -> None:
                 try:
                     barrier.wait(5)
                     if k == 0:
@@ -227,7 +229,7 @@ def test_threads_share_one_overlapped_operation():
                 except BaseException as exc:
                     errors.append(repr(exc))
 
-            threads = [threading.Thread(target=use, args=(k,)) for k in range(4)]
+            threads = [threading.Thread(target=use, args=(k, op, got, barrier)) for k in range(4)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -238,9 +240,8 @@ def test_threads_share_one_overlapped_operation():
             assert len(results) == 4
             if round_ % 2:
                 assert results == [None] * 4
-            else:   # the one reservation, the same object in every thread
+            else:  # the one reservation, the same object in every thread
                 assert all(r is results[0] for r in results)
                 results[0].close()
-            del op, results
     assert errors == []
     assert open_fds() == before, "descriptors leaked"

@@ -118,6 +118,7 @@ def test_a_port_given_back_while_its_socket_is_still_closing_delivers_to_the_nex
                 lost.append(outcome)
     assert lost == [], f"{len(lost)} of {rounds} datagrams lost to the closing socket"
 
+
 # ---------------------------------------------------------------- more forms
 #
 # UDP bind forms beyond the everyday ones (issue 11, defect 4): a socket
@@ -207,8 +208,9 @@ def _check_from_block(res, form: str) -> str:
         except OSError as exc:
             assert s.getsockname()[1] == 0, f"{form}: refused ({exc}) yet left bound"
             msg = str(exc)
-            assert ("SO_BINDTODEVICE" in msg if ALL_FORMS[form][3] else ALL_FORMS[form][1] in msg), (
-                f"{form}: the refusal does not name the form: {msg}")
+            assert "SO_BINDTODEVICE" in msg if ALL_FORMS[form][3] else ALL_FORMS[form][1] in msg, (
+                f"{form}: the refusal does not name the form: {msg}"
+            )
             return "refused"
         assert port in res.ports
         got = _received(s, port, N_FORM)
@@ -243,4 +245,3 @@ def test_form_on_a_port_that_served_every_other_form(form):
             assert _check_from_block(res, before) == "bound"
             _check_from_block(res, form)
             assert _check_from_block(res, before) == "bound"
-
