@@ -243,5 +243,6 @@ def test_threads_share_one_overlapped_operation():
             else:  # the one reservation, the same object in every thread
                 assert all(r is results[0] for r in results)
                 results[0].close()
+            op = results = None  # the last operation's eventfd goes with it
     assert errors == []
     assert open_fds() == before, "descriptors leaked"
