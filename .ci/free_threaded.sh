@@ -13,7 +13,7 @@ root=$(pwd)
 py=$(bash .ci/build_python_ft.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cp -r tests README.md "$work/"
+cp -r tests docs README.md "$work/"
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 "$py" -m venv "$work/venv"
 # Wheels only: the newest sdists of the test tools need a Rust toolchain.
