@@ -13,6 +13,7 @@ root=$(pwd)
 py=$(bash .ci/build_python_ft.sh)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+chmod 755 "$work"   # tests run code as uid 65534, which imports from the venv
 cp -r tests docs README.md "$work/"
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 "$py" -m venv "$work/venv"
