@@ -57,9 +57,25 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
                       else None) from None
 
 
-def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0) -> OSError:
+def _socket_uid(fd: int) -> int:
+    """The uid owning the socket FD (the one SO_REUSEPORT compares)."""
+    import os
+    try:
+        return os.fstat(fd).st_uid
+    except OSError:
+        return os.geteuid()
+
+
+def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0,
+                sock_uid: Optional[int] = None) -> OSError:
     blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
-    if is_code(exc, "EADDRINUSE"):
+    owner = getattr(res._res, "_owner", -1) if res is not None else -1   # Linux only
+    if is_code(exc, "EPERM") and owner >= 0 and sock_uid is not None and sock_uid != owner:
+        detail = (f"the reservation's placeholder sockets belong to uid {owner} and this socket "
+                  f"to uid {sock_uid}, and a port is shared only between sockets of one uid "
+                  f"(the process changed its uid after acquire()); pass owner={sock_uid} to "
+                  f"portres.acquire() before dropping privileges, or acquire after the drop")
+    elif is_code(exc, "EADDRINUSE"):
         detail = (f"port {port} of the block {blk} is already handed out" if port else
                   f"no free port left in the reserved block {blk}; close a socket bound "
                   f"from it or acquire a larger block")
@@ -120,13 +136,16 @@ class Reservation:
                 sock = _Socket(family, self._type)
                 res._bind_new(sock.fileno(), family, host)
             except OSError as exc:   # EMFILE from socket() too: say what failed
+                uid = None
                 if sock is not None:
+                    uid = _socket_uid(sock.fileno())
                     sock.close()
                 elif exc.filename is None:
                     exc.filename = "socket"   # Python's own call: name it, as C does
                 if res.closed:
                     raise ValueError(f"{self!r} is closed") from None
-                raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+                raise _bind_error(exc, "binding a new socket from the reservation", self,
+                                  sock_uid=uid) from None
             except ValueError:   # not an IP literal: resolved below
                 if sock is not None:
                     sock.close()
@@ -139,7 +158,9 @@ class Reservation:
         try:
             fd, _port = self._res.socket(family, h, 0, flowinfo, scope_id)
         except OSError as exc:
-            raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+            uid = _socket_uid(-1) if is_code(exc, "EPERM") else None   # the new socket's: ours
+            raise _bind_error(exc, "binding a new socket from the reservation", self,
+                              sock_uid=uid) from None
         return socket.socket(family, self._type, 0, fd)
 
     def bind(self, sock: Any, host: str = "") -> int:
@@ -158,7 +179,9 @@ class Reservation:
         try:
             return int(self._res.bind(fd, family, h, 0, flowinfo, scope_id))
         except OSError as exc:
-            raise _bind_error(exc, "binding the socket from the reservation", self) from None
+            uid = _socket_uid(fd) if is_code(exc, "EPERM") else None
+            raise _bind_error(exc, "binding the socket from the reservation", self,
+                              sock_uid=uid) from None
 
     # --- r10-feat: outbound (portres/_connect.py) ---
     def connect(self, address: Any, *, host: str = "",
@@ -193,9 +216,16 @@ class Reservation:
                 f"({self.count} ports) token={self.token:#x} {state}>")
 
 
-def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation:
+def acquire(count: int, *, protocol: str = "tcp", start: int = 0,
+            owner: Optional[int] = None) -> Reservation:
     """Reserve COUNT consecutive ports for this process (start 0: any free
-    block of the ephemeral range)."""
+    block of the ephemeral range).
+
+    OWNER (Linux): the uid the process will drop to before it binds from the
+    block (reserve as root, drop, bind); the block's placeholder sockets are
+    given to it, which needs CAP_CHOWN.  See docs/platforms.md."""
+    if owner is not None:
+        return _acquire_for(owner, count, protocol, start)
     proto = _PROTOCOLS.get(protocol) if protocol.__class__ is str else None
     if (proto is None or count.__class__ is not int or start.__class__ is not int
             or not _valid_block(start, count) or not _FAST):
@@ -208,6 +238,27 @@ def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation
     except OSError as exc:
         raise _acquire_error(exc, protocol, start, count) from None
     return Reservation(res, protocol)
+
+
+def _acquire_for(owner: Any, count: int, protocol: str, start: int) -> Reservation:
+    """acquire(..., owner=OWNER): the block, its placeholders given to OWNER."""
+    if owner.__class__ is not int:
+        raise TypeError(f"owner must be an int uid, not {type(owner).__name__}")
+    if not 0 <= owner <= 0xFFFFFFFE:
+        raise ValueError(f"owner must be a uid in 0..4294967294, not {owner}")
+    if not _HAS_BIND_NEW:   # the Windows module: reservations belong to a process, not a uid
+        raise ValueError("owner= is a Linux uid; on Windows a runtime reservation belongs to "
+                         "the process that acquired it")
+    res = acquire(count, protocol=protocol, start=start)
+    try:
+        res._res._set_owner(owner)
+    except OSError as exc:
+        res.close()
+        detail = (f"giving the placeholder sockets to uid {owner} (fchown) needs CAP_CHOWN"
+                  if is_code(exc, "EPERM") else None)
+        raise explain(exc, f"reserving {count} {protocol.upper()} ports for uid {owner}",
+                      detail) from None
+    return res
 
 
 def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSError:

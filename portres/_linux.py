@@ -104,6 +104,7 @@ CODES: Dict[str, Optional[int]] = {
     "ENOENT": _errno.ENOENT,
     "ENOTSOCK": _errno.ENOTSOCK,
     "EOPNOTSUPP": _errno.EOPNOTSUPP,
+    "EPERM": _errno.EPERM,
     "EPROTOTYPE": _errno.EPROTOTYPE,
 }
 

@@ -51,6 +51,10 @@ class PortReservation:
         # Reservation.socket()'s fast path: bind a socket the package has
         # just created (unbound, no option set) in the block.
         def _bind_new(self, fd: int, family: int, host: str, /) -> int: ...
+        # Privilege drop: give the placeholders to a uid; the uid owning them.
+        def _set_owner(self, uid: int, /) -> None: ...
+        @property
+        def _owner(self) -> int: ...
 
 @final
 class Overlapped:

@@ -142,6 +142,7 @@ CODES: Dict[str, Optional[int]] = {
     "ENOENT": None,
     "ENOTSOCK": WSAENOTSOCK,
     "EOPNOTSUPP": WSAEOPNOTSUPP,
+    "EPERM": None,   # Linux's uid check of a bind from a block: no Windows counterpart
     "EPROTOTYPE": None,
 }
 

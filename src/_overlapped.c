@@ -9,8 +9,11 @@
  * ResourceWarning.  Every wait releases the GIL and wakes for signals
  * (Ctrl+C): on an interrupted wait the operation is cancelled and reaped.
  *
- * Free-threaded builds: a lock serialises reaping and cancelling; waits on
- * the event run in any number of threads at once.
+ * Free-threaded builds: a lock serialises reaping, cancelling, taking the
+ * result and (un)registering a wait; waits on the event run in any number
+ * of threads at once.  A thread that must block for the lock detaches its
+ * thread state first (ov_lock()), and no Python code runs under the lock
+ * but the making of the result: no reference is dropped there.
  */
 #include "_util.h"
 
@@ -79,12 +82,35 @@ const char *portres_op_call(int op)
 #define CALL_CANCEL "cancel"
 #endif
 
-/* Reap if pending; returns whether done.  Lock held by the caller. */
-static int reap_locked(OverlappedObject *self)
+/* Take SELF's lock.  Blocking for it with the thread state attached would
+ * stall every stop-the-world pause of a free-threaded build (its GC) while
+ * the holder runs Python code, and every other thread with the GIL: so a
+ * thread that has to wait detaches first. */
+static void ov_lock(OverlappedObject *self)
+{
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* Release SELF's lock, then drop *RELEASED (an owner reaped under it):
+ * the decref may run a finalizer, which must not find the lock held. */
+static void ov_unlock(OverlappedObject *self, PyObject **released)
+{
+    PyThread_release_lock(self->lock);
+    Py_CLEAR(*released);
+}
+
+/* Reap if pending; returns whether done.  Lock held by the caller; the
+ * owner kept alive while pending moves to *RELEASED (see ov_unlock()). */
+static int reap_locked(OverlappedObject *self, PyObject **released)
 {
     if (self->state == OV_PENDING && portres_ov_reap(self->ov)) {
         self->state = OV_DONE;
-        Py_CLEAR(self->owner);
+        *released = self->owner;
+        self->owner = NULL;
     }
     return self->state == OV_DONE;
 }
@@ -92,9 +118,10 @@ static int reap_locked(OverlappedObject *self)
 static int reap(OverlappedObject *self)
 {
     int done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
-    PyThread_release_lock(self->lock);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
+    ov_unlock(self, &released);
     return done;
 }
 
@@ -131,11 +158,12 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
 static int cancel_and_reap(OverlappedObject *self)
 {
     int err = 0, done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
     if (!done)
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (done)
         return 1;
     if (err) /* nothing to wait for if the cancel itself failed */
@@ -258,7 +286,7 @@ static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwarg
             return NULL;
         }
     }
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    ov_lock(self);
     res = result_locked_value(self);
     PyThread_release_lock(self->lock);
     return res;
@@ -268,11 +296,12 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     OverlappedObject *self = (OverlappedObject *)op;
     int err = 0;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *released = NULL;
+    ov_lock(self);
     portres_error_clear();
-    if (!reap_locked(self))
+    if (!reap_locked(self, &released))
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (err)
         return portres_raise_backend_error(err, CALL_CANCEL);
     Py_RETURN_NONE;

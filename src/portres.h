@@ -110,11 +110,19 @@ int portres_release(portres_socket s, uint64_t token);
 int portres_associate_range(portres_socket s, int protocol, unsigned start, unsigned count);
 
 /* Linux: portres_block_bind for a socket the binding has just created (new,
- * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off,
- * IPV6_V6ONLY at its default) and closes if this fails: the checks and the
- * restoring of the socket's options on failure are skipped. */
+ * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off) and
+ * closes if this fails: the checks and the restoring of the socket's
+ * options on failure are skipped.  An AF_INET6 one is made dual-stack
+ * (IPV6_V6ONLY=0), as portres_block_socket() makes its sockets. */
 int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
                            int addrlen, unsigned *port);
+
+/* Linux, privilege drop: give the placeholders of B to UID (fchown), so that
+ * sockets of UID bind from B after the process drops to it; and the uid
+ * owning them now (-1 when B is closed).  A bind whose socket belongs to
+ * another uid than the placeholders fails with EPERM. */
+int portres_block_set_owner(portres_block *b, unsigned uid);
+long portres_block_owner(portres_block *b);
 
 /* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
  * it), as sorted runs of consecutive ports; empty where the kernel has no

@@ -12,20 +12,47 @@
 #include <arpa/inet.h>
 #include <sys/random.h>
 
+/* fork() safety while a block is built: every step that makes, closes or
+ * moves one of its descriptors runs under B's lock, which atfork_prepare
+ * (registry.c) takes too, so a child finds each descriptor recorded in B
+ * and closes it.  A step is a few system calls: fork() waits for one at
+ * most. */
+static void step_begin(portres_block *b)
+{
+    pthread_mutex_lock(&b->lock);
+}
+
+static void step_end(portres_block *b)
+{
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Close every placeholder of B (a failed acquire). */
+static void drop_placeholders(portres_block *b)
+{
+    step_begin(b);
+    close_fds(b->fds, b->count);
+    close_fd(&b->spare);
+    step_end(b);
+}
+
 /* Bind placeholders for ports [first, first+count); on failure close the
  * ones bound, set *bad to the port that failed and return errno. */
 static int hold_range(portres_block *b, unsigned first, unsigned *bad)
 {
     unsigned i;
-    for (i = 0; i < b->count; i++) {
-        int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
-        if (fd < 0) {
-            *bad = first + i;
-            while (i > 0)
-                close_fd(&b->fds[--i]);
-            return -fd;
-        }
-        b->fds[i] = fd;
+    int fd = 0;
+    for (i = 0; i < b->count && fd >= 0; i++) {
+        step_begin(b);
+        fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+        if (fd >= 0)
+            b->fds[i] = fd;
+        step_end(b);
+    }
+    if (fd < 0) {
+        *bad = first + i - 1;
+        drop_placeholders(b);
+        return -fd;
     }
     return 0;
 }
@@ -74,17 +101,23 @@ static int hold_any_one(portres_block *b, unsigned *port_out)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    int err, fd = main_socket(b, 1);
-    if (fd < 0)
+    int err, fd;
+    step_begin(b);
+    fd = main_socket(b, 1);
+    if (fd < 0) {
+        step_end(b);
         return -fd;
+    }
     err = place(b, fd, 0);
     if (!err && getsockname(fd, (struct sockaddr *)&ss, &len))
         err = lx_fail("getsockname");
-    if (err) {
+    if (err)
         close(fd);
+    else
+        b->fds[0] = fd;
+    step_end(b);
+    if (err)
         return err < 0 ? -err : err;
-    }
-    b->fds[0] = fd;
     *port_out = get_port((struct sockaddr *)&ss);
     return 0;
 }
@@ -111,7 +144,6 @@ struct wildcard {
     unsigned lo, hi, span, count;
     unsigned char *taken; /* ports known taken: reserved, or refused */
     unsigned *ports;      /* ports[slot]: the port b->fds[slot] holds */
-    int spare;            /* an unbound socket the next probe reuses, or -1 */
     unsigned failures;    /* failed binds so far */
     int mapped;           /* the range was mapped with a dump */
 };
@@ -125,7 +157,6 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
     memset(w, 0, sizeof *w);
     w->b = b;
     w->count = b->count;
-    w->spare = -1;
     w->taken = reserved_port_map(&err);
     if (err)
         return err;
@@ -156,7 +187,8 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
  * errno with *BAD the port refused; or another errno (give up). */
 static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
 {
-    int *fds = w->b->fds, err = 0;
+    portres_block *b = w->b;
+    int *fds = b->fds, err = 0;
     unsigned k;
 
     for (k = 0; k < w->count; k++) {
@@ -164,23 +196,31 @@ static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
         int fd;
         if (fds[slot] >= 0 && w->ports[slot] == port)
             continue;
+        step_begin(b);
         close_fd(&fds[slot]); /* a port outside this window */
-        fd = w->spare >= 0 ? w->spare : main_socket(w->b, w->count - k);
-        w->spare = -1;
-        if (fd < 0)
-            return -fd;
-        err = place(w->b, fd, port);
-        if (err == 0) {
-            fds[slot] = fd;
-            w->ports[slot] = port;
-            continue;
-        }
-        if (err < 0) { /* bound, then a setsockopt failed */
-            close(fd);
+        if (b->spare < 0)
+            b->spare = main_socket(b, w->count - k);
+        if (b->spare < 0) {
+            err = b->spare;
+            b->spare = -1;
+            step_end(b);
             return -err;
         }
-        w->spare = fd; /* still unbound: the next probe reuses it */
-        *bad = port;
+        fd = b->spare;
+        err = place(b, fd, port);
+        if (err == 0) { /* the spare is now this port's placeholder */
+            fds[slot] = fd;
+            b->spare = -1;
+            w->ports[slot] = port;
+        } else if (err < 0) { /* bound, then a setsockopt failed */
+            close_fd(&b->spare);
+        }
+        step_end(b);
+        if (err == 0)
+            continue;
+        if (err < 0)
+            return -err;
+        *bad = port; /* the spare is still unbound: the next probe reuses it */
         return err;
     }
     return 0;
@@ -208,14 +248,13 @@ static int wildcard_note_taken(struct wildcard *w, unsigned bad)
 /* Step 4: free the search; on failure close every placeholder it bound. */
 static void wildcard_end(struct wildcard *w, int err)
 {
-    unsigned k;
-
     if (err) {
-        for (k = 0; k < w->count; k++)
-            close_fd(&w->b->fds[k]);
+        drop_placeholders(w->b);
+    } else {
+        step_begin(w->b);
+        close_fd(&w->b->spare);
+        step_end(w->b);
     }
-    if (w->spare >= 0)
-        close(w->spare);
     free(w->ports);
     free(w->taken);
 }
@@ -248,7 +287,9 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
         }
         err = wildcard_fill(&w, first, &bad);
         if (err == 0) {
+            step_begin(b);
             rotate_left(b->fds, w.count, first % w.count);
+            step_end(b);
             *first_out = first;
             break;
         }
@@ -289,7 +330,7 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     }
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
-    b->epfd = b->infofd = b->diagfd = -1;
+    b->epfd = b->infofd = b->diagfd = b->spare = -1;
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
     b->count = count;
@@ -299,8 +340,10 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
         shared_prog_check(0, 1);
     }
 
+    list_unlisted(b); /* where fork() finds its descriptors from the first */
     err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
     if (err) {
+        unlist(b);
         if (protocol == PORTRES_UDP)
             udp_block_unref();
         pthread_mutex_destroy(&b->lock);

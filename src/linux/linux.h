@@ -95,7 +95,7 @@ enum {
 
 struct portres_block {
     pthread_mutex_t lock;
-    struct portres_block *next; /* registry list, under registry_lock */
+    struct portres_block *next; /* registry or unlisted list, under registry_lock */
     uint64_t token;
     unsigned start, count;
     int protocol;
@@ -110,6 +110,7 @@ struct portres_block {
     int infofd;      /* /proc/self/fdinfo/<epfd>, or -1 */
     int diagfd;      /* NETLINK_SOCK_DIAG kept for reclaim_closing(), or -1 */
     pid_t track_pid; /* the process infofd describes */
+    int spare;       /* acquire: an unbound socket the next probe reuses, or -1 */
 };
 
 struct association {
@@ -123,12 +124,14 @@ struct association {
 
 extern pthread_mutex_t registry_lock;
 extern portres_block *registry;          /* live blocks */
+extern portres_block *unlisted;          /* blocks being built or closed */
 extern struct association *associations; /* under registry_lock */
 extern size_t n_associations;
-extern int have_ipv6;          /* set once by portres_backend_init */
-extern int bindv6only_default; /* net.ipv6.bindv6only */
+extern int have_ipv6; /* set once by portres_backend_init */
 
 uint64_t new_token(void);
+void list_unlisted(portres_block *b);
+void unlist(portres_block *b);
 void register_block(portres_block *b);
 size_t find_association(dev_t dev, ino_t ino);
 int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
