@@ -284,3 +284,35 @@ def test_hammer_never_two_live_sockets_on_one_port(protocol):
     res.close()
     assert errors == [], errors[:5]
     assert doubles == [], f"{len(doubles)} ports handed out while their socket was open"
+
+
+NO_TRACKING = r"""
+import errno, json, os, resource, socket, portres
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+res = portres.acquire(1)
+s = socket.socket()
+fill = []
+try:
+    while True: fill.append(os.open("/dev/null", os.O_RDONLY))
+except OSError: pass
+try:
+    res.bind(s); out = ["bound", s.getsockname()[1]]
+except OSError as e:
+    out = [errno.errorcode.get(e.errno), e.filename, s.getsockname()[1]]
+for fd in fill[:8]:
+    os.close(fd)
+out.append(res.bind(s) == res.start)
+print(json.dumps(out))
+"""
+
+
+def test_a_hand_out_that_cannot_be_tracked_is_refused_and_leaves_the_socket_unbound():
+    # At the descriptor limit the block cannot open what tracks its first
+    # hand-out: the bind is refused, naming the call, and the socket stays
+    # unbound (so usable once descriptors are free again).
+    p = subprocess.run([sys.executable, "-c", NO_TRACKING], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    code, call, port, later = __import__("json").loads(p.stdout)
+    assert code == "EMFILE" and port == 0, (code, call, port)
+    assert call in ("epoll_create1", "socket(NETLINK_SOCK_DIAG)"), call
+    assert later is True
