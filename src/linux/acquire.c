@@ -289,7 +289,7 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     }
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
-    b->epfd = b->infofd = b->diagfd = -1;
+    reclaim_init(b);
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
     b->count = count;

@@ -23,7 +23,7 @@ import time
 import pytest
 
 import portres
-from conftest import LINUX
+from tests.support import LINUX
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux release tracking")
 
