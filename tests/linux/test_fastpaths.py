@@ -63,17 +63,17 @@ def test_a_port_comes_back_only_once_its_socket_is_gone_everywhere(protocol):
 
 
 @linux_only
-def test_sockets_alive_when_tracking_starts_are_adopted():
+def test_a_reclaim_gives_back_only_the_ports_whose_socket_is_gone():
     with portres.acquire(2) as res:
         a, b = res.socket(), res.socket()
         port_a, port_b = a.getsockname()[1], b.getsockname()[1]
         b.close()
-        c = res.socket()  # first reclaim: dump, tracking on, a adopted
+        c = res.socket()  # b's destroy message gives its port back
         assert c.getsockname()[1] == port_b
         with pytest.raises(OSError):
-            res.socket()  # a is alive
+            res.socket()  # a is alive: its epoll item is there
         a.close()
-        d = res.socket()  # a's release seen through the epoll
+        d = res.socket()  # a's release, then its destroy message
         assert d.getsockname()[1] == port_a
         c.close()
         d.close()
