@@ -40,7 +40,7 @@ def _try_socket(res, family=socket.AF_INET):
         return None
 
 
-N = 64   # sockets per round: each one a chance to change state during one dump
+N = 64  # sockets per round: each one a chance to change state during one dump
 
 
 def _reclaim_while(res, action):
@@ -107,7 +107,7 @@ def test_sockets_that_call_listen_during_reclaim_keep_their_ports():
     for _ in range(ROUNDS):
         with portres.acquire(N) as res:
             socks = [res.socket() for _ in range(N)]
-            doubles += _doubles(_reclaim_while(res, lambda: _spread(lambda s: s.listen(8), socks)))
+            doubles += _doubles(_reclaim_while(res, lambda socks=socks: _spread(lambda x: x.listen(8), socks)))
             for s in socks:
                 s.close()
             assert _ports_return(res), "the ports did not come back after close()"
@@ -131,7 +131,7 @@ def test_clients_reset_by_their_peer_keep_their_ports_while_open():
                     # to CLOSE, still open and bound
                     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger0)
                     peers.append(peer)
-                doubles += _doubles(_reclaim_while(res, lambda: _spread(lambda p: p.close(), peers)))
+                doubles += _doubles(_reclaim_while(res, lambda peers=peers: _spread(lambda x: x.close(), peers)))
                 for c in clients:
                     with pytest.raises(ConnectionResetError):
                         c.recv(1)
@@ -148,8 +148,8 @@ def test_descriptors_moved_by_dup_keep_the_port_until_the_last_copy_closes():
             for _ in range(N):
                 s = res.socket()
                 moved.append(socket.socket(fileno=os.dup(s.fileno())))
-                s.close()                   # the descriptor portres bound is gone
-            doubles += _doubles(_reclaim_while(res, lambda: _spread(lambda m: m.listen(8), moved)))
+                s.close()  # the descriptor portres bound is gone
+            doubles += _doubles(_reclaim_while(res, lambda moved=moved: _spread(lambda x: x.listen(8), moved)))
             for m in moved:
                 m.close()
             assert _ports_return(res), "the ports did not come back after the last copies closed"
@@ -186,8 +186,7 @@ _HOLDER = textwrap.dedent(
 
 def test_sockets_passed_to_another_process_keep_their_ports_until_closed_there():
     here, there = socket.socketpair()
-    child = subprocess.Popen([sys.executable, "-c", _HOLDER, str(there.fileno()), str(N)],
-                             pass_fds=[there.fileno()])
+    child = subprocess.Popen([sys.executable, "-c", _HOLDER, str(there.fileno()), str(N)], pass_fds=[there.fileno()])
     there.close()
     doubles, rounds = [], max(10, ROUNDS // 3)
     try:
@@ -195,10 +194,10 @@ def test_sockets_passed_to_another_process_keep_their_ports_until_closed_there()
             with portres.acquire(N) as res:
                 socks = [res.socket() for _ in range(N)]
                 for k in range(0, N, 16):
-                    socket.send_fds(here, [b"fd"], [s.fileno() for s in socks[k:k + 16]])
+                    socket.send_fds(here, [b"fd"], [s.fileno() for s in socks[k : k + 16]])
                 assert here.recv(16) == b"got"
                 for s in socks:
-                    s.close()               # only the other process holds them now
+                    s.close()  # only the other process holds them now
 
                 def listen_there():
                     here.sendall(b"listen")
@@ -237,7 +236,7 @@ def test_hammer_never_two_live_sockets_on_one_port(protocol):
         return s, port
 
     def give_back(s, port):
-        with lock:      # before close(): a port given back later is never a false double
+        with lock:  # before close(): a port given back later is never a false double
             if live.get(port) is s:
                 del live[port]
         s.close()
@@ -261,7 +260,7 @@ def test_hammer_never_two_live_sockets_on_one_port(protocol):
                     s.listen(4)
                 time.sleep(rnd.uniform(0, 0.002))
                 give_back(s, port)
-        except Exception as exc:   # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(repr(exc))
 
     def reclaimer():
@@ -270,7 +269,7 @@ def test_hammer_never_two_live_sockets_on_one_port(protocol):
                 got = take()
                 if got is not None:
                     give_back(*got)
-        except Exception as exc:   # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))
 
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
