@@ -22,10 +22,15 @@
  *  - the socket's cookie (SO_COOKIE, unique for the kernel's lifetime), and
  *    a NETLINK_SOCK_DIAG socket of the block that has joined the destroy
  *    groups of the block's protocol (SKNLGRP_INET{,6}_{TCP,UDP}_DESTROY; no
- *    privilege needed) before the first bind: the kernel sends it one
- *    message, with the cookie, per socket of this network namespace freed
- *    (__sk_free()), and a classic BPF filter on that socket keeps only
- *    those whose local port is in the block (sockdiag.c).
+ *    privilege needed): the kernel sends it one message, with the cookie,
+ *    per socket of this network namespace freed (__sk_free()), and a
+ *    classic BPF filter on that socket keeps only those whose local port is
+ *    in the block (sockdiag.c).  The block joins at its first reclaim, so
+ *    that a block never exhausted does not pay for it (about 20 us to set
+ *    up and to close, and a kernel work item per socket freed in the
+ *    namespace while it listens).  A message only comes to a listener that
+ *    had joined when the socket was freed: the ports handed out before it
+ *    joined are LOSSY, confirmed by the dump below when they close, once.
  *
  * Why both: __fput() removes a file's epoll items first
  * (eventpoll_release()) and only then releases the socket (sock_close(),
@@ -127,23 +132,12 @@ void reclaim_close(portres_block *b)
     close_fd(&b->diagfd);
 }
 
-/* Set up B's tracking at its first hand-out: the cookie table, the destroy
- * listener, the epoll instance.  Returns 0 or errno (the call recorded). */
+/* Set up B's tracking at its first hand-out: the cookie table and the epoll
+ * instance.  Returns 0 or errno (the call recorded). */
 static int start_tracking(portres_block *b)
 {
     if (!b->cookies && !(b->cookies = calloc(b->count, sizeof *b->cookies)))
         return portres_fail(ENOMEM, "calloc");
-    if (b->destroy_state == DESTROY_NONE) {
-        int fd = diag_destroy_listener(b->protocol, have_ipv6, b->start, b->start + b->count - 1);
-        if (fd >= 0) {
-            b->destroyfd = fd;
-            b->destroy_state = DESTROY_ON;
-        } else if (-fd == EMFILE || -fd == ENFILE || -fd == ENOMEM || -fd == ENOBUFS) {
-            return -fd; /* out of resources: refuse, say why */
-        } else {
-            b->destroy_state = DESTROY_OFF; /* no such groups here: dumps */
-        }
-    }
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (b->epfd < 0)
         return lx_fail("epoll_create1");
@@ -177,9 +171,10 @@ void untrack_handout(portres_block *b, unsigned i, int fd)
 
 void handed_out(portres_block *b, unsigned i, int family)
 {
-    b->state[i] = (unsigned char)((b->state[i] & ~(PORT_V6 | PORT_CLOSING | PORT_LOSSY)) | PORT_USED
-                                  | PORT_TRACKED | (family == AF_INET6 ? PORT_V6 : 0)
-                                  | (b->cookies[i] ? 0 : PORT_LOSSY));
+    b->state[i] =
+        (unsigned char)((b->state[i] & ~(PORT_V6 | PORT_CLOSING | PORT_LOSSY)) | PORT_USED
+                        | PORT_TRACKED | (family == AF_INET6 ? PORT_V6 : 0)
+                        | (b->cookies[i] && b->destroy_state == DESTROY_ON ? 0 : PORT_LOSSY));
 }
 
 /* Port index I is back in the pool. */
@@ -356,6 +351,18 @@ static int confirm_by_dump(portres_block *b, unsigned *freed)
     return err;
 }
 
+/* Join B's destroy listener at its first reclaim (see the top comment). */
+static void start_listening(portres_block *b)
+{
+    int fd = diag_destroy_listener(b->protocol, have_ipv6, b->start, b->start + b->count - 1);
+    if (fd >= 0) {
+        b->destroyfd = fd;
+        b->destroy_state = DESTROY_ON;
+    } else if (-fd != EMFILE && -fd != ENFILE && -fd != ENOMEM && -fd != ENOBUFS) {
+        b->destroy_state = DESTROY_OFF; /* no such groups here: dumps */
+    } /* else out of resources for now: the next reclaim tries again */
+}
+
 int reclaim(portres_block *b, unsigned *freed)
 {
     unsigned i, closing = 0, lossy = 0;
@@ -369,6 +376,8 @@ int reclaim(portres_block *b, unsigned *freed)
             b->state[i] &= (unsigned char)~PORT_USED;
     if (b->epfd < 0)
         return 0;
+    if (b->destroy_state == DESTROY_NONE)
+        start_listening(b);
     take_destroyed(b, freed);
     if (*freed)
         return 0;
