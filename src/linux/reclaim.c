@@ -4,9 +4,10 @@
  * A port handed out returns to the block only once the socket it was
  * handed to can no longer hold it or take its traffic, whatever that
  * socket did meanwhile: listened, connected, was reset by its peer, moved
- * to another descriptor or process (dup(), fork(), SCM_RIGHTS).  Nothing
- * here walks the kernel's socket tables on the way: the cost of a reuse
- * does not depend on how many sockets exist elsewhere on the machine.
+ * to another descriptor or process (dup(), fork(), SCM_RIGHTS).  A reuse
+ * does not walk the kernel's socket tables (but for the sockets a block
+ * handed out before its first reclaim, once, and the fallbacks below): its
+ * cost does not depend on how many sockets exist elsewhere on the machine.
  *
  * Every hand-out is tracked from before its bind (track_handout(); if
  * tracking cannot be set up, the hand-out is refused and the socket stays
