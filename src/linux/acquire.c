@@ -57,27 +57,6 @@ static int hold_range(portres_block *b, unsigned first, unsigned *bad)
     return 0;
 }
 
-static void taken_cb(const struct inet_diag_msg *m, void *ctx)
-{
-    set_in_map(ctx, ntohs(m->id.idiag_sport));
-}
-
-/* Mark in TAKEN every port of [LO, HI] on which the kernel has a socket of
- * the protocol (any family, any state): one sock_diag dump instead of a
- * failed bind per taken port. */
-static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *taken)
-{
-    if (diag_dump(protocol, AF_INET, lo, hi, ~0u, taken_cb, taken) == 0 && have_ipv6)
-        diag_dump(protocol, AF_INET6, lo, hi, ~0u, taken_cb, taken);
-}
-
-/* Failed binds a wildcard acquire spends probing before it maps the whole
- * range with one sock_diag dump.  A failed bind costs about 0.5 us; the dump
- * walks the kernel's socket hash tables, whose size grows with the
- * machine's memory (about 400 us with 262144 TCP ehash buckets), and
- * reports every socket of the range (about 0.4 us each). */
-#define PROBE_BUDGET 1024
-
 /* Rotate A[0..N) left by R. */
 static void rotate_left(int *a, unsigned n, unsigned r)
 {
@@ -133,19 +112,18 @@ static int hold_any_one(portres_block *b, unsigned *port_out)
  * are kept in a ring indexed by port % count (any window of count ports
  * maps onto distinct slots) and serve the next window, which contains them.
  * Each port of the range is probed at most once per pass, and a pass costs
- * about one failed bind per window length of taken range.  After
- * PROBE_BUDGET failed binds, one sock_diag dump maps the taken ports of the
- * whole range and the remaining windows are chosen from the map: a crowded
- * range costs at most that budget plus one dump plus the binds of the
- * block, never a failed bind per (window, port) pair. */
+ * about one failed bind per window length of taken range, never more than
+ * one per taken port: never a failed bind per (window, port) pair.  No
+ * sock_diag dump maps the range instead: a dump walks the kernel's whole
+ * socket tables (shared by every network namespace) and reports each socket
+ * of the range, about as much as a failed bind per socket in it, so probing
+ * on is never dearer than the dump (bench/README.md, crowded range). */
 /* A wildcard search under way (hold_wildcard). */
 struct wildcard {
     portres_block *b;
     unsigned lo, hi, span, count;
     unsigned char *taken; /* ports known taken: reserved, or refused */
     unsigned *ports;      /* ports[slot]: the port b->fds[slot] holds */
-    unsigned failures;    /* failed binds so far */
-    int mapped;           /* the range was mapped with a dump */
 };
 
 /* Step 1: the ephemeral range, the reserved ports, a random start offset. */
@@ -226,22 +204,12 @@ static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
     return 0;
 }
 
-/* Step 3: BAD is taken.  After PROBE_BUDGET failed binds, map the whole
- * range with one dump (our own placeholders are not "taken"). */
+/* Step 3: BAD is taken. */
 static int wildcard_note_taken(struct wildcard *w, unsigned bad)
 {
-    unsigned slot;
-
     if (!w->taken && !(w->taken = calloc(65536 / 8, 1)))
         return portres_fail(ENOMEM, "calloc");
     set_in_map(w->taken, bad);
-    if (!w->mapped && ++w->failures >= PROBE_BUDGET) {
-        mark_taken(w->b->protocol, w->lo, w->hi, w->taken);
-        w->mapped = 1;
-        for (slot = 0; slot < w->count; slot++)
-            if (w->b->fds[slot] >= 0)
-                w->taken[w->ports[slot] / 8] &= (unsigned char)~(1u << (w->ports[slot] % 8));
-    }
     return 0;
 }
 
@@ -330,7 +298,8 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     }
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
-    b->epfd = b->infofd = b->diagfd = b->spare = -1;
+    b->spare = -1;
+    reclaim_init(b);
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
     b->count = count;

@@ -68,9 +68,14 @@ static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t l
     if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
         return err;
     set_port(sa, b->start + i);
-    if (bind(fd, sa, len))
-        return lx_fail("bind");
-    handed_out(b, i, fd, sa->sa_family);
+    if ((err = track_handout(b, i, fd))) /* tracked from before the bind, or refused */
+        return err;
+    if (bind(fd, sa, len)) {
+        err = lx_fail("bind");
+        untrack_handout(b, i, fd);
+        return err;
+    }
+    handed_out(b, i, sa->sa_family);
     if (b->protocol == PORTRES_UDP
         && (err = apart ? placeholder_behind(b, i)
                         : steer_udp(b, i, sa->sa_family, v6only, wildcard)))

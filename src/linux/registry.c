@@ -154,9 +154,7 @@ void close_block_registry_held(portres_block *b)
         close_fds(b->fds, b->count);
         if (b->fds4)
             close_fds(b->fds4, b->count);
-        close_fd(&b->epfd);
-        close_fd(&b->infofd);
-        close_fd(&b->diagfd);
+        reclaim_close(b);
         __atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
         if (b->protocol == PORTRES_UDP)
             udp_block_unref();
@@ -222,9 +220,7 @@ static void drop_all(portres_block *list)
             if (b->fds4)
                 close_fds(b->fds4, b->count);
             close_fd(&b->spare);
-            close_fd(&b->epfd);
-            close_fd(&b->infofd);
-            close_fd(&b->diagfd);
+            reclaim_close(b);
             b->closed = 1;
         }
         b->next = NULL;
@@ -259,7 +255,7 @@ void portres_block_free(portres_block *b)
     free(b->fds);
     free(b->fds4);
     free(b->state);
-    free(b->handed);
+    free(b->cookies);
     free(b);
 }
 
