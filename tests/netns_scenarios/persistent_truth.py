@@ -154,7 +154,8 @@ def stale_writes() -> Dict[str, str]:
                 stale()
             return done
 
-        pl._pwrite_all, pl._swap = pwrite_all, swap
+        pl._pwrite_all = pwrite_all  # type: ignore[assignment,misc]  # a test double
+        pl._swap = swap  # type: ignore[assignment,misc]  # a test double
 
     r = {}
     sysctl(RESERVED, "1000,2000")
