@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 work=$(mktemp -d)
+chmod 755 "$work"   # tests run parts as uid 65534, which must read the copy
 trap 'rm -rf "$work"' EXIT
 cp -r tests README.md docs "$work/"
 find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
