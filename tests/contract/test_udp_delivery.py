@@ -8,6 +8,7 @@ import pytest
 import portres
 from tests.support.udp_lib import FORMS, bind_form, send_and_count
 
+
 @pytest.mark.parametrize("name,family,host,v6only,dests", FORMS, ids=[f[0] for f in FORMS])
 def test_every_datagram_reaches_the_bound_socket(name, family, host, v6only, dests):
     with portres.acquire(1, protocol="udp") as res:

@@ -13,6 +13,7 @@ import portres
 from tests.support import LINUX, ROOT, needs_root, other_uid_binds
 from tests.support.udp_lib import FORMS, bind_form, count_received
 
+
 @pytest.mark.skipif(not LINUX, reason="Linux placeholders")
 @needs_root
 def test_port_stays_held_in_every_layout():
@@ -134,20 +135,12 @@ def _new(form: str) -> socket.socket:
 def _received(sock: socket.socket, port: int, n: int) -> dict:
     """Send N datagrams to PORT at each destination; how many SOCK got."""
     got = {}
-    sock.settimeout(0.05)
     for dest in DESTINATIONS:
         family = socket.AF_INET6 if ":" in dest else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as tx:
             for i in range(n):
                 tx.sendto(b"%d" % i, (dest, port))
-        count, end = 0, time.monotonic() + 0.5
-        while count < n and time.monotonic() < end:
-            try:
-                sock.recv(64)
-                count += 1
-            except socket.timeout:
-                pass
-        got[dest] = count
+        got[dest] = count_received(sock, n, deadline=0.5, timeout=0.05)
     return got
 
 

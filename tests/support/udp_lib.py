@@ -16,10 +16,10 @@ FORMS = [
 N = 200
 
 
-def count_received(sock, expected, deadline=2.0):
-    """Receive on SOCK until EXPECTED datagrams came or DEADLINE seconds
-    passed; how many came."""
-    sock.settimeout(0.2)
+def count_received(sock, expected, deadline=2.0, timeout=0.2):
+    """Receive on SOCK (waiting TIMEOUT seconds at most for each datagram)
+    until EXPECTED datagrams came or DEADLINE seconds passed; how many came."""
+    sock.settimeout(timeout)
     got, end = 0, time.monotonic() + deadline
     while got < expected and time.monotonic() < end:
         try:
