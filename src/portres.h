@@ -71,6 +71,10 @@ typedef struct {
 int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_block **out,
                           unsigned *conflict_port);
 void portres_block_get_info(const portres_block *b, portres_block_info *info);
+/* What portres_block_get_info returns: both backends' struct portres_block
+ * keep these four members under the same names, so they share this. */
+#define PORTRES_BLOCK_INFO_OF(b) \
+    ((portres_block_info){(b)->start, (b)->count, (b)->token, (b)->protocol})
 
 /* Bind S (unbound, matching the block's protocol) to a free port of the
  * block on ADDR, whose port must be 0.  Windows: SIO_ASSOCIATE_PORT_RESERVATION

@@ -300,10 +300,7 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
 
 void portres_block_get_info(const portres_block *b, portres_block_info *info)
 {
-    info->start = b->start;
-    info->count = b->count;
-    info->token = b->token;
-    info->protocol = b->protocol;
+    *info = PORTRES_BLOCK_INFO_OF(b);
 }
 
 int portres_block_closed(const portres_block *b)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 import portres
-from tests.support import LINUX, needs_netns, needs_root, other_uid_binds, run_in_netns
+from tests.support import LINUX, needs_netns, needs_root, other_uid_binds, persistent_env, run_in_netns
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
@@ -24,11 +24,7 @@ TYPES = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
 @pytest.fixture
 def state_env(tmp_path):
-    return {
-        "PORTRES_STATE_DIR": str(tmp_path / "run"),
-        "PORTRES_BOOT_DIR": str(tmp_path / "etc"),
-        "PORTRES_SYSCTL_D_FILE": str(tmp_path / "sysctl.d" / "99-portres.conf"),
-    }
+    return persistent_env(tmp_path)
 
 
 # ------------------------------------------- the owner killed (runtime)

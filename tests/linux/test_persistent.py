@@ -3,25 +3,17 @@ as root inside a private network namespace each test creates: the host's
 settings are never touched.  portres's bookkeeping goes to a temp dir."""
 
 import json
-import sys
 
 import pytest
 
-from tests.support import needs_netns, run_in_netns
+from tests.support import linux_persistent, persistent_env, run_in_netns
 
-pytestmark = [
-    needs_netns,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux persistent backend"),
-]
+pytestmark = linux_persistent
 
 
 @pytest.fixture
 def env(tmp_path):
-    return {
-        "PORTRES_STATE_DIR": str(tmp_path / "run"),
-        "PORTRES_BOOT_DIR": str(tmp_path / "etc"),
-        "PORTRES_SYSCTL_D_FILE": str(tmp_path / "sysctl.d" / "99-portres.conf"),
-    }
+    return persistent_env(tmp_path)
 
 
 def test_create_lookup_list_bind_delete_round_trip(env):

@@ -14,20 +14,14 @@ import time
 
 import pytest
 
-from tests.support import PROJECT_DIR, child_env, needs_netns, netns_id, run_in_netns
+from tests.support import PROJECT_DIR, child_env, linux_persistent, netns_id, persistent_env, run_in_netns
 
-pytestmark = [
-    needs_netns,
-    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux persistent backend"),
-]
+pytestmark = linux_persistent
 
 
 @pytest.fixture
 def env(tmp_path):
-    return {
-        "PORTRES_STATE_DIR": str(tmp_path / "run"),
-        "PORTRES_SYSCTL_D_FILE": str(tmp_path / "sysctl.d" / "99-portres.conf"),
-    }
+    return persistent_env(tmp_path, boot_dir=False)
 
 
 def in_own_netns(scenario, *args, env, unshare=("--net",), timeout=120):

@@ -11,36 +11,7 @@ import pytest
 
 import portres
 from tests.support import LINUX, ROOT, needs_root, other_uid_binds
-
-# (name, family, host, IPV6_V6ONLY, destinations the socket must get)
-FORMS = [
-    ("v4-any", socket.AF_INET, "0.0.0.0", None, ["127.0.0.1"]),
-    ("v4-loopback", socket.AF_INET, "127.0.0.1", None, ["127.0.0.1"]),
-    ("v6-any-dualstack", socket.AF_INET6, "::", 0, ["127.0.0.1", "::1"]),
-    ("v6-any-v6only", socket.AF_INET6, "::", 1, ["::1"]),
-    ("v6-loopback", socket.AF_INET6, "::1", 1, ["::1"]),
-]
-N = 200
-
-
-def _count(sock, expected, deadline=2.0):
-    sock.settimeout(0.2)
-    got, end = 0, time.monotonic() + deadline
-    while got < expected and time.monotonic() < end:
-        try:
-            sock.recv(64)
-            got += 1
-        except socket.timeout:
-            pass
-    return got
-
-
-def _bind_form(res, family, host, v6only):
-    s = socket.socket(family, socket.SOCK_DGRAM)
-    if v6only is not None:
-        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-    port = res.bind(s, host)
-    return s, port
+from tests.support.udp_lib import FORMS, bind_form, count_received
 
 
 @pytest.mark.skipif(not LINUX, reason="Linux placeholders")
@@ -48,7 +19,7 @@ def _bind_form(res, family, host, v6only):
 def test_port_stays_held_in_every_layout():
     with portres.acquire(1, protocol="udp") as res:
         for _name, family, host, v6only, _dests in FORMS:
-            s, _port = _bind_form(res, family, host, v6only)
+            s, _port = bind_form(res, family, host, v6only)
             held = other_uid_binds(res.ports, socket.SOCK_DGRAM)
             assert set(held.values()) == {"EADDRINUSE"}, held
             s.close()
@@ -107,7 +78,7 @@ def test_a_port_given_back_while_its_socket_is_still_closing_delivers_to_the_nex
                 with new:
                     with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx:
                         tx.sendto(b"x", ("::1", new.getsockname()[1]))
-                    outcome.append(_count(new, 1, deadline=1.0))
+                    outcome.append(count_received(new, 1, deadline=1.0))
 
             t = threading.Thread(target=bind_next)
             t.start()
@@ -164,20 +135,12 @@ def _new(form: str) -> socket.socket:
 def _received(sock: socket.socket, port: int, n: int) -> dict:
     """Send N datagrams to PORT at each destination; how many SOCK got."""
     got = {}
-    sock.settimeout(0.05)
     for dest in DESTINATIONS:
         family = socket.AF_INET6 if ":" in dest else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as tx:
             for i in range(n):
                 tx.sendto(b"%d" % i, (dest, port))
-        count, end = 0, time.monotonic() + 0.5
-        while count < n and time.monotonic() < end:
-            try:
-                sock.recv(64)
-                count += 1
-            except socket.timeout:
-                pass
-        got[dest] = count
+        got[dest] = count_received(sock, n, deadline=0.5, timeout=0.05)
     return got
 
 

@@ -20,6 +20,22 @@ def sysctl(name: str, value: "Optional[Union[str, int]]" = None) -> str:
         return f.read().strip()
 
 
+def simulate_reboot() -> str:
+    """Do to this namespace and portres's temp dirs what a reboot does: /run
+    (PORTRES_STATE_DIR) comes back empty and the kernel has only what the
+    sysctl.d file (PORTRES_SYSCTL_D_FILE) applies.  Returns that file's text."""
+    import glob
+    import os
+
+    with open(os.environ["PORTRES_SYSCTL_D_FILE"]) as f:
+        conf = f.read()
+    for name in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*"):
+        os.remove(name)
+    line = [entry for entry in conf.splitlines() if entry.startswith("net.")][0]
+    sysctl("net.ipv4.ip_local_reserved_ports", line.split("=", 1)[1].strip())
+    return conf
+
+
 def kernel_text(path: str) -> str:
     """One big read of a /proc file: the kernel answers only the first read()."""
     import os

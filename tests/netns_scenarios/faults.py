@@ -16,7 +16,7 @@ import portres
 from portres import _persistent_linux as pl
 from tests.support import faults_lib
 
-from . import kernel_text, sysctl
+from . import kernel_text, simulate_reboot, sysctl
 
 
 def runtime_kill_storm(kills: int) -> Dict[str, Any]:
@@ -58,13 +58,7 @@ def boot_kill() -> Dict[str, Any]:
     _, status = os.waitpid(pid, 0)
     token = portres.lookup_persistent(46100, 4)  # committed: the create happened
     portres.create_persistent(46200, 4)  # later edits (not boot) run
-    with open(os.environ["PORTRES_SYSCTL_D_FILE"]) as f:
-        conf = f.read()
-    # reboot: /run is empty, the kernel has what sysctl.d applies
-    for name in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*"):
-        os.remove(name)
-    line = [entry for entry in conf.splitlines() if entry.startswith("net.")][0]
-    sysctl("net.ipv4.ip_local_reserved_ports", line.split("=", 1)[1].strip())
+    conf = simulate_reboot()
     try:
         portres.lookup_persistent(46100, 4)
         kept = True

@@ -5,7 +5,6 @@ PORTRES_SYSCTL_D_FILE)."""
 
 from __future__ import annotations
 
-import glob
 import multiprocessing
 import os
 import socket
@@ -15,7 +14,17 @@ from typing import Any, Dict, Optional
 
 import portres
 
-from . import sysctl
+from . import simulate_reboot, sysctl
+
+
+def _refusal(if_done: str, fn: Any, *args: Any) -> Any:
+    """[errno, message] of the OSError fn(*args) raises, or IF_DONE if it
+    returns."""
+    try:
+        fn(*args)
+    except OSError as e:
+        return [e.errno, str(e)]
+    return if_done
 
 
 def round_trip() -> Dict[str, Any]:
@@ -36,12 +45,7 @@ def round_trip() -> Dict[str, Any]:
     t.close()
     portres.delete_persistent(50000, 10)
     after_delete = sysctl("net.ipv4.ip_local_reserved_ports")
-    gone: Any
-    try:
-        portres.lookup_persistent(50000, 10)
-        gone = "still there"
-    except OSError as e:
-        gone = [e.errno, str(e)]
+    gone = _refusal("still there", portres.lookup_persistent, 50000, 10)
     return dict(
         before=before,
         token=token,
@@ -58,12 +62,7 @@ def round_trip() -> Dict[str, Any]:
 
 def overlaps() -> Dict[str, Any]:
     portres.create_persistent(40000, 10)
-    overlap: Any
-    try:
-        portres.create_persistent(40005, 10)
-        overlap = "accepted"
-    except OSError as e:
-        overlap = [e.errno, str(e)]
+    overlap = _refusal("accepted", portres.create_persistent, 40005, 10)
     portres.create_persistent(40005, 10, protocol="udp")  # other protocol: fine
     both = sysctl("net.ipv4.ip_local_reserved_ports")
     portres.delete_persistent(40000, 10)  # UDP still needs 40005-40009
@@ -114,13 +113,7 @@ def simulated_reboot() -> Dict[str, Any]:
     sysctl("net.ipv4.ip_local_reserved_ports", "7000")
     t1 = portres.create_persistent(46000, 4, boot=True)
     portres.create_persistent(46100, 4)  # not kept at boot
-    with open(os.environ["PORTRES_SYSCTL_D_FILE"]) as f:
-        conf = f.read()
-    # reboot: /run is empty, the kernel has only what sysctl.d applies
-    for name in glob.glob(os.environ["PORTRES_STATE_DIR"] + "/*"):
-        os.remove(name)
-    line = [entry for entry in conf.splitlines() if entry.startswith("net.")][0]
-    sysctl("net.ipv4.ip_local_reserved_ports", line.split("=", 1)[1].strip())
+    conf = simulate_reboot()
     t1b = portres.lookup_persistent(46000, 4)
     try:
         portres.lookup_persistent(46100, 4)

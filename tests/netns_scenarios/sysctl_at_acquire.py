@@ -3,68 +3,13 @@ import shape nothing; the ones that shape a block are read at acquire."""
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import select
 import socket
-from typing import Any, Dict, List
+from typing import Any, Dict
+
+from tests.support import other_uid_binds
 
 from . import sysctl
-
-FORMS = [
-    (socket.AF_INET, "0.0.0.0", None),
-    (socket.AF_INET, "127.0.0.1", None),
-    (socket.AF_INET6, "::", 0),
-    (socket.AF_INET6, "::", 1),
-    (socket.AF_INET6, "::1", None),
-]
-OPTS = [(), (socket.SO_REUSEADDR,), (socket.SO_REUSEPORT,), (socket.SO_REUSEADDR, socket.SO_REUSEPORT)]
-
-
-def _foreign_binds(ports: List[int], kind: int) -> Dict[str, str]:
-    """As another uid: every bind form on every port; "ok" or the errno name."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.setgroups([])
-            os.setgid(65534)
-            os.setuid(65534)
-            got = {}
-            for port in ports:
-                for family, host, v6only in FORMS:
-                    for opts in OPTS:
-                        key = "%d/%s/%s/%s" % (port, host, v6only, "+".join(map(str, opts)) or "plain")
-                        s = socket.socket(family, kind)
-                        try:
-                            if v6only is not None:
-                                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-                            for o in opts:
-                                s.setsockopt(socket.SOL_SOCKET, o, 1)
-                            s.bind((host, port))
-                            if kind == socket.SOCK_STREAM:
-                                s.listen()
-                            got[key] = "ok"
-                        except OSError as e:
-                            got[key] = errno.errorcode.get(e.errno or 0, str(e.errno))
-                        finally:
-                            s.close()
-            os.write(w, json.dumps(got).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(w)
-    data = b""
-    while True:
-        chunk = os.read(r, 1 << 16)
-        if not chunk:
-            break
-        data += chunk
-    os.close(r)
-    os.waitpid(pid, 0)
-    return json.loads(data.decode())
 
 
 def _gets_ipv4(sock: socket.socket, kind: int) -> bool:
@@ -99,7 +44,7 @@ def bindv6only_changed_after_import(before: int, after: int) -> Dict[str, Any]:
         res = portres.acquire(4, protocol=proto)
         fixed = portres.acquire(2, protocol=proto, start=res.start + 8) if res.start + 9 <= 65535 else None
         ports = list(res.ports) + (list(fixed.ports) if fixed else [])
-        held = _foreign_binds(ports, kind)
+        held = other_uid_binds(ports, kind)
         out[proto + "_foreign_ok"] = sorted(k for k, v in held.items() if v != "EADDRINUSE")
         s = res.socket(socket.AF_INET6)
         out[proto + "_socket_v6only"] = s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY)
@@ -108,7 +53,7 @@ def bindv6only_changed_after_import(before: int, after: int) -> Dict[str, Any]:
         # a port handed out and given back stays held in every form
         s = res.socket(socket.AF_INET6)
         s.close()
-        held = _foreign_binds(list(res.ports), kind)
+        held = other_uid_binds(list(res.ports), kind)
         out[proto + "_foreign_ok_after_reuse"] = sorted(k for k, v in held.items() if v != "EADDRINUSE")
         res.close()
         if fixed:

@@ -162,3 +162,21 @@ def netns_available() -> bool:
 needs_netns = pytest.mark.skipif(
     not netns_available(), reason="needs root and unshare(1) to create a private network namespace"
 )
+
+# The marks of a module whose tests drive the Linux persistent backend inside
+# private network namespaces.
+linux_persistent = [
+    needs_netns,
+    pytest.mark.skipif(not LINUX, reason="Linux persistent backend"),
+]
+
+
+def persistent_env(tmp_path: Any, boot_dir: bool = True) -> Dict[str, str]:
+    """The environment that sends portres's persistent bookkeeping (state,
+    the sysctl.d file and, with BOOT_DIR, the boot files) to temp dirs under
+    TMP_PATH instead of the host's /run and /etc."""
+    env = {"PORTRES_STATE_DIR": str(tmp_path / "run")}
+    if boot_dir:
+        env["PORTRES_BOOT_DIR"] = str(tmp_path / "etc")
+    env["PORTRES_SYSCTL_D_FILE"] = str(tmp_path / "sysctl.d" / "99-portres.conf")
+    return env

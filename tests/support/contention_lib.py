@@ -30,7 +30,7 @@ import threading
 import time
 from typing import IO, Any, Callable, Dict, List, Optional
 
-from tests.support import BIND_FORMS, BIND_OPTIONS
+from tests.support import BIND_FORMS, BIND_OPTIONS, try_bind
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -206,23 +206,13 @@ def probe_binds(sock_type: int, ports: List[int], deadline: float) -> dict:
     while time.monotonic() < deadline:
         rounds += 1
         for port in ports:
-            for form, (family, host, v6only) in BIND_FORMS.items():
-                for opt, flags in BIND_OPTIONS.items():
-                    s = socket.socket(family, sock_type)
-                    try:
-                        if v6only is not None:
-                            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, v6only)
-                        for f in flags:
-                            s.setsockopt(socket.SOL_SOCKET, f, 1)
-                        s.bind((host, port))
-                        if sock_type == socket.SOCK_STREAM:
-                            s.listen()
+            for form in BIND_FORMS:
+                for opt in BIND_OPTIONS:
+                    name = try_bind(port, sock_type, form, opt)
+                    if name == "ok":
                         taken.append(f"{port}/{form}/{opt}")
-                    except OSError as exc:
-                        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+                    else:
                         errors[name] = errors.get(name, 0) + 1
-                    finally:
-                        s.close()
                     attempts += 1
     return {"attempts": attempts, "rounds": rounds, "taken": taken[:50], "n_taken": len(taken), "errors": errors}
 

@@ -78,17 +78,12 @@ pyinc=$("$python" -c "import sysconfig; print(sysconfig.get_paths()['include'])"
 [[ -f "$pyinc/Python.h" ]] || { echo "run.sh: no Python.h in $pyinc" >&2; exit 2; }
 pyver=$("$python" -c "import sys; print('%d.%d' % sys.version_info[:2])")
 
-# Python.h does #include "pyconfig.h", and a quoted include looks in the
-# including file's own directory before any -I directory: the host's
-# (Linux) pyconfig.h next to Python.h would win over ours whatever the -I
-# order.  So compile against a shadow of the include directory: symlinks to
-# every entry but pyconfig.h, plus tests/windows/pyconfig.h.
+# Compile against a shadow of the include directory with our pyconfig.h
+# (shadow_include.sh says why).
 shadow="$build/include-python$pyver"
-mkdir -p "$shadow"
-for entry in "$pyinc"/*; do
-    [[ "$(basename "$entry")" == pyconfig.h ]] || ln -s "$entry" "$shadow/"
-done
-cp tests/windows/pyconfig.h "$shadow/pyconfig.h"
+# shellcheck source=tests/windows/shadow_include.sh
+. "$here/shadow_include.sh"
+shadow_include "$pyinc" "$shadow"
 
 # A sample binding, always checked: it proves pyconfig.h is ours and good
 # enough for the Windows-only parts of the C API.

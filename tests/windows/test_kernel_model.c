@@ -90,26 +90,7 @@ static void model_free(void *p);
 
 /* ---- reporting --------------------------------------------------------- */
 
-static int n_passed, n_failed;
-
-static void check(int ok, const char *what, const char *detail_fmt, ...)
-{
-    printf("%s - %s", ok ? "ok  " : "FAIL", what);
-    if (!ok && detail_fmt != NULL) {
-        va_list ap;
-        printf(" (");
-        va_start(ap, detail_fmt);
-        vprintf(detail_fmt, ap);
-        va_end(ap);
-        printf(")");
-    }
-    printf("\n");
-    fflush(stdout);
-    if (ok)
-        n_passed++;
-    else
-        n_failed++;
-}
+#include "check.h"
 
 /* ---- the backend's heap: tracked, poisoned on free, never reused -------- */
 
@@ -549,6 +530,23 @@ static int start_associate(SOCKET *s, portres_overlapped **ov)
     return portres_ov_start(PORTRES_OP_ASSOCIATE, *s, crafted_token, 0, 0, 0, ov);
 }
 
+/* Start an associate the kernel keeps pending and will not let a cancel end
+ * (CANCEL_IGNORED), on a fresh model.  Returns its kernel operation's index,
+ * or -1 after reporting WHAT as a failed check. */
+static int start_never_cancelled(SOCKET *s, portres_overlapped **ov, const char *what)
+{
+    int err;
+
+    reset_model();
+    next_cancel = CANCEL_IGNORED;
+    err = start_associate(s, ov);
+    if (err != 0) {
+        check(0, what, "err %d", err);
+        return -1;
+    }
+    return n_kops - 1;
+}
+
 static int start_acquire(portres_overlapped **ov)
 {
     *ov = NULL;
@@ -774,16 +772,11 @@ static void test_never_signalled(void)
     portres_overlapped *ov;
     long heap0 = heap_live();
     SOCKET s;
-    int err, k, ret;
+    int k, ret;
 
-    reset_model();
-    next_cancel = CANCEL_IGNORED;
-    err = start_associate(&s, &ov);
-    k = n_kops - 1;
-    if (err != 0) {
-        check(0, "never signalled: started", "err %d", err);
+    k = start_never_cancelled(&s, &ov, "never signalled: started");
+    if (k < 0)
         return;
-    }
     check(portres_ov_wait_event(ov, 30) == PORTRES_WAIT_TIMEOUT && portres_ov_reap(ov) == 0,
           "never signalled: wait times out, still pending", NULL);
     ret = portres_ov_free(ov, 100);
@@ -810,14 +803,9 @@ static void test_undeterminable(void)
 
     /* WSAGetOverlappedResult cannot tell (WSANOTINITIALISED) while the
      * operation is pending: it is still the kernel's. */
-    reset_model();
-    next_cancel = CANCEL_IGNORED;
-    err = start_associate(&s, &ov);
-    k = n_kops - 1;
-    if (err != 0) {
-        check(0, "undeterminable: started", "err %d", err);
+    k = start_never_cancelled(&s, &ov, "undeterminable: started");
+    if (k < 0)
         return;
-    }
     gor_failure = WSANOTINITIALISED;
     ret = portres_ov_reap(ov);
     check(ret == 0, "undeterminable while pending (WSANOTINITIALISED): not done",

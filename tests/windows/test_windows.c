@@ -291,26 +291,7 @@ int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBu
 
 /* ---- reporting --------------------------------------------------------- */
 
-static int n_passed, n_failed;
-
-static void check(int ok, const char *what, const char *detail_fmt, ...)
-{
-    printf("%s - %s", ok ? "ok  " : "FAIL", what);
-    if (!ok && detail_fmt != NULL) {
-        va_list ap;
-        printf(" (");
-        va_start(ap, detail_fmt);
-        vprintf(detail_fmt, ap);
-        va_end(ap);
-        printf(")");
-    }
-    printf("\n");
-    fflush(stdout);
-    if (ok)
-        n_passed++;
-    else
-        n_failed++;
-}
+#include "check.h"
 
 static void hex(char *buf, const unsigned char *p, size_t n)
 {

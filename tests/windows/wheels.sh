@@ -48,13 +48,12 @@ build=$(mktemp -d "${TMPDIR:-/tmp}/portres-wheels.XXXXXX")
 trap '[[ "${KEEP_BUILD:-0}" == 1 ]] && echo "kept: $build" || rm -rf "$build"' EXIT
 
 # The include directory without its (Linux) pyconfig.h, plus ours (see
-# run.sh: a quoted include finds the including file's directory first).
+# shadow_include.sh: a quoted include finds the including file's directory
+# first).
 shadow="$build/include"
-mkdir -p "$shadow"
-for entry in "$pyinc"/*; do
-    [[ "$(basename "$entry")" == pyconfig.h ]] || ln -s "$entry" "$shadow/"
-done
-cp tests/windows/pyconfig.h "$shadow/pyconfig.h"
+# shellcheck source=tests/windows/shadow_include.sh
+. "$here/shadow_include.sh"
+shadow_include "$pyinc" "$shadow"
 
 # setup.py's list: the binding and both backends (linux files are empty
 # under _WIN32).
