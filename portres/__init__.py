@@ -28,6 +28,8 @@ from ._persistent import (
     list_persistent,
     lookup_persistent,
 )
+from ._runtime import list_runtime  # issue 14
+from ._check import check  # issue 14
 
 __all__ = [
     "Overlapped",
@@ -37,10 +39,12 @@ __all__ = [
     "associate_async",
     "associate_nowait",
     "bind",
+    "check",
     "connect",
     "create_persistent",
     "delete_persistent",
     "list_persistent",
+    "list_runtime",
     "lookup_persistent",
     "release",
 ]

@@ -98,6 +98,7 @@ class Reservation:
         self.protocol: str = protocol
         self.ports: range = range(self.start, self.start + self.count)
         self._type = check.SOCK_TYPES[protocol]
+        backend.runtime_opened(self)  # issue 14: what `portres list --runtime` finds
 
     @property
     def closed(self) -> bool:
@@ -172,6 +173,7 @@ class Reservation:
             self._res.close()
         except OSError as exc:
             raise explain(exc, "releasing the reservation") from None
+        backend.runtime_closed(self)  # issue 14
 
     def __enter__(self) -> "Reservation":
         return self
@@ -184,6 +186,7 @@ class Reservation:
         if res is not None and not res.closed:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             res.close()
+            backend.runtime_closed(self)  # issue 14
 
     def __repr__(self) -> str:
         state = "closed" if self._res.closed else "held"
