@@ -11,6 +11,19 @@ kernel mechanisms (see the documentation's platform table).
         server.listen()
 """
 
+try:
+    from . import _portres  # the C extension: built by `pip install` (see CONTRIBUTING.md)
+except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"portres's C extension (portres._portres) is not built in {_here}: this is a source "
+        "checkout. Build it in place with `pip install -e .` (or `python setup.py build_ext "
+        "--inplace`), or run from another directory to use the installed portres",
+        name="portres._portres",
+    ) from None  # the original "partially initialized module" text misleads
+
 from ._core import (
     Reservation,
     acquire,
