@@ -89,10 +89,10 @@ def _persistent_entries(protocol: str) -> Tuple[List[Dict[str, Any]], Optional[O
 
 
 def _port(port: Any) -> int:
-    port = _v.port(port)
-    if port == 0:
+    value: int = _v.port(port)
+    if value == 0:
         raise ValueError("port must be in 1..65535, not 0 (port 0 asks the kernel for any port)")
-    return port
+    return value
 
 
 def explain(port: int, protocol: str = "tcp") -> Dict[str, Any]:

@@ -7,26 +7,44 @@ all that Windows exposes)."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _validate as check
 from ._platform import backend
 
 
-class RuntimeReservation(NamedTuple):
+class RuntimeReservation:
     """One runtime reservation: who holds it and which of its ports have a
     socket bound from the block now (`in_use`)."""
 
-    pid: int
-    process: str
-    protocol: str
-    start: int
-    count: int
-    in_use: Tuple[int, ...]
+    __slots__ = ("pid", "process", "protocol", "start", "count", "in_use")
+
+    def __init__(self, pid: int, process: str, protocol: str, start: int, count: int,
+                 in_use: Tuple[int, ...]) -> None:
+        self.pid = pid
+        self.process = process
+        self.protocol = protocol
+        self.start = start
+        self.count = count
+        self.in_use = in_use
 
     @property
     def ports(self) -> range:
         return range(self.start, self.start + self.count)
+
+    def _key(self) -> Tuple[int, str, str, int, int, Tuple[int, ...]]:
+        return (self.pid, self.process, self.protocol, self.start, self.count, self.in_use)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RuntimeReservation) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (f"<portres.RuntimeReservation {self.protocol} {self.start}-"
+                f"{self.start + self.count - 1} pid={self.pid} ({self.process}) "
+                f"in_use={list(self.in_use)}>")
 
 
 def entries(protocol: Optional[str] = None) -> List[Dict[str, Any]]:
