@@ -12,7 +12,7 @@ kernel mechanisms (see the documentation's platform table).
 """
 
 try:
-    from . import _portres  # the C extension: built by `pip install` (see CONTRIBUTING.md)
+    from . import _portres as _portres  # the C extension, built by `pip install` (CONTRIBUTING.md)
 except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     import os as _os
 
@@ -24,6 +24,8 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
         name="portres._portres",
     ) from None  # the original "partially initialized module" text misleads
 
+from ._check import check  # issue 14
+from ._connect import connect  # r10-feat
 from ._core import (
     Reservation,
     acquire,
@@ -33,7 +35,6 @@ from ._core import (
     bind,
     release,
 )
-from ._connect import connect  # r10-feat
 from ._overlapped import Overlapped
 from ._persistent import (
     create_persistent,
@@ -42,7 +43,6 @@ from ._persistent import (
     lookup_persistent,
 )
 from ._runtime import list_runtime  # issue 14
-from ._check import check  # issue 14
 
 __all__ = [
     "Overlapped",

@@ -121,7 +121,9 @@ def port_sockets(protocol: int, lo: int, hi: int, /) -> list[tuple[int, int, int
     """(family, TCP state in Linux's numbering, port, uid (Linux) or pid
     (Windows), inode (Linux) or 0) of every socket on a port in [lo, hi]."""
 @overload
-def port_sockets(protocol: int, lo: int, hi: int, detail: Literal[False], /) -> list[tuple[int, int, int, int, int]]: ...
+def port_sockets(
+    protocol: int, lo: int, hi: int, detail: Literal[False], /
+) -> list[tuple[int, int, int, int, int]]: ...
 @overload
 def port_sockets(
     protocol: int, lo: int, hi: int, detail: Literal[True], /
