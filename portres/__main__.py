@@ -259,7 +259,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for family, result in report["bind"].items():
                 print(f"  bind {family} wildcard{form}: {result}")
             for family, result in report["bind_without_options"].items():
-                print(f"  bind {family} wildcard without SO_REUSEADDR: {result}")
+                if result != report["bind"].get(family):  # only where it differs
+                    print(f"  bind {family} wildcard without SO_REUSEADDR: {result}")
             if report["reasons"]:
                 print("\nWhat portres found:")
                 for r in report["reasons"]:

@@ -246,3 +246,35 @@ def test_import_portres_loads_no_asyncio_json_pathlib_or_persistent_store():
     loaded = eval(proc.stdout)  # a list literal printed by the child
     for heavy in ("asyncio", "json", "pathlib", "tempfile", "portres._persistent_linux", "portres._runtime_linux"):
         assert heavy not in loaded, (heavy, loaded)
+
+
+def test_readme_editable_install_is_visible_to_mypy(tmp_path):
+    # The README's install line, done for real into a fresh venv (pip builds
+    # it as the README's reader would: setuptools from the package index, as
+    # pyproject.toml's build-system asks), then mypy --strict on a file that
+    # imports portres from another directory.
+    pytest.importorskip("mypy", reason="mypy (requirements-dev.txt) checks the install")
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md")).read()
+    line = next(ln for ln in readme.splitlines() if ln.startswith("pip install -e"))
+    assert "--config-settings editable_mode=strict" in line, line
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+    src = tmp_path / "src"
+    shutil.copytree(root, src, ignore=shutil.ignore_patterns("build", "*.so", "__pycache__", ".git", "*.egg-info"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    env = {k: v for k, v in child_env().items() if k != "PYTHONPATH"}
+    inst = subprocess.run(
+        [py, "-m", "pip", "install", "-q", "--no-deps", "-e", str(src),
+         "--config-settings", "editable_mode=strict"],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    assert inst.returncode == 0, inst.stderr[-3000:]
+    use = tmp_path / "use" / "use.py"
+    use.parent.mkdir()
+    use.write_text("import portres\n\nres: portres.Reservation = portres.acquire(1)\nres.close()\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", "--python-executable", py, str(use)],
+        capture_output=True, text=True, cwd=use.parent, env=env, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0 and "Success" in out.stdout, out.stdout + out.stderr
