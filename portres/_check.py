@@ -63,21 +63,32 @@ def _bind_result(family: int, sock_type: int, host: str, port: int, v6only: Opti
         s.close()
 
 
-def _try_binds(port: int, protocol: str) -> Tuple[Dict[str, str], Dict[str, str]]:
-    """(server binds, other binds): each family's wildcard bind, first as a
-    server does it, then (where servers set options) without them."""
-    sock_type = _v.SOCK_TYPES[protocol]
-    reuse = protocol == "tcp" and backend.SERVER_REUSEADDR
+def _forms() -> List[Tuple[str, int, str, Optional[int]]]:
     forms: List[Tuple[str, int, str, Optional[int]]] = [("IPv4", socket.AF_INET, "0.0.0.0", None)]
     if socket.has_ipv6:
         forms.append(("IPv6", socket.AF_INET6, "::", 1))
-    server: Dict[str, str] = {}
-    plain: Dict[str, str] = {}
-    for name, family, host, v6only in forms:
-        server[name] = _bind_result(family, sock_type, host, port, v6only, reuse)
-        if reuse:
-            plain[name] = _bind_result(family, sock_type, host, port, v6only, False)
-    return server, plain
+    return forms
+
+
+def _server_reuse(protocol: str) -> bool:
+    return protocol == "tcp" and bool(backend.SERVER_REUSEADDR)
+
+
+def _try_bind(port: int, protocol: str) -> Dict[str, str]:
+    """Each family's wildcard bind, as a server does it (the verdict)."""
+    sock_type = _v.SOCK_TYPES[protocol]
+    reuse = _server_reuse(protocol)
+    return {name: _bind_result(family, sock_type, host, port, v6only, reuse)
+            for name, family, host, v6only in _forms()}
+
+
+def _try_plain_binds(port: int, protocol: str) -> Dict[str, str]:
+    """Where servers set SO_REUSEADDR: the same binds without it ({} otherwise)."""
+    if not _server_reuse(protocol):
+        return {}
+    sock_type = _v.SOCK_TYPES[protocol]
+    return {name: _bind_result(family, sock_type, host, port, v6only, False)
+            for name, family, host, v6only in _forms()}
 
 
 def _persistent_entries(protocol: str) -> Tuple[List[Dict[str, Any]], Optional[OSError]]:
@@ -99,7 +110,8 @@ def explain(port: int, protocol: str = "tcp") -> Dict[str, Any]:
     """The report for PORT (a dict: the CLI's JSON)."""
     port = _port(port)
     protocol = _v.protocol(protocol)
-    binds, plain = _try_binds(port, protocol)
+    binds = _try_bind(port, protocol)
+    plain = _try_plain_binds(port, protocol)
     can_bind = all(v == "ok" for v in binds.values())
     reasons: List[Dict[str, Any]] = []
 
@@ -122,7 +134,7 @@ def explain(port: int, protocol: str = "tcp") -> Dict[str, Any]:
                f"{protocol.upper()} port {port} cannot be bound by a server now")
     return {"port": port, "protocol": protocol, "bindable": can_bind, "can_bind": can_bind,
             "bind": binds, "bind_without_options": plain,
-            "server_bind": "SO_REUSEADDR" if plain else "plain",
+            "server_bind": "SO_REUSEADDR" if _server_reuse(protocol) else "plain",
             "verdict": verdict, "reasons": reasons}
 
 

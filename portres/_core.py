@@ -3,6 +3,7 @@ bind and release.  Policy lives here: validation, defaults, messages."""
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from typing import Any, Optional, Tuple
@@ -57,28 +58,81 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
                       else None) from None
 
 
-def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0) -> OSError:
-    blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
+def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0,
+                fd: int = -1) -> OSError:
+    # issue 14: each detail is the cause detected, and names the block once.
+    blk = (f"the reserved block {res.start}-{res.start + res.count - 1}" if res is not None
+           else "the reserved block the socket is associated with")
+    system = None
     if is_code(exc, "EADDRINUSE"):
-        detail = (f"port {port} of the block {blk} is already handed out" if port else
-                  f"no free port left in the reserved block {blk}; close a socket bound "
-                  f"from it or acquire a larger block")
+        detail = (f"port {port} of {blk} is already bound by another socket from the block "
+                  f"(a port is handed to one socket at a time, whatever its family)" if port
+                  else _no_free_port(res, blk))
     elif is_code(exc, "EISCONN"):
-        detail = "the socket is already bound; associate it with the reservation before bind()"
+        detail = _already_bound(fd, "associate it with the reservation before bind()")
     elif is_code(exc, "EPROTOTYPE"):
         proto = res.protocol if res is not None else "its"
         detail = f"the socket's type does not match the reservation's protocol ({proto})"
     elif is_code(exc, "EADDRNOTAVAIL") and port:
-        detail = f"port {port} is outside the reserved block {blk}"
+        detail = f"port {port} is outside {blk}"
     elif is_code(exc, "EAFNOSUPPORT"):
         detail = "the address family does not match the socket's"
-    elif is_code(exc, "EBADF") and res is not None:
+    elif is_code(exc, "EBADF") and res is not None and res.closed:
         detail = "the reservation is closed"
-    elif is_code(exc, "EACCES"):
-        detail = None
+    elif is_code(exc, "EBADF"):
+        detail = f"the socket's descriptor {fd} is not open" if fd >= 0 else "the socket is not open"
     else:
         detail = None
-    return explain(exc, what, detail)
+    return explain(exc, what, detail, system)
+
+
+# TCP states (Linux numbering, as port_sockets gives them on both platforms)
+# of a connection that is closing: it holds its port until it ends.
+_CLOSING = {4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 9: "LAST_ACK", 11: "CLOSING"}
+
+
+def _no_free_port(res: "Optional[Reservation]", blk: str) -> str:
+    generic = f"no free port left in {blk}; close a socket bound from it or acquire a larger block"
+    if res is None or res.protocol != "tcp":
+        return generic
+    try:
+        rows = _portres.port_sockets(_portres.TCP, res.start, res.start + res.count - 1)
+    except OSError:
+        return generic
+    closing: "dict[int, str]" = {}
+    for _family, state, port, _owner, _inode in rows:
+        if state in _CLOSING:
+            closing.setdefault(port, _CLOSING[state])
+    if not closing:
+        return generic
+    states = ", ".join(sorted(set(closing.values())))
+    lasts = " (TIME_WAIT lasts up to 60 s)" if "TIME_WAIT" in closing.values() else ""
+    if len(closing) >= res.count:
+        return (f"no free port left in {blk}: every port still has a closing connection in the "
+                f"kernel ({states}), which holds it until it ends{lasts}; wait, or acquire a "
+                f"larger block")
+    return (f"no free port left in {blk}: {len(closing)} of its {res.count} ports still have a "
+            f"closing connection in the kernel ({states}) and the others have a socket bound "
+            f"from the block; close one, or acquire a larger block")
+
+
+def _already_bound(fd: int, hint: str = "associate it before bind()") -> str:
+    """Why a socket cannot be associated or bound from a block (EISCONN)."""
+    try:
+        _family, sock_type, bound = _portres.socket_info(fd)
+    except OSError:
+        return f"the socket is already bound; {hint}"
+    if sock_type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        return (f"not a TCP or UDP socket (socket type {sock_type}); only stream and datagram "
+                f"sockets bind from a reservation")
+    try:
+        with socket.socket(fileno=os.dup(fd)) as probe:
+            probe.getpeername()
+        return (f"the socket is already connected (connect() bound it to port {bound}, of the "
+                f"kernel's choosing); associate it with the reservation before connect() or bind()")
+    except OSError:
+        pass
+    return f"the socket is already bound; {hint} (it is bound to port {bound})"
 
 
 class Reservation:
@@ -156,7 +210,7 @@ class Reservation:
         try:
             return int(self._res.bind(fd, family, h, 0, flowinfo, scope_id))
         except OSError as exc:
-            raise _bind_error(exc, "binding the socket from the reservation", self) from None
+            raise _bind_error(exc, "binding the socket from the reservation", self, 0, fd) from None
 
     # --- r10-feat: outbound (portres/_connect.py) ---
     def connect(self, address: Any, *, host: str = "",
@@ -261,7 +315,7 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
         raise
     except OSError as exc:
         if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token) from None
+            raise _associate_error(exc, token, fd) from None
         try:
             _portres.associate_port_reservation(fd, token)
         except OSError as exc2:
@@ -277,12 +331,12 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:
         if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token) from None
+            raise _associate_error(exc, token, fd) from None
         try:
             op = _portres.associate_port_reservation(fd, token, True, sock)
         except OSError as exc2:
             raise _associate_error(exc2, token) from None
-    return Overlapped(op, lambda exc: _associate_error(exc, token))
+    return Overlapped(op, lambda exc: _associate_error(exc, token, fd))
 
 
 async def associate_async(sock: Any, token: int) -> None:
@@ -295,12 +349,14 @@ async def associate_async(sock: Any, token: int) -> None:
     # --- end r10-feat ---
 
 
-def _associate_error(exc: OSError, token: int) -> OSError:
+def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:
     what = "associating the socket with the reservation"
     if is_code(exc, "EISCONN"):
-        return explain(exc, what, "the socket is already bound; associate it before bind()")
+        return explain(exc, what, _already_bound(fd))
     if is_code(exc, "ENOENT"):
-        return explain(exc, what, f"no reservation with token {token:#x} is held by this process")
+        # Not a file: the strerror of ENOENT would say "No such file or directory".
+        return explain(exc, what, f"no reservation with token {token:#x} is held by this process",
+                       "ENOENT: no such reservation")
     if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
     if is_code(exc, "EOPNOTSUPP"):
@@ -323,7 +379,7 @@ def bind(sock: Any, address: Any) -> int:
     try:
         return int(_portres.bind(fd, family, h, port, flowinfo or fi, scope_id or sc))
     except OSError as exc:
-        raise _bind_error(exc, f"bind to {address!r}", None, port) from None
+        raise _bind_error(exc, f"bind to {address!r}", None, port, fd) from None
 
 
 def release(sock: Any, token: int) -> None:

@@ -78,16 +78,22 @@ SERVER_REUSEADDR = True
 # listing checks every marked block against the sockets the kernel holds
 # (portres._runtime_linux).
 
-def runtime_opened(res: Any) -> None:
-    from . import _runtime_linux
+_marker: Any = None  # portres._runtime_linux, once a block has been held
 
-    _runtime_linux.opened(res)
+
+def runtime_opened(res: Any) -> None:
+    global _marker
+    if _marker is None:
+        from . import _runtime_linux
+
+        _marker = _runtime_linux
+    _marker.opened(res)
 
 
 def runtime_closed(res: Any) -> None:
-    from . import _runtime_linux
-
-    _runtime_linux.closed(res)
+    # No import here: __del__ may call this at interpreter shutdown.
+    if _marker is not None:
+        _marker.closed(res)
 
 
 def runtime_reservations(protocol: Optional[str]) -> List[Dict[str, Any]]:
