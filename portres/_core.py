@@ -390,6 +390,7 @@ def release(sock: Any, token: int) -> None:
     try:
         _portres.release_port_reservation(fd, token)
     except OSError as exc:
-        detail = (f"no reservation with token {token:#x} is held by this process"
-                  if is_code(exc, "ENOENT") else None)
-        raise explain(exc, "releasing the reservation", detail) from None
+        unknown = is_code(exc, "ENOENT")
+        detail = f"no reservation with token {token:#x} is held by this process" if unknown else None
+        raise explain(exc, "releasing the reservation", detail,
+                      "ENOENT: no such reservation" if unknown else None) from None

@@ -139,3 +139,14 @@ def test_linux_errors_name_linux_calls(res):
         portres.associate(s, 0x99)
     s.close()
     assert "WSA" not in str(info.value) and "WSA" not in str(info.value.filename)
+
+
+def test_release_of_an_unknown_token_does_not_talk_of_files():
+    # before: "... (No such file or directory)" from release too
+    s = socket.socket()
+    with pytest.raises(OSError) as info:
+        portres.release(s, 0x4321)
+    s.close()
+    assert info.value.errno == errno.ENOENT
+    assert "no reservation with token 0x4321 is held by this process (ENOENT: no such reservation)" in str(info.value)
+    assert "No such file" not in str(info.value)
