@@ -10,7 +10,8 @@ for the sockets, /proc/<pid>/fd for whose they are); a block released or
 collected without its line being cleared is dropped by that check.
 
 Writing the marker costs one pwrite per acquire and per close (a slot per
-block, reused), never a scan.
+block, reused), never a scan; the marker is made with the first block held
+and closed with the last, so a process holding nothing keeps no descriptor.
 """
 
 from __future__ import annotations
@@ -72,10 +73,17 @@ def opened(res: Any) -> None:
 
 
 def closed(res: Any) -> None:
-    """Clear RES's line."""
+    """Clear RES's line; with the last block, close the marker (a process
+    holding nothing keeps no descriptor of portres's)."""
+    global _fd, _next
     with _lock:
         slot = _slots.pop(id(res), None)
         if slot is None or _fd is None:
+            return
+        if not _slots:
+            fd, _fd, _next = _fd, None, 0
+            _free.clear()
+            os.close(fd)
             return
         try:
             os.pwrite(_fd, b" " * (_WIDTH - 1) + b"\n", slot * _WIDTH)

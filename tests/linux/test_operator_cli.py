@@ -278,3 +278,22 @@ def test_readme_editable_install_is_visible_to_mypy(tmp_path):
         capture_output=True, text=True, cwd=use.parent, env=env, timeout=600,
     )  # fmt: skip
     assert out.returncode == 0 and "Success" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_marker_descriptor_goes_with_the_last_block():
+    import portres
+
+    before = len(os.listdir("/proc/self/fd"))
+    a = portres.acquire(1)
+    b = portres.acquire(1)
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except FileNotFoundError:  # listdir's own descriptor, closed by now
+            pass
+    assert links.count("/memfd:portres (deleted)") == 1
+    a.close()
+    assert {(r.start, r.count) for r in portres.list_runtime() if r.pid == os.getpid()} == {(b.start, 1)}
+    b.close()
+    assert len(os.listdir("/proc/self/fd")) == before
