@@ -145,14 +145,33 @@ def acquire_denied_detail(start: int, count: int) -> Optional[str]:
 
 
 # ------------------------------------------------------------- persistent
+
+
+def _store(what: str, needs_root: bool) -> Any:
+    """portres._persistent_linux, imported on first use.  A process that
+    dropped root after `import portres` may no longer read the modules it
+    imports (json, secrets, tempfile): creating or deleting needs root
+    anyway, so say that, as the store itself would."""
+    try:
+        from . import _persistent_linux
+    except ImportError as exc:
+        if needs_root and os.geteuid() != 0:
+            raise PermissionError(_errno.EACCES, f"{what} failed: persistent reservations need "
+                                  f"root (CAP_NET_ADMIN over this network namespace); this "
+                                  f"process runs as uid {os.geteuid()}",
+                                  "import portres._persistent_linux") from exc
+        raise ImportError(f"{what}: the persistent store portres._persistent_linux could not be "
+                          f"imported ({exc}); a program that drops privileges should import it "
+                          f"before") from exc
+    return _persistent_linux
 #
 # The store raises OSErrors with their final messages; the Windows backend's
 # raw ones are explained by portres._persistent (persistent_explanation).
 
 def create_persistent(protocol: str, start: int, count: int, boot: bool) -> int:
-    from . import _persistent_linux
-
-    return _persistent_linux.create(protocol, start, count, boot)
+    _persistent_linux = _store("creating the persistent reservation", True)
+    token: int = _persistent_linux.create(protocol, start, count, boot)
+    return token
 
 
 def lookup_persistent(protocol: str, start: int, count: int) -> int:
@@ -162,8 +181,7 @@ def lookup_persistent(protocol: str, start: int, count: int) -> int:
 
 
 def delete_persistent(protocol: str, start: int, count: int) -> None:
-    from . import _persistent_linux
-
+    _persistent_linux = _store("deleting the persistent reservation", True)
     token = _persistent_linux.delete(protocol, start, count)
     _portres.unregister_persistent_token(token)  # sockets of this process forget it too
 
@@ -216,7 +234,7 @@ def check_reasons(port: int, protocol: str, binds: Dict[str, str], add: Any,
     holders = list(_runtime_linux.holders(protocol, port))
     for r in holders:
         handed = port in r["in_use"]
-        add("reservation", f"inside the runtime {protocol.upper()} reservation {r['start']}-{r['end']} "
+        add("reservation", f"inside the runtime reservation {r['start']}-{r['end']} ({protocol.upper()}) "
                            f"held by {r['process']} (pid {r['pid']}); port {port} "
                            + ("has a socket bound from the block" if handed else
                               "is not handed out: only that process can bind it"),

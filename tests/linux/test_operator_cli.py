@@ -132,7 +132,7 @@ def test_check_names_another_process_reservation_and_its_placeholder(holder):
     kinds = {r["kind"]: r for r in rep["reasons"]}
     res = kinds["reservation"]
     assert (res["start"], res["count"], res["pid"]) == (holder.start, 4, holder.pid)
-    assert f"inside the runtime TCP reservation {holder.start}-{holder.start + 3}" in res["message"]
+    assert f"inside the runtime reservation {holder.start}-{holder.start + 3} (TCP) held by" in res["message"]
     assert f"(pid {holder.pid})" in res["message"] and "not handed out" in res["message"]
     ph = kinds["placeholder"]
     assert ph["pid"] == holder.pid and isinstance(ph["fd"], int) and ph["local"] == "::"
