@@ -31,6 +31,19 @@
  *       sockets whose local port is in [lo, hi], every state, filtered in
  *       the kernel, by the backend's own code (src/linux/sockdiag.c,
  *       compiled in); timed inside C.
+ *   udp_floor(n) -> ns
+ *       the C floor of a UDP acquire(1): n x (socket(AF_INET6, SOCK_DGRAM),
+ *       bind([::]:0), SO_REUSEPORT, a drop filter, close()).  The filter is
+ *       an eBPF "return 0" loaded once per call and attached by reference
+ *       (SO_ATTACH_BPF) where the process may load one, the one-instruction
+ *       cBPF form otherwise, as the backend does.
+ *   probe_acquire(count, lo, hi, seed) -> ns
+ *       the C floor of a wildcard acquire(count) in a crowded range: from a
+ *       random window of [lo, hi], bind count TCP sockets ([::], dual-stack)
+ *       to consecutive free ports, probing each window from its far end (a
+ *       failed bind moves the next window past the taken port and reuses
+ *       the unbound socket), then close them.  The same probing as the
+ *       backend, without its bookkeeping.
  *   noop(*args) -> None        a METH_FASTCALL function doing nothing
  */
 #define PY_SSIZE_T_CLEAN
@@ -44,6 +57,10 @@
 #include <netinet/in.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <linux/bpf.h>
+#include <linux/filter.h>
 #include <linux/inet_diag.h>
 
 #include "portres.h"
@@ -249,7 +266,141 @@ static PyObject *time_diag_dump(PyObject *self, PyObject *args)
     return Py_BuildValue("(Ll)", t1 - t0, count);
 }
 
+static int load_drop(void)
+{
+#ifdef SYS_bpf
+    struct bpf_insn insns[2];
+    union bpf_attr attr;
+    memset(insns, 0, sizeof insns);
+    insns[0].code = BPF_ALU64 | BPF_MOV | BPF_K; /* r0 = 0 */
+    insns[0].dst_reg = BPF_REG_0;
+    insns[1].code = BPF_JMP | BPF_EXIT;
+    memset(&attr, 0, sizeof attr);
+    attr.prog_type = BPF_PROG_TYPE_SOCKET_FILTER;
+    attr.insns = (uint64_t)(uintptr_t)insns;
+    attr.insn_cnt = 2;
+    attr.license = (uint64_t)(uintptr_t) "MIT";
+    return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &attr, sizeof attr);
+#else
+    return -1;
+#endif
+}
+
+static PyObject *udp_floor(PyObject *self, PyObject *args)
+{
+    int n, i, one = 1, zero = 0, err = 0, prog;
+    long long t0, t1;
+    struct sockaddr_in6 a;
+    struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog cprog = {1, &insn};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i", &n))
+        return NULL;
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_any;
+    prog = load_drop();
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    for (i = 0; i < n && !err; i++) {
+        int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            err = errno;
+            break;
+        }
+        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero)
+            || bind(fd, (struct sockaddr *)&a, sizeof a)
+            || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)
+            || (prog >= 0 ? setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog)
+                          : setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &cprog, sizeof cprog)))
+            err = errno;
+        close(fd);
+    }
+    t1 = now_ns();
+    Py_END_ALLOW_THREADS
+    if (prog >= 0)
+        close(prog);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    return PyLong_FromLongLong(t1 - t0);
+}
+
+static PyObject *probe_acquire(PyObject *self, PyObject *args)
+{
+    int count, lo, hi, i, err = 0, spare = -1, zero = 0, found = 0;
+    unsigned seed;
+    int *fds;
+    long long t0, t1;
+    struct sockaddr_in6 a;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiI", &count, &lo, &hi, &seed))
+        return NULL;
+    if (count < 1 || lo < 1 || hi > 65535 || hi - lo + 1 < count)
+        return PyErr_Format(PyExc_ValueError, "bad range");
+    fds = malloc((size_t)count * sizeof *fds);
+    if (!fds)
+        return PyErr_NoMemory();
+    memset(&a, 0, sizeof a);
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_any;
+    Py_BEGIN_ALLOW_THREADS
+    t0 = now_ns();
+    {
+        unsigned span = (unsigned)(hi - lo + 1), tried = 0, first = (unsigned)lo + seed % span;
+        while (!found && !err && tried < span) {
+            int k, n = 0;
+            if (first + (unsigned)count - 1 > (unsigned)hi) {
+                tried += (unsigned)hi - first + 1;
+                first = (unsigned)lo;
+                continue;
+            }
+            for (k = count - 1; k >= 0; k--) { /* far end first */
+                int fd = spare >= 0 ? spare : socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                spare = -1;
+                if (fd < 0 || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero)) {
+                    err = errno;
+                    if (fd >= 0)
+                        close(fd);
+                    break;
+                }
+                a.sin6_port = htons((uint16_t)(first + (unsigned)k));
+                if (bind(fd, (struct sockaddr *)&a, sizeof a)) {
+                    spare = fd; /* unbound: the next probe reuses it */
+                    break;
+                }
+                fds[n++] = fd;
+            }
+            if (k < 0) {
+                found = 1;
+                for (i = 0; i < n; i++)
+                    close(fds[i]);
+                break;
+            }
+            for (i = 0; i < n; i++) /* a plain loop starts the next window afresh */
+                close(fds[i]);
+            tried += (unsigned)k + 1;
+            first += (unsigned)k + 1;
+        }
+    }
+    t1 = now_ns();
+    if (spare >= 0)
+        close(spare);
+    Py_END_ALLOW_THREADS
+    free(fds);
+    if (err) {
+        errno = err;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    if (!found)
+        return PyErr_Format(PyExc_OSError, "no free window of %d", count);
+    return PyLong_FromLongLong(t1 - t0);
+}
+
 static PyMethodDef methods[] = {
+    {"udp_floor", udp_floor, METH_VARARGS, "The C floor of a UDP acquire(1), n times."},
+    {"probe_acquire", probe_acquire, METH_VARARGS, "A C loop probing a range with binds."},
     {"bare_cycle", bare_cycle, METH_VARARGS, "socket+bind+close cycles in C."},
     {"diag_dump", time_diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL, "Do nothing."},

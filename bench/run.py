@@ -45,7 +45,7 @@ if os.environ.get("PORTRES_BENCH_PATH"):
     sys.path.insert(0, os.environ["PORTRES_BENCH_PATH"])
 ns = time.perf_counter_ns
 QUICK = False
-SECTIONS = ("socket", "acquire", "peers", "call", "crowded", "memory", "import")  # import: issue 14
+SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import")  # import: issue 14
 
 
 # ----------------------------------------------------------------- helpers
@@ -222,6 +222,101 @@ def section_socket(helper):
     return {"rows": rows}
 
 
+HOLD_ELSEWHERE = r"""
+import os, resource, socket, sys
+n = int(sys.argv[1])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * n + 64)), hard))
+keep = []
+for _ in range(n):
+    t = socket.socket(socket.AF_INET6)
+    t.bind(("::", 0))
+    t.listen(1)
+    u = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    u.bind(("::", 0))
+    keep += [t, u]
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def hold_elsewhere(count):
+    """COUNT TCP listeners and COUNT UDP sockets held in other, new network
+    namespaces (by children of at most 8192 of each: the hard RLIMIT_NOFILE
+    may be low): they share the kernel's socket hash tables with ours, and
+    nothing else.  Returns the children (close their stdin to end them), or
+    None without unshare(1)."""
+    if not can_netns():
+        return None
+    children = []
+    for k in range(0, count, 8192):
+        p = subprocess.Popen(["unshare", "--net", "--", sys.executable, "-c", HOLD_ELSEWHERE,
+                              str(min(8192, count - k))],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        children.append(p)
+        if p.stdout.readline().strip() != "ready":
+            release_elsewhere(children)
+            raise RuntimeError("a child holding sockets in another netns failed")
+    return children
+
+
+def release_elsewhere(children):
+    for p in children:
+        p.stdin.close()
+        p.wait()
+
+
+def section_reuse(helper):
+    """A port of a block reused: res.socket() + close() again and again on a
+    block of 1 and of 16, TCP and UDP, against socket() + bind(0) + close()
+    of the same protocol, on an idle machine and with many sockets held in
+    another network namespace (which a global sock_diag dump would walk)."""
+    import portres
+
+    rows = []
+    M = n(5000, 4)
+    reps = n(15, 2)
+    elsewhere = n(16384, 64)
+    types = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+    for load in ("idle", "crowded"):
+        child = hold_elsewhere(elsewhere) if load == "crowded" else None
+        if load == "crowded" and child is None:
+            break
+        try:
+            for proto in ("tcp", "udp"):
+                for block in (1, 16):
+                    def cycle_portres(block=block, proto=proto):
+                        with portres.acquire(block, protocol=proto) as res:
+                            sock = res.socket
+                            t0 = ns()
+                            for _ in range(M):
+                                s = sock()
+                                s.close()
+                            t1 = ns()
+                        return (t1 - t0) / M
+
+                    def cycle_plain(proto=proto):
+                        typ, sock, addr = types[proto], socket.socket, ("127.0.0.1", 0)
+                        t0 = ns()
+                        for _ in range(M):
+                            s = sock(socket.AF_INET, typ)
+                            s.bind(addr)
+                            s.close()
+                        t1 = ns()
+                        return (t1 - t0) / M
+
+                    a, b = paired(cycle_portres, cycle_plain, reps)
+                    where = ("idle" if load == "idle" else
+                             f"{elsewhere} TCP listeners + {elsewhere} UDP sockets in other netns")
+                    rows.append(row(f"reuse cycle, {proto}, block of {block}, {where}", a, b,
+                                    "socket() + bind(0) + close()",
+                                    f"per cycle: res.socket() + close(), {M} per block"))
+        finally:
+            if child is not None:
+                release_elsewhere(child)
+    return {"rows": rows}
+
+
 def ephemeral_range():
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
@@ -285,6 +380,20 @@ def section_acquire(helper):
                         + ("the same window S" if fixed else "a random window of the range")
                         + ("; portres adds a drop filter per UDP port" if proto == "udp" else ""),
                         unit="per call"))
+
+    def udp_one():
+        t0 = ns()
+        portres.acquire(1, protocol="udp").close()
+        return ns() - t0
+
+    def udp_floor():
+        return helper.udp_floor(1)
+
+    a, b = paired(udp_one, udp_floor, n(61, 2))
+    rows.append(row('acquire(1, protocol="udp") + close()', a, b,
+                    "C: socket + bind(0) + SO_REUSEPORT + drop filter + close",
+                    "whole call, no other UDP block open; the C floor attaches the same "
+                    "filter (eBPF loaded once, or cBPF)", unit="per call"))
     return {"rows": rows}
 
 
@@ -495,6 +604,19 @@ def crowded_child(span, blocks, reps):
     helper = build_helper()
     out["dump"] = statistics.median(helper.diag_dump(1, lo, lo + span - 1)[0] for _ in range(reps))
     out["sockets"] = helper.diag_dump(1, lo, lo + span - 1)[1]
+    # acquire(4) against a C loop that probes the same range with binds.
+    import random
+    rnd = random.Random(span)
+
+    def pr4():
+        t0 = ns()
+        portres.acquire(4).close()
+        return ns() - t0
+
+    def c4():
+        return helper.probe_acquire(4, lo, lo + span - 1, rnd.randrange(1 << 30))
+
+    out["probe4_portres"], out["probe4_c"] = paired(pr4, c4, reps)
     release()
     return out
 
@@ -517,7 +639,10 @@ def section_crowded(helper):
         if out.returncode:
             raise RuntimeError(out.stderr)
         table[str(span)] = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"crowded": table, "blocks": blocks, "reps": reps + 2}
+    rows = [row(f"wildcard acquire(4) + close(), {span}-port range 90% taken",
+                t["probe4_portres"], t["probe4_c"], "C loop probing the range with binds",
+                "per call; the same range, a random start each") for span, t in table.items()]
+    return {"crowded": table, "blocks": blocks, "reps": reps + 2, "rows": rows}
 
 
 def section_memory(helper):
@@ -699,6 +824,7 @@ def section_import(helper):
 SECTION_FUNCS = {
     "import": section_import,  # issue 14
     "socket": section_socket,
+    "reuse": section_reuse,
     "acquire": section_acquire,
     "peers": section_peers,
     "call": section_call,

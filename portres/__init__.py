@@ -25,7 +25,6 @@ except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
     ) from None  # the original "partially initialized module" text misleads
 
 from ._check import check  # issue 14
-from ._connect import connect  # r10-feat
 from ._core import (
     Reservation,
     acquire,
@@ -33,6 +32,7 @@ from ._core import (
     associate_async,
     associate_nowait,
     bind,
+    connect,
     release,
 )
 from ._overlapped import Overlapped

@@ -122,6 +122,10 @@ def _parser() -> argparse.ArgumentParser:
     add.add_argument("--boot", action="store_true",
                      help="Linux: also keep it across reboots (writes a sysctl.d file); "
                      "Windows reservations always survive reboots")
+    # --boot-file (issue 12): where --boot writes; needed outside the initial network namespace
+    add.add_argument("--boot-file", metavar="PATH",
+                     help="Linux: keep it across reboots in this sysctl.d file (implies --boot; "
+                     "required outside the initial network namespace)")
     sub.add_parser(
         "delete", parents=[common, proto, block], help="delete a persistent reservation",
         description="Delete the persistent reservation with exactly this START and COUNT "
@@ -207,6 +211,16 @@ def _list_runtime(args: argparse.Namespace) -> int:
 def _cmd_add(args: argparse.Namespace) -> int:
     import portres
 
+    # --boot-file (issue 12): the backend writes the file PORTRES_SYSCTL_D_FILE names
+    if args.boot_file:
+        if sys.platform == "win32":
+            print("portres add: --boot-file is for Linux (Windows keeps every persistent "
+                  "reservation across reboots)", file=sys.stderr)
+            return EXIT_USAGE
+        import os
+
+        os.environ["PORTRES_SYSCTL_D_FILE"] = args.boot_file
+        args.boot = True
     token = portres.create_persistent(args.start, args.count, protocol=args.protocol,
                                       boot=args.boot)
     end = args.start + args.count - 1

@@ -15,7 +15,6 @@ from typing import Any, Set
 from ._overlapped import Overlapped, wait_async
 from ._platform import backend
 
-
 # Operations whose waiting trio task was cancelled and whose kernel side has
 # not let go yet: kept alive (their OVERLAPPED and event with them) until a
 # trio system task sees them complete.

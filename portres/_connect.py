@@ -1,5 +1,5 @@
-"""Outbound connections from a reservation: ``portres.connect()`` and
-``Reservation.connect()``.
+"""Outbound connections from a reservation: the connecting half of
+``portres.connect()`` (in _core, beside ``bind``) and ``Reservation.connect()``.
 
 A plain ``connect()`` of an unbound socket lets the kernel pick the local
 port from the ephemeral range, outside the block.  Both forms here bind
@@ -16,15 +16,11 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING, Any, Optional
 
-from . import _errors
+from . import _errors  # below _core: it never imports _core
 from . import _validate as check
 
 if TYPE_CHECKING:
     from ._core import Reservation
-
-
-# The wildcard of each family as a bind address ("" binds INADDR_ANY / in6addr_any).
-_WILDCARD = {int(socket.AF_INET): "", int(socket.AF_INET6): ""}
 
 
 def _family_of(address: Any) -> int:
@@ -51,28 +47,12 @@ def _family_of(address: Any) -> int:
     return int(infos[0][0])
 
 
-def connect(sock: Any, address: Any) -> None:
-    """Connect SOCK to ADDRESS with a local port from its reservation.
-
-    SOCK must be associated with a reservation (``portres.associate``) and
-    may be unbound, or already bound from the block (``Reservation.bind``).
-    An unbound socket is first bound to the wildcard of its family with
-    port 0, which takes a free port of the block; then ``connect()`` runs
-    (TCP: the handshake, honouring the socket's timeout; UDP: sets the
-    default peer).  A socket that is not associated binds like any socket,
-    to a port the kernel picks: associate it first."""
-    from . import _core
-
-    fd = check.fileno(sock)
-    family, _type, bound = _core._socket_info(fd)
-    if family not in check.FAMILIES:
-        raise ValueError(f"sock must be an AF_INET or AF_INET6 socket, not family {family}")
-    if not bound:
-        _core.bind(sock, (_WILDCARD[family], 0))
+def connect_socket(sock: Any, fd: int, family: int, sock_type: int, address: Any) -> None:
+    """Connect SOCK (a bound socket or an object with fileno() FD) to ADDRESS."""
     if isinstance(sock, socket.socket):
         _connect(sock, address)
     else:   # an object with fileno(): connect through a socket object on its descriptor
-        s = socket.socket(family, _type, 0, fileno=fd)
+        s = socket.socket(family, sock_type, 0, fileno=fd)
         try:
             _connect(s, address)
         finally:

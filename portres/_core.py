@@ -8,7 +8,7 @@ import socket
 import warnings
 from typing import Any, Optional, Tuple
 
-from . import _portres
+from . import _connect, _portres
 from . import _validate as check
 from ._errors import explain, is_code
 from ._overlapped import Overlapped
@@ -58,13 +58,27 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
                       else None) from None
 
 
+def _socket_uid(fd: int) -> int:
+    """The uid owning the socket FD (the one SO_REUSEPORT compares)."""
+    try:
+        return os.fstat(fd).st_uid
+    except OSError:
+        return os.geteuid()
+
+
 def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0,
-                fd: int = -1) -> OSError:
+                fd: int = -1, sock_uid: Optional[int] = None) -> OSError:
     # issue 14: each detail is the cause detected, and names the block once.
     blk = (f"the reserved block {res.start}-{res.start + res.count - 1}" if res is not None
            else "the reserved block the socket is associated with")
     system = None
-    if is_code(exc, "EADDRINUSE"):
+    owner = getattr(res._res, "_owner", -1) if res is not None else -1   # Linux only
+    if is_code(exc, "EPERM") and owner >= 0 and sock_uid is not None and sock_uid != owner:
+        detail = (f"the reservation's placeholder sockets belong to uid {owner} and this socket "
+                  f"to uid {sock_uid}, and a port is shared only between sockets of one uid "
+                  f"(the process changed its uid after acquire()); pass owner={sock_uid} to "
+                  f"portres.acquire() before dropping privileges, or acquire after the drop")
+    elif is_code(exc, "EADDRINUSE"):
         detail = (f"port {port} of {blk} is already bound by another socket from the block "
                   f"(a port is handed to one socket at a time, whatever its family)" if port
                   else _no_free_port(res, blk))
@@ -81,6 +95,9 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
         detail = "the reservation is closed"
     elif is_code(exc, "EBADF"):
         detail = f"the socket's descriptor {fd} is not open" if fd >= 0 else "the socket is not open"
+    elif is_code(exc, "ENOENT") and res is None:
+        detail = ("the persistent reservation the socket was associated with is gone: the system no "
+                  "longer reserves all of its ports")
     else:
         detail = None
     return explain(exc, what, detail, system)
@@ -172,13 +189,16 @@ class Reservation:
                 sock = _Socket(family, self._type)
                 res._bind_new(sock.fileno(), family, host)
             except OSError as exc:   # EMFILE from socket() too: say what failed
+                uid = None
                 if sock is not None:
+                    uid = _socket_uid(sock.fileno())
                     sock.close()
                 elif exc.filename is None:
                     exc.filename = "socket"   # Python's own call: name it, as C does
                 if res.closed:
                     raise ValueError(f"{self!r} is closed") from None
-                raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+                raise _bind_error(exc, "binding a new socket from the reservation", self,
+                                  sock_uid=uid) from None
             except ValueError:   # not an IP literal: resolved below
                 if sock is not None:
                     sock.close()
@@ -191,7 +211,9 @@ class Reservation:
         try:
             fd, _port = self._res.socket(family, h, 0, flowinfo, scope_id)
         except OSError as exc:
-            raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+            uid = _socket_uid(-1) if is_code(exc, "EPERM") else None   # the new socket's: ours
+            raise _bind_error(exc, "binding a new socket from the reservation", self,
+                              sock_uid=uid) from None
         return socket.socket(family, self._type, 0, fd)
 
     def bind(self, sock: Any, host: str = "") -> int:
@@ -210,15 +232,16 @@ class Reservation:
         try:
             return int(self._res.bind(fd, family, h, 0, flowinfo, scope_id))
         except OSError as exc:
-            raise _bind_error(exc, "binding the socket from the reservation", self, 0, fd) from None
+            uid = _socket_uid(fd) if is_code(exc, "EPERM") else None
+            raise _bind_error(exc, "binding the socket from the reservation", self, 0, fd,
+                              sock_uid=uid) from None
 
     # --- r10-feat: outbound (portres/_connect.py) ---
     def connect(self, address: Any, *, host: str = "",
                 timeout: Optional[float] = None) -> "_Socket":
         """A new socket bound from the block on HOST, connected to ADDRESS
         (TCP) or with ADDRESS as its default peer (UDP)."""
-        from ._connect import reservation_connect
-        return reservation_connect(self, address, host=host, timeout=timeout)
+        return _connect.reservation_connect(self, address, host=host, timeout=timeout)
     # --- end r10-feat ---
 
     def close(self) -> None:
@@ -248,9 +271,16 @@ class Reservation:
                 f"({self.count} ports) token={self.token:#x} {state}>")
 
 
-def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation:
+def acquire(count: int, *, protocol: str = "tcp", start: int = 0,
+            owner: Optional[int] = None) -> Reservation:
     """Reserve COUNT consecutive ports for this process (start 0: any free
-    block of the ephemeral range)."""
+    block of the ephemeral range).
+
+    OWNER (Linux): the uid the process will drop to before it binds from the
+    block (reserve as root, drop, bind); the block's placeholder sockets are
+    given to it, which needs CAP_CHOWN.  See docs/platforms.md."""
+    if owner is not None:
+        return _acquire_for(owner, count, protocol, start)
     proto = _PROTOCOLS.get(protocol) if protocol.__class__ is str else None
     if (proto is None or count.__class__ is not int or start.__class__ is not int
             or not _valid_block(start, count) or not _FAST):
@@ -263,6 +293,27 @@ def acquire(count: int, *, protocol: str = "tcp", start: int = 0) -> Reservation
     except OSError as exc:
         raise _acquire_error(exc, protocol, start, count) from None
     return Reservation(res, protocol)
+
+
+def _acquire_for(owner: Any, count: int, protocol: str, start: int) -> Reservation:
+    """acquire(..., owner=OWNER): the block, its placeholders given to OWNER."""
+    if owner.__class__ is not int:
+        raise TypeError(f"owner must be an int uid, not {type(owner).__name__}")
+    if not 0 <= owner <= 0xFFFFFFFE:
+        raise ValueError(f"owner must be a uid in 0..4294967294, not {owner}")
+    if not _HAS_BIND_NEW:   # the Windows module: reservations belong to a process, not a uid
+        raise ValueError("owner= is a Linux uid; on Windows a runtime reservation belongs to "
+                         "the process that acquired it")
+    res = acquire(count, protocol=protocol, start=start)
+    try:
+        res._res._set_owner(owner)
+    except OSError as exc:
+        res.close()
+        detail = (f"giving the placeholder sockets to uid {owner} (fchown) needs CAP_CHOWN"
+                  if is_code(exc, "EPERM") else None)
+        raise explain(exc, f"reserving {count} {protocol.upper()} ports for uid {owner}",
+                      detail) from None
+    return res
 
 
 def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSError:
@@ -314,12 +365,10 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
     except TimeoutError:
         raise
     except OSError as exc:
-        if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token, fd) from None
-        try:
-            _portres.associate_port_reservation(fd, token)
+        try:   # a persistent token: the backend resolves it and hands over the block
+            backend.associate_persistent(exc, fd, token)
         except OSError as exc2:
-            raise _associate_error(exc2, token) from None
+            raise _associate_error(exc2, token, fd) from None
 
 
 def associate_nowait(sock: Any, token: int) -> Overlapped:
@@ -330,12 +379,10 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
     try:
         op = _portres.associate_port_reservation(fd, token, True, sock)
     except OSError as exc:
-        if not backend.knows_persistent(exc, token):
-            raise _associate_error(exc, token, fd) from None
-        try:
-            op = _portres.associate_port_reservation(fd, token, True, sock)
+        try:   # a persistent token: the backend resolves it and hands over the block
+            op = backend.associate_persistent_nowait(exc, fd, token, sock)
         except OSError as exc2:
-            raise _associate_error(exc2, token) from None
+            raise _associate_error(exc2, token, fd) from None
     return Overlapped(op, lambda exc: _associate_error(exc, token, fd))
 
 
@@ -355,7 +402,8 @@ def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:
         return explain(exc, what, _already_bound(fd))
     if is_code(exc, "ENOENT"):
         # Not a file: the strerror of ENOENT would say "No such file or directory".
-        return explain(exc, what, f"no reservation with token {token:#x} is held by this process",
+        return explain(exc, what, f"no reservation with token {token:#x} is held by this process, "
+                       f"nor is it a persistent reservation's that the system still holds",
                        "ENOENT: no such reservation")
     if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
@@ -380,6 +428,25 @@ def bind(sock: Any, address: Any) -> int:
         return int(_portres.bind(fd, family, h, port, flowinfo or fi, scope_id or sc))
     except OSError as exc:
         raise _bind_error(exc, f"bind to {address!r}", None, port, fd) from None
+
+
+def connect(sock: Any, address: Any) -> None:
+    """Connect SOCK to ADDRESS with a local port from its reservation.
+
+    SOCK must be associated with a reservation (``portres.associate``) and
+    may be unbound, or already bound from the block (``Reservation.bind``).
+    An unbound socket is first bound to the wildcard of its family with
+    port 0, which takes a free port of the block; then ``connect()`` runs
+    (TCP: the handshake, honouring the socket's timeout; UDP: sets the
+    default peer).  A socket that is not associated binds like any socket,
+    to a port the kernel picks: associate it first."""
+    fd = check.fileno(sock)
+    family, sock_type, bound = _socket_info(fd)
+    if family not in check.FAMILIES:
+        raise ValueError(f"sock must be an AF_INET or AF_INET6 socket, not family {family}")
+    if not bound:
+        bind(sock, (_WILDCARD[family], 0))
+    _connect.connect_socket(sock, fd, family, sock_type, address)
 
 
 def release(sock: Any, token: int) -> None:

@@ -43,20 +43,34 @@ def associate(fd: int, token: int, sock: Any, timeout: Optional[float]) -> None:
     _portres.associate_port_reservation(fd, token)
 
 
-def knows_persistent(exc: OSError, token: int) -> bool:
-    """A token the C registry does not know may be a persistent
-    reservation's, which the store keeps.  If so, tell the C layer and
-    return True (the caller retries)."""
+def _persistent_block(exc: OSError, token: int) -> Tuple[int, int, int]:
+    """EXC came from the C layer's runtime registry.  A token it does not
+    know (ENOENT) may be a persistent reservation's: the store resolves it,
+    against the kernel's list, at every use (the C layer keeps no persistent
+    tokens).  The block as (protocol number, start, count); raises EXC if
+    TOKEN is no live persistent reservation's."""
     if exc.errno != _errno.ENOENT:
-        return False
+        raise exc
     from . import _persistent_linux
 
     found = _persistent_linux.by_token(token)
     if found is None:
-        return False
+        raise exc
     protocol, start, count = found
-    _portres.register_persistent_token(token, check.PROTOCOLS[protocol], start, count)
-    return True
+    return check.PROTOCOLS[protocol], start, count
+
+
+def associate_persistent(exc: OSError, fd: int, token: int) -> None:
+    """The blocking associate of a token the runtime registry refused with
+    EXC: hand the C layer the persistent block it names, or raise EXC."""
+    protocol, start, count = _persistent_block(exc, token)
+    _portres.associate_range(fd, protocol, start, count)
+
+
+def associate_persistent_nowait(exc: OSError, fd: int, token: int, sock: Any) -> _portres.Overlapped:
+    """associate_persistent, overlapped (it completes at once)."""
+    protocol, start, count = _persistent_block(exc, token)
+    return _portres.associate_range(fd, protocol, start, count, True, sock)
 
 
 def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,
@@ -131,6 +145,7 @@ CODES: Dict[str, Optional[int]] = {
     "ENOENT": _errno.ENOENT,
     "ENOTSOCK": _errno.ENOTSOCK,
     "EOPNOTSUPP": _errno.EOPNOTSUPP,
+    "EPERM": _errno.EPERM,
     "EPROTOTYPE": _errno.EPROTOTYPE,
 }
 
@@ -182,8 +197,7 @@ def lookup_persistent(protocol: str, start: int, count: int) -> int:
 
 def delete_persistent(protocol: str, start: int, count: int) -> None:
     _persistent_linux = _store("deleting the persistent reservation", True)
-    token = _persistent_linux.delete(protocol, start, count)
-    _portres.unregister_persistent_token(token)  # sockets of this process forget it too
+    _persistent_linux.delete(protocol, start, count)   # every process's next use sees it gone
 
 
 def list_persistent(protocol: str) -> List[Tuple[int, int]]:

@@ -21,7 +21,8 @@ else:
 CONTRACT = (
     "CODES", "FAST_PATHS", "HINTS", "acquire_denied_detail", "associate", "check_build",
     "check_reasons", "condition_code", "create_persistent", "delete_persistent",
-    "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
+    "ephemeral_range", "error_code", "associate_persistent", "associate_persistent_nowait",
+    "list_persistent", "lookup_persistent",
     "persistent_entries", "persistent_explanation", "port_sockets", "watch",
     "EPHEMERAL_RANGE_NAME", "EPHEMERAL_RANGE_SETTING", "RUN_UNSUPPORTED", "wait_trio_event",
     "runtime_opened", "runtime_closed", "runtime_reservations", "RUNTIME_SCOPE", "SERVER_REUSEADDR",

@@ -6,7 +6,6 @@ values as ints), tokens as non-zero unsigned 64-bit ints, ports in host order.
 """
 
 import sys
-from collections.abc import Callable
 from typing import Final, Literal, final, overload
 
 TCP: Final[int]
@@ -52,6 +51,10 @@ class PortReservation:
         # Reservation.socket()'s fast path: bind a socket the package has
         # just created (unbound, no option set) in the block.
         def _bind_new(self, fd: int, family: int, host: str, /) -> int: ...
+        # Privilege drop: give the placeholders to a uid; the uid owning them.
+        def _set_owner(self, uid: int, /) -> None: ...
+        @property
+        def _owner(self) -> int: ...
 
 @final
 class Overlapped:
@@ -65,8 +68,6 @@ class Overlapped:
     def wait(self, timeout: float | None = None) -> bool: ...
     def result(self, timeout: float | None = None) -> PortReservation | None: ...
     def cancel(self) -> None: ...
-    def _register_wait(self, callback: Callable[[], object], /) -> None: ...
-    def _unregister_wait(self) -> None: ...
 
 @overload
 def acquire_port_reservation(
@@ -104,7 +105,7 @@ def release_port_reservation(
 def release_port_reservation(
     socket: int, token: int, overlapped: bool, owner: object = None
 ) -> Overlapped | None: ...
-def _pending_overlapped() -> Overlapped: ...
+def _pending_overlapped(on_cancel: int | None = None) -> Overlapped: ...
 def bind(
     socket: int,
     family: int,
@@ -134,14 +135,28 @@ if sys.platform == "win32":
     # A MIB_TCP_STATE with no Linux counterpart comes as MIB_STATE_OTHER + its value.
     MIB_STATE_OTHER: Final[int]
     def process_name(pid: int, /) -> str | None: ...
+    def windows_build() -> tuple[int, int, int]:
+        """(major, minor, build) of the running system (RtlGetVersion)."""
     def create_persistent_port_reservation(protocol: int, start: int, count: int, /) -> int: ...
     def lookup_persistent_port_reservation(protocol: int, start: int, count: int, /) -> int: ...
     def delete_persistent_port_reservation(protocol: int, start: int, count: int, /) -> None: ...
     def list_persistent_port_reservations(protocol: int, /) -> list[tuple[int, int]]: ...
 
 if sys.platform == "linux":
-    def register_persistent_token(token: int, protocol: int, start: int, count: int, /) -> None: ...
-    def unregister_persistent_token(token: int, /) -> None: ...
+    # A persistent block, resolved from its token by the package (the C
+    # layer keeps no persistent tokens): the socket's next bind() through
+    # this module takes a port of [start, start+count) if the kernel's
+    # ip_local_reserved_ports still holds all of it (else ENOENT).
+    @overload
+    def associate_range(
+        socket: int, protocol: int, start: int, count: int,
+        overlapped: Literal[False] = False, owner: object = None,
+    ) -> None: ...
+    @overload
+    def associate_range(
+        socket: int, protocol: int, start: int, count: int,
+        overlapped: Literal[True], owner: object = None,
+    ) -> Overlapped: ...
     def reserved_ports() -> list[tuple[int, int]]:
         """net.ipv4.ip_local_reserved_ports as sorted (first, last) runs,
         inclusive; [] where the kernel has no such sysctl."""

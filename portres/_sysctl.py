@@ -19,14 +19,18 @@ UNPRIVILEGED_PORT_START = "/proc/sys/net/ipv4/ip_unprivileged_port_start"
 
 
 def parse_ports(text: str) -> Set[int]:
-    """The ports of a reserved-ports list ("1,5-7", commas or newlines)."""
+    """The ports of a reserved-ports list ("1,5-7", commas or newlines);
+    ValueError if it is not one."""
     ports: Set[int] = set()
     for part in text.replace("\n", ",").split(","):
         part = part.strip()
         if not part:
             continue
         lo, _, hi = part.partition("-")
-        ports.update(range(int(lo), int(hi or lo) + 1))
+        a, b = int(lo), int(hi or lo)
+        if not 0 <= a <= b <= 65535:   # ValueError, as for what is not a number
+            raise ValueError(f"not a port range: {part!r}")
+        ports.update(range(a, b + 1))
     return ports
 
 

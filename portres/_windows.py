@@ -59,25 +59,51 @@ def associate(fd: int, token: int, sock: Any, timeout: Optional[float]) -> None:
     _portres.associate_port_reservation(fd, token, True, sock).result(timeout)
 
 
-def knows_persistent(exc: OSError, token: int) -> bool:
-    """The kernel knows persistent tokens itself: nothing to resolve."""
-    return False
+def associate_persistent(exc: OSError, fd: int, token: int) -> None:
+    """The kernel knows persistent tokens itself: EXC is the answer."""
+    raise exc
+
+
+def associate_persistent_nowait(exc: OSError, fd: int, token: int, sock: Any) -> _portres.Overlapped:
+    """The kernel knows persistent tokens itself: EXC is the answer."""
+    raise exc
 
 
 def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,
           wake: Callable[[], None]) -> Callable[[], object]:
-    """Call wake() on LOOP once OP's event is signalled; return the undo."""
-    # RegisterWaitForSingleObject: a pool thread waits on many handles at
-    # once, so there is no thread per pending operation, and it works on the
-    # proactor and on selector loops alike.
-    def from_pool() -> None:
-        try:
-            loop.call_soon_threadsafe(wake)
-        except RuntimeError:  # the loop was closed meanwhile
-            pass
+    """Call wake() on LOOP once OP's event is signalled; return the undo.
 
-    op._register_wait(from_pool)
-    return op._unregister_wait
+    No Python runs on a thread Python did not create (a thread-pool callback
+    entering Python is unsupported with subinterpreters and unsafe during
+    finalization).  A proactor loop (asyncio's default on Windows) waits for
+    the event itself: IocpProactor.wait_for_handle registers a wait whose
+    callback only posts a packet to the loop's completion port (CPython's
+    Modules/overlapped.c, RegisterWaitWithQueue).  Any other loop polls the
+    event from its own timers: every millisecond at first, backing off to
+    every 50 ms."""
+    wait_for_handle = getattr(getattr(loop, "_proactor", None), "wait_for_handle", None)
+    if wait_for_handle is not None:
+        fut: "asyncio.Future[Any]" = wait_for_handle(op.event)
+        fut.add_done_callback(lambda f: None if f.cancelled() else wake())
+        return fut.cancel
+    timer: List[Any] = [None, 0.001]  # the pending TimerHandle, the next delay
+
+    def poll() -> None:
+        if op.done():
+            timer[0] = None
+            wake()
+            return
+        timer[0] = loop.call_later(timer[1], poll)
+        timer[1] = min(timer[1] * 2, 0.05)
+
+    timer[0] = loop.call_soon(poll)
+
+    def undo() -> None:
+        if timer[0] is not None:
+            timer[0].cancel()
+            timer[0] = None
+
+    return undo
 
 
 # Servers do not set SO_REUSEADDR here (on Windows it lets a bind share a
@@ -157,6 +183,7 @@ CODES: Dict[str, Optional[int]] = {
     "ENOENT": None,
     "ENOTSOCK": WSAENOTSOCK,
     "EOPNOTSUPP": WSAEOPNOTSUPP,
+    "EPERM": None,   # Linux's uid check of a bind from a block: no Windows counterpart
     "EPROTOTYPE": None,
 }
 

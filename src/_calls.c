@@ -103,34 +103,37 @@ static PyObject *release_port_reservation(PyObject *module, PyObject *args, PyOb
 }
 
 #ifdef __linux__
-PyDoc_STRVAR(register_persistent_token_doc,
-             "register_persistent_token(token, protocol, start, count)\n\n"
-             "Linux: make a persistent reservation's token (kept by the package) known\n"
-             "to associate_port_reservation in this process.");
+PyDoc_STRVAR(associate_range_doc,
+             "associate_range(socket, protocol, start, count, overlapped=False, owner=None)\n\n"
+             "Linux: the socket's next bind() through this module takes a port of the\n"
+             "persistent block [start, start+count) of `protocol`, if the kernel's\n"
+             "ip_local_reserved_ports still holds all of it then (else ENOENT).  The\n"
+             "package resolves persistent tokens to blocks; no token is kept here.\n"
+             "With overlapped=True returns an Overlapped (already complete, as every\n"
+             "Linux operation); `owner` as for associate_port_reservation.");
 
-static PyObject *register_persistent_token(PyObject *Py_UNUSED(module), PyObject *args)
+static PyObject *associate_range(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    uint64_t token;
-    int protocol, err;
-    unsigned start, count;
-    if (!PyArg_ParseTuple(args, "O&iII:register_persistent_token", portres_token_converter, &token,
-                          &protocol, &start, &count))
+    static char *kwlist[] = {"socket", "protocol", "start", "count", "overlapped", "owner", NULL};
+    portres_socket s;
+    int protocol, err, overlapped = 0;
+    long start, count;
+    PyObject *owner = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O&ill|pO:associate_range", kwlist,
+                                     portres_socket_converter, &s, &protocol, &start, &count,
+                                     &overlapped, &owner))
         return NULL;
-    if (portres_check_persistent_block(protocol, (long)start, (long)count, 1) < 0)
+    if (portres_check_persistent_block(protocol, start, count, 1) < 0)
         return NULL;
-    portres_error_clear();
-    err = portres_register_persistent(token, protocol, start, count); /* no blocking call */
+    if (overlapped)
+        return portres_start_overlapped(module, PORTRES_OP_ASSOCIATE_RANGE, s, 0, protocol,
+                                        (unsigned)start, (unsigned)count, owner);
+    /* Inspects the socket (getsockname, getsockopt, fstat): GIL released,
+     * as for every backend call. */
+    PORTRES_CALL(err, portres_associate_range(s, protocol, (unsigned)start, (unsigned)count));
     if (err)
-        return portres_raise_backend_error(err, "register_persistent_token");
-    Py_RETURN_NONE;
-}
-
-static PyObject *unregister_persistent_token(PyObject *Py_UNUSED(module), PyObject *arg)
-{
-    uint64_t token;
-    if (!portres_token_converter(arg, &token))
-        return NULL;
-    portres_unregister_persistent(token);
+        return portres_raise_backend_error(err, "associate_range");
     Py_RETURN_NONE;
 }
 #endif
@@ -182,13 +185,33 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 #endif
 
 PyDoc_STRVAR(pending_overlapped_doc,
-             "_pending_overlapped() -> Overlapped\n\n"
-             "For tests of the wait machinery on Linux, where every real operation\n"
-             "completes at once: an operation that stays pending until cancelled.");
+             "_pending_overlapped(on_cancel=None) -> Overlapped\n\n"
+             "For tests of the wait machinery, where no real operation stays pending:\n"
+             "an operation that stays pending until cancelled, then completes with\n"
+             "ON_CANCEL: None for the platform's abort (ECANCELED,\n"
+             "ERROR_OPERATION_ABORTED), 0 for a success (an operation that outran\n"
+             "the cancel), or that error code.  No IOCTL is issued.");
 
-static PyObject *pending_overlapped(PyObject *module, PyObject *Py_UNUSED(ignored))
+static PyObject *pending_overlapped(PyObject *module, PyObject *args, PyObject *kwargs)
 {
-    return portres_start_overlapped(module, -1, (portres_socket)0, 0, 0, 0, 0, NULL);
+    static char *kwlist[] = {"on_cancel", NULL};
+    PyObject *on_cancel = Py_None;
+    long code = -1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O:_pending_overlapped", kwlist, &on_cancel))
+        return NULL;
+    if (on_cancel != Py_None) {
+        if (PyBool_Check(on_cancel) || !PyLong_Check(on_cancel))
+            return portres_type_error("on_cancel must be None or an int error code", on_cancel);
+        code = PyLong_AsLong(on_cancel);
+        if (code == -1 && PyErr_Occurred())
+            return NULL;
+        if (code < 0 || code > 0x7FFFFFFFL) {
+            PyErr_Format(PyExc_ValueError, "on_cancel must be a non-negative error code, not %ld",
+                         code);
+            return NULL;
+        }
+    }
+    return portres_start_pending_overlapped(module, (int)code);
 }
 
 #ifdef __linux__
@@ -441,6 +464,22 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     return list;
 }
 
+PyDoc_STRVAR(windows_build_doc,
+             "windows_build() -> (major, minor, build)\n\n"
+             "Windows: the version of the running system (RtlGetVersion), whatever\n"
+             "the process's manifest makes GetVersionExW and sys.getwindowsversion()\n"
+             "report (6.2, build 9200, without a Windows 10 manifest).");
+
+static PyObject *windows_build(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(ignored))
+{
+    unsigned long major = 0, minor = 0, build = 0;
+    int err;
+    PORTRES_CALL(err, portres_windows_build(&major, &minor, &build));
+    if (err)
+        return portres_raise_backend_error(err, "RtlGetVersion");
+    return Py_BuildValue("(kkk)", major, minor, build);
+}
+
 PyDoc_STRVAR(process_name_doc,
              "process_name(pid) -> str | None\n\n"
              "Windows: the full path of the process's executable (OpenProcess with\n"
@@ -483,7 +522,8 @@ PyMethodDef portres_module_functions[] = {
      METH_VARARGS | METH_KEYWORDS, associate_port_reservation_doc},
     {"release_port_reservation", (PyCFunction)(void (*)(void))release_port_reservation,
      METH_VARARGS | METH_KEYWORDS, release_port_reservation_doc},
-    {"_pending_overlapped", pending_overlapped, METH_NOARGS, pending_overlapped_doc},
+    {"_pending_overlapped", (PyCFunction)(void (*)(void))pending_overlapped,
+     METH_VARARGS | METH_KEYWORDS, pending_overlapped_doc},
 #ifdef _WIN32
     {"create_persistent_port_reservation", create_persistent_port_reservation, METH_VARARGS,
      create_persistent_port_reservation_doc},
@@ -495,14 +535,13 @@ PyMethodDef portres_module_functions[] = {
      list_persistent_port_reservations_doc},
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
     {"process_name", process_name, METH_O, process_name_doc},
+    {"windows_build", windows_build, METH_NOARGS, windows_build_doc},
 #endif
 #ifdef __linux__
+    {"associate_range", (PyCFunction)(void (*)(void))associate_range, METH_VARARGS | METH_KEYWORDS,
+     associate_range_doc},
     {"port_sockets", port_sockets, METH_VARARGS, port_sockets_doc},
-    {"register_persistent_token", register_persistent_token, METH_VARARGS,
-     register_persistent_token_doc},
     {"reserved_ports", reserved_ports, METH_NOARGS, reserved_ports_doc},
-    {"unregister_persistent_token", unregister_persistent_token, METH_O,
-     "unregister_persistent_token(token)\n\nLinux: forget a persistent token."},
 #endif
     {"bind", (PyCFunction)(void (*)(void))bind_socket, METH_VARARGS | METH_KEYWORDS, bind_doc},
     {"socket_info", socket_info, METH_O, socket_info_doc},

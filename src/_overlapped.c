@@ -9,11 +9,15 @@
  * ResourceWarning.  Every wait releases the GIL and wakes for signals
  * (Ctrl+C): on an interrupted wait the operation is cancelled and reaped.
  *
- * Free-threaded builds: a lock serialises reaping and cancelling; waits on
- * the event run in any number of threads at once.
+ * Free-threaded builds: a lock serialises reaping, cancelling, taking the
+ * result and (un)registering a wait; waits on the event run in any number
+ * of threads at once.  A thread that must block for the lock detaches its
+ * thread state first (ov_lock()), and no Python code runs under the lock
+ * but the making of the result: no reference is dropped there.
  */
 #include "_util.h"
 
+#include <errno.h>
 #include <math.h>
 
 enum { OV_PENDING, OV_DONE };
@@ -33,9 +37,15 @@ typedef struct {
     int state;
     PyObject *owner;       /* the socket, kept alive while pending */
     PyObject *reservation; /* ACQUIRE: the PortReservation, once made */
-    void *wait_handle;     /* Windows RegisterWaitForSingleObject */
-    PyObject *wait_callback;
 } OverlappedObject;
+
+/* The error of an operation a cancel aborted ("CancelIoEx function
+ * (ioapiset.h)": ERROR_OPERATION_ABORTED; the Linux backend's ECANCELED). */
+#ifdef _WIN32
+#define OV_ABORTED ERROR_OPERATION_ABORTED
+#else
+#define OV_ABORTED ECANCELED
+#endif
 
 const char *portres_op_call(int op)
 {
@@ -54,6 +64,8 @@ const char *portres_op_call(int op)
         return "associate_port_reservation";
     case PORTRES_OP_RELEASE:
         return "release_port_reservation";
+    case PORTRES_OP_ASSOCIATE_RANGE:
+        return "associate_range";
 #endif
     default:
         return "overlapped operation";
@@ -65,19 +77,40 @@ const char *portres_op_call(int op)
 #ifdef _WIN32
 #define CALL_WAIT "WaitForSingleObject"
 #define CALL_CANCEL "CancelIoEx"
-#define CALL_REGISTER_WAIT "RegisterWaitForSingleObject"
 #else
 #define CALL_WAIT "poll"
 #define CALL_CANCEL "cancel"
-#define CALL_REGISTER_WAIT "_register_wait"
 #endif
 
-/* Reap if pending; returns whether done.  Lock held by the caller. */
-static int reap_locked(OverlappedObject *self)
+/* Take SELF's lock.  Blocking for it with the thread state attached would
+ * stall every stop-the-world pause of a free-threaded build (its GC) while
+ * the holder runs Python code, and every other thread with the GIL: so a
+ * thread that has to wait detaches first. */
+static void ov_lock(OverlappedObject *self)
+{
+    if (!PyThread_acquire_lock(self->lock, NOWAIT_LOCK)) {
+        Py_BEGIN_ALLOW_THREADS
+        PyThread_acquire_lock(self->lock, WAIT_LOCK);
+        Py_END_ALLOW_THREADS
+    }
+}
+
+/* Release SELF's lock, then drop *RELEASED (an owner reaped under it):
+ * the decref may run a finalizer, which must not find the lock held. */
+static void ov_unlock(OverlappedObject *self, PyObject **released)
+{
+    PyThread_release_lock(self->lock);
+    Py_CLEAR(*released);
+}
+
+/* Reap if pending; returns whether done.  Lock held by the caller; the
+ * owner kept alive while pending moves to *RELEASED (see ov_unlock()). */
+static int reap_locked(OverlappedObject *self, PyObject **released)
 {
     if (self->state == OV_PENDING && portres_ov_reap(self->ov)) {
         self->state = OV_DONE;
-        Py_CLEAR(self->owner);
+        *released = self->owner;
+        self->owner = NULL;
     }
     return self->state == OV_DONE;
 }
@@ -85,9 +118,10 @@ static int reap_locked(OverlappedObject *self)
 static int reap(OverlappedObject *self)
 {
     int done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
-    PyThread_release_lock(self->lock);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
+    ov_unlock(self, &released);
     return done;
 }
 
@@ -124,11 +158,12 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
 static int cancel_and_reap(OverlappedObject *self)
 {
     int err = 0, done;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
-    done = reap_locked(self);
+    PyObject *released = NULL;
+    ov_lock(self);
+    done = reap_locked(self, &released);
     if (!done)
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (done)
         return 1;
     if (err) /* nothing to wait for if the cancel itself failed */
@@ -234,13 +269,24 @@ static PyObject *Overlapped_result(PyObject *op, PyObject *args, PyObject *kwarg
         return NULL;
     }
     if (!done) {
-        int reaped = cancel_and_reap(self);
-        PyErr_Format(
-            PyExc_TimeoutError, "%s did not complete in time; %s", portres_op_call(self->op),
-            reaped ? "it was cancelled" : "it was cancelled but the kernel has not let go yet");
-        return NULL;
+        /* "CancelIoEx function (ioapiset.h)": the operation may still
+         * complete normally.  Only an abort, or no answer within the
+         * grace, is a timeout; a result reaped meanwhile (a success, or a
+         * failure of its own) is the operation's and is returned. */
+        if (!cancel_and_reap(self)) {
+            PyErr_Format(PyExc_TimeoutError,
+                         "%s did not complete in time; it was cancelled but the kernel has not "
+                         "let go yet",
+                         portres_op_call(self->op));
+            return NULL;
+        }
+        if (portres_ov_error(self->ov) == OV_ABORTED) {
+            PyErr_Format(PyExc_TimeoutError, "%s did not complete in time; it was cancelled",
+                         portres_op_call(self->op));
+            return NULL;
+        }
     }
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    ov_lock(self);
     res = result_locked_value(self);
     PyThread_release_lock(self->lock);
     return res;
@@ -250,11 +296,12 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
 {
     OverlappedObject *self = (OverlappedObject *)op;
     int err = 0;
-    PyThread_acquire_lock(self->lock, WAIT_LOCK);
+    PyObject *released = NULL;
+    ov_lock(self);
     portres_error_clear();
-    if (!reap_locked(self))
+    if (!reap_locked(self, &released))
         err = portres_ov_cancel(self->ov);
-    PyThread_release_lock(self->lock);
+    ov_unlock(self, &released);
     if (err)
         return portres_raise_backend_error(err, CALL_CANCEL);
     Py_RETURN_NONE;
@@ -270,69 +317,11 @@ static PyObject *Overlapped_get_pending(PyObject *op, void *Py_UNUSED(c))
     return PyBool_FromLong(!reap((OverlappedObject *)op));
 }
 
-/* Windows: RegisterWaitForSingleObject calls this from a pool thread. */
-static void wait_callback_trampoline(void *ctx)
-{
-    OverlappedObject *self = (OverlappedObject *)ctx;
-    PyGILState_STATE g = PyGILState_Ensure();
-    PyObject *cb = self->wait_callback;
-    if (cb) {
-        PyObject *r = PyObject_CallNoArgs(cb);
-        if (!r)
-            PyErr_WriteUnraisable(cb);
-        Py_XDECREF(r);
-    }
-    PyGILState_Release(g);
-}
-
-static PyObject *Overlapped_register_wait(PyObject *op, PyObject *callback)
-{
-    OverlappedObject *self = (OverlappedObject *)op;
-    int err;
-    if (!PyCallable_Check(callback)) {
-        PyErr_SetString(PyExc_TypeError, "callback must be callable");
-        return NULL;
-    }
-    if (self->wait_handle) {
-        PyErr_SetString(PyExc_RuntimeError, "a wait is already registered");
-        return NULL;
-    }
-    Py_INCREF(callback);
-    Py_XDECREF(self->wait_callback);
-    self->wait_callback = callback;
-    portres_error_clear();
-    err = portres_ov_register_wait(self->ov, wait_callback_trampoline, self, &self->wait_handle);
-    if (err) {
-        Py_CLEAR(self->wait_callback);
-        return portres_raise_backend_error(err, CALL_REGISTER_WAIT);
-    }
-    Py_RETURN_NONE;
-}
-
-static void unregister_wait(OverlappedObject *self)
-{
-    void *h = self->wait_handle;
-    if (h) {
-        self->wait_handle = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        portres_ov_unregister_wait(h);
-        Py_END_ALLOW_THREADS
-    }
-    Py_CLEAR(self->wait_callback);
-}
-
-static PyObject *Overlapped_unregister_wait(PyObject *op, PyObject *Py_UNUSED(ignored))
-{
-    unregister_wait((OverlappedObject *)op);
-    Py_RETURN_NONE;
-}
-
 static int Overlapped_traverse(PyObject *op, visitproc visit, void *arg)
 {
     OverlappedObject *self = (OverlappedObject *)op;
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->reservation);
-    Py_VISIT(self->wait_callback);
     /* owner (the socket) is not visited: it must stay alive while the kernel
      * may use it, even inside a reference cycle. */
     return 0;
@@ -342,7 +331,6 @@ static int Overlapped_clear(PyObject *op)
 {
     OverlappedObject *self = (OverlappedObject *)op;
     Py_CLEAR(self->reservation);
-    Py_CLEAR(self->wait_callback);
     return 0;
 }
 
@@ -351,7 +339,6 @@ static void Overlapped_dealloc(PyObject *op)
     OverlappedObject *self = (OverlappedObject *)op;
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
-    unregister_wait(self);
     if (self->ov) {
         int leaked;
         Py_BEGIN_ALLOW_THREADS
@@ -401,11 +388,6 @@ static PyMethodDef Overlapped_methods[] = {
      "reaped, and TimeoutError is raised."},
     {"cancel", Overlapped_cancel, METH_NOARGS,
      "cancel()\n\nCancelIoEx on a pending operation; no-op once done.  Idempotent."},
-    {"_register_wait", Overlapped_register_wait, METH_O,
-     "_register_wait(callback)\n\nWindows: call callback() from a thread-pool thread once the "
-     "event is signalled (RegisterWaitForSingleObject)."},
-    {"_unregister_wait", Overlapped_unregister_wait, METH_NOARGS,
-     "_unregister_wait()\n\nUndo _register_wait, waiting for a running callback."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -449,8 +431,6 @@ static PyObject *new_overlapped(module_state *st, portres_overlapped *ov, int op
     self->state = OV_PENDING;
     self->owner = Py_XNewRef(owner);
     self->reservation = NULL;
-    self->wait_handle = NULL;
-    self->wait_callback = NULL;
     self->lock = PyThread_allocate_lock();
     if (!self->lock) {
         Py_DECREF(self);
@@ -466,9 +446,19 @@ PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, u
     module_state *st = PyModule_GetState(module);
     portres_overlapped *ov = NULL;
     int err;
-    PORTRES_CALL(err, op < 0 ? portres_ov_start_pending(&ov)
-                             : portres_ov_start(op, s, token, protocol, start, count, &ov));
+    PORTRES_CALL(err, portres_ov_start(op, s, token, protocol, start, count, &ov));
     if (err)
         return portres_raise_backend_error(err, portres_op_call(op));
     return new_overlapped(st, ov, op, owner);
+}
+
+PyObject *portres_start_pending_overlapped(PyObject *module, int cancel_error)
+{
+    module_state *st = PyModule_GetState(module);
+    portres_overlapped *ov = NULL;
+    int err;
+    PORTRES_CALL(err, portres_ov_start_pending(cancel_error, &ov));
+    if (err)
+        return portres_raise_backend_error(err, portres_op_call(-1));
+    return new_overlapped(st, ov, -1, NULL);
 }

@@ -53,12 +53,20 @@ static PyObject *PortReservation_get_closed(PyObject *op, void *Py_UNUSED(c))
     return PyBool_FromLong(portres_block_closed(((PortReservationObject *)op)->block));
 }
 
+#ifdef __linux__
+static PyObject *PortReservation_get_owner(PyObject *op, void *c);
+#endif
+
 static PyGetSetDef PortReservation_getset[] = {
     {"start", PortReservation_get_start, NULL, "First port of the block (host order).", NULL},
     {"count", PortReservation_get_count, NULL, "Number of ports in the block.", NULL},
     {"token", PortReservation_get_token, NULL, "The reservation token (unsigned 64-bit).", NULL},
     {"protocol", PortReservation_get_protocol, NULL, "TCP or UDP (module constants).", NULL},
     {"closed", PortReservation_get_closed, NULL, "True once released.", NULL},
+#ifdef __linux__
+    {"_owner", PortReservation_get_owner, NULL,
+     "Linux: the uid owning the placeholders (-1 once closed).", NULL},
+#endif
     {NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -173,6 +181,38 @@ static PyObject *PortReservation_bind_new(PyObject *op, PyObject *const *args, P
         return portres_raise_backend_error(err, "bind");
     return PyLong_FromUnsignedLong(bound);
 }
+
+PyDoc_STRVAR(PortReservation_set_owner_doc,
+             "_set_owner(uid)\n\n"
+             "Linux, privilege drop: give the block's placeholder sockets to UID (fchown),\n"
+             "so that sockets of UID bind from the block after the process drops to it.");
+
+static PyObject *PortReservation_set_owner(PyObject *op, PyObject *arg)
+{
+    PortReservationObject *self = (PortReservationObject *)op;
+    unsigned long uid = PyLong_AsUnsignedLong(arg);
+    int err;
+    if (uid == (unsigned long)-1 && PyErr_Occurred())
+        return NULL;
+    if (uid > 0xFFFFFFFEul) { /* (uid_t)-1 means "unchanged" to fchown() */
+        PyErr_Format(PyExc_ValueError, "uid must be in 0..4294967294, not %lu", uid);
+        return NULL;
+    }
+    PORTRES_CALL(err, portres_block_set_owner(self->block, (unsigned)uid));
+    if (err)
+        return portres_raise_backend_error(err, "fchown");
+    Py_RETURN_NONE;
+}
+
+static PyObject *PortReservation_get_owner(PyObject *op, void *Py_UNUSED(c))
+{
+    PortReservationObject *self = (PortReservationObject *)op;
+    long uid;
+    Py_BEGIN_ALLOW_THREADS
+    uid = portres_block_owner(self->block);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLong(uid);
+}
 #endif
 
 PyDoc_STRVAR(PortReservation_close_doc,
@@ -199,6 +239,7 @@ static PyMethodDef PortReservation_methods[] = {
 #ifdef __linux__
     {"_bind_new", (PyCFunction)(void (*)(void))PortReservation_bind_new, METH_FASTCALL,
      PortReservation_bind_new_doc},
+    {"_set_owner", PortReservation_set_owner, METH_O, PortReservation_set_owner_doc},
 #endif
     {NULL, NULL, 0, NULL},
 };

@@ -63,8 +63,15 @@ int portres_socket_converter(PyObject *obj, void *out)
         }
         return 0;
     }
-    if (v == (unsigned long long)INVALID_SOCKET) {
+    switch (portres_socket_from_u64(v, (portres_socket *)out)) {
+    case 0:
+        return 1;
+    case WSAENOTSOCK:
         PyErr_SetString(PyExc_ValueError, "socket is INVALID_SOCKET");
+        return 0;
+    default: /* a 32-bit SOCKET (x86) cannot hold it: never truncate */
+        PyErr_Format(PyExc_OverflowError, "socket handle %llu does not fit a %d-bit SOCKET", v,
+                     (int)(sizeof(SOCKET) * 8));
         return 0;
     }
 #else

@@ -106,6 +106,8 @@ PyObject *portres_new_reservation(module_state *st, portres_block *block);
 extern PyType_Spec portres_overlapped_spec;
 PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, uint64_t token,
                                    int protocol, unsigned start, unsigned count, PyObject *owner);
+/* The test operation of portres_ov_start_pending (portres.h). */
+PyObject *portres_start_pending_overlapped(PyObject *module, int cancel_error);
 /* The IOCTL each operation stands for, for messages (on Linux, the
  * package function: no Windows call is named there). */
 const char *portres_op_call(int op);

@@ -98,18 +98,31 @@ int portres_associate(portres_socket s, uint64_t token);
 int portres_release(portres_socket s, uint64_t token);
 
 #ifdef __linux__
-/* Linux: make TOKEN (a persistent reservation, kept by the package) known
- * to portres_associate: a socket associated with it binds the first free
- * port of [START, START+COUNT). */
-int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count);
+/* Linux: associate S with the persistent block [START, START+COUNT) of
+ * PROTOCOL: its next portres_bind takes the first free port of the block
+ * (or the one it names) once the kernel's ip_local_reserved_ports is found
+ * to still hold every port of the block (else ENOENT: the block is gone).
+ * The C layer keeps no persistent tokens: the package resolves a token to
+ * its block, from the kernel's list and its own bookkeeping, at each
+ * associate, and calls this.  EINVAL for a bad block, EPROTOTYPE when S's
+ * type is not PROTOCOL's, EISCONN when S is bound, EOPNOTSUPP when it is
+ * not TCP/UDP over IP. */
+int portres_associate_range(portres_socket s, int protocol, unsigned start, unsigned count);
 
 /* Linux: portres_block_bind for a socket the binding has just created (new,
- * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off,
- * IPV6_V6ONLY at its default) and closes if this fails: the checks and the
- * restoring of the socket's options on failure are skipped. */
+ * unbound, of the block's protocol and ADDR's family, SO_REUSEPORT off) and
+ * closes if this fails: the checks and the restoring of the socket's
+ * options on failure are skipped.  An AF_INET6 one is made dual-stack
+ * (IPV6_V6ONLY=0), as portres_block_socket() makes its sockets. */
 int portres_block_bind_new(portres_block *b, portres_socket s, const struct sockaddr *addr,
                            int addrlen, unsigned *port);
-void portres_unregister_persistent(uint64_t token);
+
+/* Linux, privilege drop: give the placeholders of B to UID (fchown), so that
+ * sockets of UID bind from B after the process drops to it; and the uid
+ * owning them now (-1 when B is closed).  A bind whose socket belongs to
+ * another uid than the placeholders fails with EPERM. */
+int portres_block_set_owner(portres_block *b, unsigned uid);
+long portres_block_owner(portres_block *b);
 
 /* Linux: net.ipv4.ip_local_reserved_ports (the backend's one parser of
  * it), as sorted runs of consecutive ports; empty where the kernel has no
@@ -143,10 +156,16 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
  */
 typedef struct portres_overlapped portres_overlapped;
 
-enum portres_op { PORTRES_OP_ACQUIRE, PORTRES_OP_ASSOCIATE, PORTRES_OP_RELEASE };
+enum portres_op {
+    PORTRES_OP_ACQUIRE,
+    PORTRES_OP_ASSOCIATE,
+    PORTRES_OP_RELEASE,
+    PORTRES_OP_ASSOCIATE_RANGE /* Linux only */
+};
 
 /* Start OP.  ACQUIRE uses PROTOCOL/START/COUNT (S is ignored: the acquiring
- * socket is created here); ASSOCIATE and RELEASE use S and TOKEN.  Returns
+ * socket is created here); ASSOCIATE and RELEASE use S and TOKEN;
+ * ASSOCIATE_RANGE (portres_associate_range) uses S and PROTOCOL/START/COUNT.  Returns
  * an error code for an immediate failure (nothing is left allocated);
  * otherwise 0 with *out set, the operation pending or already done. */
 int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, unsigned start,
@@ -184,22 +203,16 @@ int portres_ov_cancel(portres_overlapped *ov);
  * still owned the OVERLAPPED and it was deliberately leaked. */
 int portres_ov_free(portres_overlapped *ov, long grace_ms);
 
-/* Windows: call CB(CTX) once, from a thread-pool thread, when the event is
- * signalled (RegisterWaitForSingleObject with WT_EXECUTEONLYONCE): event-loop
- * integration without a thread per pending operation.  Linux: EOPNOTSUPP
- * (watch the eventfd instead). */
-int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
-                             void **wait_handle);
-
-/* Undo portres_ov_register_wait, waiting for a callback already running to
- * return (UnregisterWaitEx with INVALID_HANDLE_VALUE): call it without the
- * GIL, which the callback takes. */
-int portres_ov_unregister_wait(void *wait_handle);
-
-/* Testing the wait machinery on Linux, where every real operation completes
- * at once: an operation that stays pending until cancelled (then it
- * completes with ECANCELED).  Windows: ERROR_NOT_SUPPORTED. */
-int portres_ov_start_pending(portres_overlapped **out);
+/* Testing the wait machinery, where no real operation stays pending (every
+ * one completes at once on Linux; Wine never signals): an operation that
+ * stays pending until cancelled, then completes with CANCEL_ERROR (0: a
+ * success, as when an operation outruns CancelIoEx; < 0: the platform's
+ * abort, ECANCELED / ERROR_OPERATION_ABORTED).  No IOCTL is issued.
+ *
+ * There is no thread-pool wait: the event-loop side watches the event
+ * itself (the eventfd, or the HANDLE through asyncio's proactor), so that
+ * no Python code ever runs on a thread Python did not create. */
+int portres_ov_start_pending(int cancel_error, portres_overlapped **out);
 
 /* ------------------------------------------------------------ port owners
  *
@@ -294,6 +307,15 @@ void portres_persistent_list_free(portres_port_block *blocks);
  * *LEN bytes plus a terminating NUL.  Returns 0 or the Win32 error
  * (ERROR_ACCESS_DENIED for another user's or a protected process,
  * ERROR_INVALID_PARAMETER for a PID that does not exist, ...). */
+/* The running system's version (RtlGetVersion): not the one a manifest
+ * makes GetVersionExW report.  Returns 0 or the error. */
+int portres_windows_build(unsigned long *major, unsigned long *minor, unsigned long *build);
+
+/* A Python integer's value as a SOCKET: ERROR_ARITHMETIC_OVERFLOW when it
+ * does not fit (32-bit SOCKET on x86), WSAENOTSOCK for INVALID_SOCKET.
+ * Records no error (nothing was called). */
+int portres_socket_from_u64(unsigned long long v, portres_socket *out);
+
 int portres_process_name(unsigned long pid, char **utf8, size_t *len);
 void portres_process_name_free(char *utf8);
 #endif

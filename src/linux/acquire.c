@@ -12,44 +12,50 @@
 #include <arpa/inet.h>
 #include <sys/random.h>
 
+/* fork() safety while a block is built: every step that makes, closes or
+ * moves one of its descriptors runs under B's lock, which atfork_prepare
+ * (registry.c) takes too, so a child finds each descriptor recorded in B
+ * and closes it.  A step is a few system calls: fork() waits for one at
+ * most. */
+static void step_begin(portres_block *b)
+{
+    pthread_mutex_lock(&b->lock);
+}
+
+static void step_end(portres_block *b)
+{
+    pthread_mutex_unlock(&b->lock);
+}
+
+/* Close every placeholder of B (a failed acquire). */
+static void drop_placeholders(portres_block *b)
+{
+    step_begin(b);
+    close_fds(b->fds, b->count);
+    close_fd(&b->spare);
+    step_end(b);
+}
+
 /* Bind placeholders for ports [first, first+count); on failure close the
  * ones bound, set *bad to the port that failed and return errno. */
 static int hold_range(portres_block *b, unsigned first, unsigned *bad)
 {
     unsigned i;
-    for (i = 0; i < b->count; i++) {
-        int fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
-        if (fd < 0) {
-            *bad = first + i;
-            while (i > 0)
-                close_fd(&b->fds[--i]);
-            return -fd;
-        }
-        b->fds[i] = fd;
+    int fd = 0;
+    for (i = 0; i < b->count && fd >= 0; i++) {
+        step_begin(b);
+        fd = new_placeholder(b->family, 0, b->protocol, first + i, 0, b->count - i);
+        if (fd >= 0)
+            b->fds[i] = fd;
+        step_end(b);
+    }
+    if (fd < 0) {
+        *bad = first + i - 1;
+        drop_placeholders(b);
+        return -fd;
     }
     return 0;
 }
-
-static void taken_cb(const struct inet_diag_msg *m, void *ctx)
-{
-    set_in_map(ctx, ntohs(m->id.idiag_sport));
-}
-
-/* Mark in TAKEN every port of [LO, HI] on which the kernel has a socket of
- * the protocol (any family, any state): one sock_diag dump instead of a
- * failed bind per taken port. */
-static void mark_taken(int protocol, unsigned lo, unsigned hi, unsigned char *taken)
-{
-    if (diag_dump(protocol, AF_INET, lo, hi, ~0u, taken_cb, taken) == 0 && have_ipv6)
-        diag_dump(protocol, AF_INET6, lo, hi, ~0u, taken_cb, taken);
-}
-
-/* Failed binds a wildcard acquire spends probing before it maps the whole
- * range with one sock_diag dump.  A failed bind costs about 0.5 us; the dump
- * walks the kernel's socket hash tables, whose size grows with the
- * machine's memory (about 400 us with 262144 TCP ehash buckets), and
- * reports every socket of the range (about 0.4 us each). */
-#define PROBE_BUDGET 1024
 
 /* Rotate A[0..N) left by R. */
 static void rotate_left(int *a, unsigned n, unsigned r)
@@ -74,17 +80,23 @@ static int hold_any_one(portres_block *b, unsigned *port_out)
 {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
-    int err, fd = main_socket(b, 1);
-    if (fd < 0)
+    int err, fd;
+    step_begin(b);
+    fd = main_socket(b, 1);
+    if (fd < 0) {
+        step_end(b);
         return -fd;
+    }
     err = place(b, fd, 0);
     if (!err && getsockname(fd, (struct sockaddr *)&ss, &len))
         err = lx_fail("getsockname");
-    if (err) {
+    if (err)
         close(fd);
+    else
+        b->fds[0] = fd;
+    step_end(b);
+    if (err)
         return err < 0 ? -err : err;
-    }
-    b->fds[0] = fd;
     *port_out = get_port((struct sockaddr *)&ss);
     return 0;
 }
@@ -100,20 +112,18 @@ static int hold_any_one(portres_block *b, unsigned *port_out)
  * are kept in a ring indexed by port % count (any window of count ports
  * maps onto distinct slots) and serve the next window, which contains them.
  * Each port of the range is probed at most once per pass, and a pass costs
- * about one failed bind per window length of taken range.  After
- * PROBE_BUDGET failed binds, one sock_diag dump maps the taken ports of the
- * whole range and the remaining windows are chosen from the map: a crowded
- * range costs at most that budget plus one dump plus the binds of the
- * block, never a failed bind per (window, port) pair. */
+ * about one failed bind per window length of taken range, never more than
+ * one per taken port: never a failed bind per (window, port) pair.  No
+ * sock_diag dump maps the range instead: a dump walks the kernel's whole
+ * socket tables (shared by every network namespace) and reports each socket
+ * of the range, about as much as a failed bind per socket in it, so probing
+ * on is never dearer than the dump (bench/README.md, crowded range). */
 /* A wildcard search under way (hold_wildcard). */
 struct wildcard {
     portres_block *b;
     unsigned lo, hi, span, count;
     unsigned char *taken; /* ports known taken: reserved, or refused */
     unsigned *ports;      /* ports[slot]: the port b->fds[slot] holds */
-    int spare;            /* an unbound socket the next probe reuses, or -1 */
-    unsigned failures;    /* failed binds so far */
-    int mapped;           /* the range was mapped with a dump */
 };
 
 /* Step 1: the ephemeral range, the reserved ports, a random start offset. */
@@ -125,7 +135,6 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
     memset(w, 0, sizeof *w);
     w->b = b;
     w->count = b->count;
-    w->spare = -1;
     w->taken = reserved_port_map(&err);
     if (err)
         return err;
@@ -156,7 +165,8 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
  * errno with *BAD the port refused; or another errno (give up). */
 static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
 {
-    int *fds = w->b->fds, err = 0;
+    portres_block *b = w->b;
+    int *fds = b->fds, err = 0;
     unsigned k;
 
     for (k = 0; k < w->count; k++) {
@@ -164,58 +174,55 @@ static int wildcard_fill(struct wildcard *w, unsigned first, unsigned *bad)
         int fd;
         if (fds[slot] >= 0 && w->ports[slot] == port)
             continue;
+        step_begin(b);
         close_fd(&fds[slot]); /* a port outside this window */
-        fd = w->spare >= 0 ? w->spare : main_socket(w->b, w->count - k);
-        w->spare = -1;
-        if (fd < 0)
-            return -fd;
-        err = place(w->b, fd, port);
-        if (err == 0) {
-            fds[slot] = fd;
-            w->ports[slot] = port;
-            continue;
-        }
-        if (err < 0) { /* bound, then a setsockopt failed */
-            close(fd);
+        if (b->spare < 0)
+            b->spare = main_socket(b, w->count - k);
+        if (b->spare < 0) {
+            err = b->spare;
+            b->spare = -1;
+            step_end(b);
             return -err;
         }
-        w->spare = fd; /* still unbound: the next probe reuses it */
-        *bad = port;
+        fd = b->spare;
+        err = place(b, fd, port);
+        if (err == 0) { /* the spare is now this port's placeholder */
+            fds[slot] = fd;
+            b->spare = -1;
+            w->ports[slot] = port;
+        } else if (err < 0) { /* bound, then a setsockopt failed */
+            close_fd(&b->spare);
+        }
+        step_end(b);
+        if (err == 0)
+            continue;
+        if (err < 0)
+            return -err;
+        *bad = port; /* the spare is still unbound: the next probe reuses it */
         return err;
     }
     return 0;
 }
 
-/* Step 3: BAD is taken.  After PROBE_BUDGET failed binds, map the whole
- * range with one dump (our own placeholders are not "taken"). */
+/* Step 3: BAD is taken. */
 static int wildcard_note_taken(struct wildcard *w, unsigned bad)
 {
-    unsigned slot;
-
     if (!w->taken && !(w->taken = calloc(65536 / 8, 1)))
         return portres_fail(ENOMEM, "calloc");
     set_in_map(w->taken, bad);
-    if (!w->mapped && ++w->failures >= PROBE_BUDGET) {
-        mark_taken(w->b->protocol, w->lo, w->hi, w->taken);
-        w->mapped = 1;
-        for (slot = 0; slot < w->count; slot++)
-            if (w->b->fds[slot] >= 0)
-                w->taken[w->ports[slot] / 8] &= (unsigned char)~(1u << (w->ports[slot] % 8));
-    }
     return 0;
 }
 
 /* Step 4: free the search; on failure close every placeholder it bound. */
 static void wildcard_end(struct wildcard *w, int err)
 {
-    unsigned k;
-
     if (err) {
-        for (k = 0; k < w->count; k++)
-            close_fd(&w->b->fds[k]);
+        drop_placeholders(w->b);
+    } else {
+        step_begin(w->b);
+        close_fd(&w->b->spare);
+        step_end(w->b);
     }
-    if (w->spare >= 0)
-        close(w->spare);
     free(w->ports);
     free(w->taken);
 }
@@ -248,7 +255,9 @@ static int hold_wildcard(portres_block *b, unsigned *first_out)
         }
         err = wildcard_fill(&w, first, &bad);
         if (err == 0) {
+            step_begin(b);
             rotate_left(b->fds, w.count, first % w.count);
+            step_end(b);
             *first_out = first;
             break;
         }
@@ -289,7 +298,8 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     }
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
-    b->epfd = b->infofd = b->diagfd = -1;
+    b->spare = -1;
+    reclaim_init(b);
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
     b->count = count;
@@ -299,8 +309,10 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
         shared_prog_check(0, 1);
     }
 
+    list_unlisted(b); /* where fork() finds its descriptors from the first */
     err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
     if (err) {
+        unlist(b);
         if (protocol == PORTRES_UDP)
             udp_block_unref();
         pthread_mutex_destroy(&b->lock);

@@ -6,6 +6,7 @@
 
 #include "linux.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/stat.h>
@@ -45,7 +46,6 @@ int portres_associate(portres_socket s, uint64_t token)
     dev_t dev = 0;
     ino_t ino = 0;
     int type = 0;
-    size_t i;
     portres_block *b;
     int err = check_associable(s, &type, &dev, &ino);
     if (err)
@@ -53,22 +53,50 @@ int portres_associate(portres_socket s, uint64_t token)
     pthread_mutex_lock(&registry_lock);
     for (b = registry; b && b->token != token; b = b->next)
         ;
-    if (b) {
-        err = type != sock_type_for(b->protocol)
-                  ? portres_fail(EPROTOTYPE, "associate_port_reservation")
-                  : record_association(dev, ino, token, 0, 0);
-    } else {
-        for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
-            ;
-        if (i == n_persistent)
-            err = portres_fail(ENOENT, "associate_port_reservation");
-        else if (type != sock_type_for(persistent_tokens[i].protocol))
-            err = portres_fail(EPROTOTYPE, "associate_port_reservation");
-        else
-            err = record_association(dev, ino, token, persistent_tokens[i].start,
-                                     persistent_tokens[i].count);
-    }
+    if (!b) /* a persistent token is the package's to resolve (portres_associate_range) */
+        err = portres_fail(ENOENT, "associate_port_reservation");
+    else if (type != sock_type_for(b->protocol))
+        err = portres_fail(EPROTOTYPE, "associate_port_reservation");
+    else
+        err = record_association(dev, ino, token, 0, 0);
     pthread_mutex_unlock(&registry_lock);
+    return err;
+}
+
+/* Persistent blocks are the package's: it resolves a persistent token
+ * itself, against the kernel's list, at every use, and hands over the
+ * block; no token of one is kept here to go stale. */
+int portres_associate_range(portres_socket s, int protocol, unsigned start, unsigned count)
+{
+    dev_t dev = 0;
+    ino_t ino = 0;
+    int type = 0, err;
+    if (start < 1 || count < 1 || start > 65535 || count > 65535 || start + count - 1 > 65535
+        || (protocol != PORTRES_TCP && protocol != PORTRES_UDP))
+        return portres_fail(EINVAL, "associate_range");
+    if ((err = check_associable(s, &type, &dev, &ino)))
+        return err;
+    if (type != sock_type_for(protocol))
+        return portres_fail(EPROTOTYPE, "associate_range");
+    pthread_mutex_lock(&registry_lock);
+    err = record_association(dev, ino, 0, start, count); /* token 0: no runtime block */
+    pthread_mutex_unlock(&registry_lock);
+    return err;
+}
+
+/* A persistent block is what the kernel's list says, at every use: gone
+ * (ENOENT) once ip_local_reserved_ports no longer holds all its ports. */
+static int range_still_reserved(unsigned start, unsigned count)
+{
+    int err;
+    unsigned p;
+    unsigned char *map = reserved_port_map(&err);
+    if (err)
+        return err;
+    for (p = start; p < start + count && !err; p++)
+        if (!in_map(map, p))
+            err = portres_fail(ENOENT, "bind"); /* refused, as outside the block */
+    free(map);
     return err;
 }
 
@@ -134,6 +162,8 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
     if (i < n_associations && associations[i].range_count) {
         unsigned start = associations[i].range_start, count = associations[i].range_count;
         pthread_mutex_unlock(&registry_lock);
+        if ((err = range_still_reserved(start, count)))
+            return err;
         err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
         if (!err) {
             pthread_mutex_lock(&registry_lock);

@@ -7,7 +7,9 @@
 
 #include <string.h>
 #include <unistd.h>
+#include <net/if.h>
 #include <netinet/in.h>
+#include <sys/stat.h>
 
 static int socket_v6only(int fd, int family)
 {
@@ -20,47 +22,115 @@ static int socket_v6only(int fd, int family)
     return v != 0;
 }
 
-/* Bind FD to port index I of B, block locked. */
+/* Whether FD is bound to a device (SO_BINDTODEVICE; the name's length is 0
+ * when it is not). */
+static int socket_has_device(int fd)
+{
+    char name[IFNAMSIZ];
+    socklen_t len = sizeof name;
+    return getsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name, &len) == 0 && len > 0;
+}
+
+/* ::ffff:0.0.0.0: an AF_INET6 socket on every IPv4 address (and no IPv6). */
+static int is_v4mapped_any(const struct sockaddr *sa)
+{
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr32[3] == 0;
+}
+
+/* UDP: the caller's socket, just bound on port index I, ties with port I's
+ * main placeholder on the wildcard address but does not join its reuseport
+ * group (it is bound to a device, or on ::ffff:0.0.0.0), so steering cannot
+ * help.  A lookup stops at the first socket of the port's hash chain that
+ * heads a reuseport group (udp4/udp6_lib_lookup2), and the placeholder is
+ * ahead of the caller's socket there: it would take every datagram.  So the
+ * placeholder is made again behind it: a new one with SO_REUSEPORT before
+ * bind (an AF_INET6 reuseport socket goes to the tail of the chain; it joins
+ * the old one's group and keeps its steering program), then the old one is
+ * closed.  The port stays held throughout. */
+static int placeholder_behind(portres_block *b, unsigned i)
+{
+    int v6only = (b->state[i] & PORT_PAIR) != 0;
+    int fd = new_placeholder(AF_INET6, v6only, b->protocol, b->start + i, 1, 1);
+    if (fd < 0)
+        return -fd;
+    close_fd(&b->fds[i]);
+    b->fds[i] = fd;
+    return 0;
+}
+
+/* Bind FD to port index I of B, block locked.  APART: a UDP caller that
+ * does not join the main placeholder's group (see placeholder_behind()). */
 static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len, unsigned i,
-                      int v6only, int wildcard)
+                      int v6only, int wildcard, int apart)
 {
     int err;
     if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
         return err;
     set_port(sa, b->start + i);
-    if (bind(fd, sa, len))
-        return lx_fail("bind");
-    handed_out(b, i, fd, sa->sa_family);
-    if (b->protocol == PORTRES_UDP && (err = steer_udp(b, i, sa->sa_family, v6only, wildcard)))
-        return err; /* rare (ENOMEM); the socket stays bound, see caller */
+    if ((err = track_handout(b, i, fd))) /* tracked from before the bind, or refused */
+        return err;
+    if (bind(fd, sa, len)) {
+        err = lx_fail("bind");
+        untrack_handout(b, i, fd);
+        return err;
+    }
+    handed_out(b, i, sa->sa_family);
+    if (b->protocol == PORTRES_UDP
+        && (err = apart ? placeholder_behind(b, i)
+                        : steer_udp(b, i, sa->sa_family, v6only, wildcard)))
+        return err; /* rare (EMFILE, ENOMEM); the socket stays bound, see caller */
     return 0;
+}
+
+/* A bind from the block was refused on port index I, which no socket of ours
+ * holds.  If the caller's socket and the port's placeholder have different
+ * owners (the process changed uid after acquire()), the port is not taken:
+ * SO_REUSEPORT shares a port only between sockets of one uid.  Returns EPERM
+ * then (recorded as the bind's), else 0.  Only on this failure path: the
+ * hot path pays nothing for it. */
+static int owner_differs(const portres_block *b, unsigned i, int fd)
+{
+    struct stat mine, ph;
+    if (b->fds[i] < 0 || fstat(fd, &mine) || fstat(b->fds[i], &ph))
+        return 0;
+    return mine.st_uid != ph.st_uid ? portres_fail(EPERM, "bind") : 0;
 }
 
 /* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
  * with B locked; the caller's SO_REUSEPORT is already set.  FRESH: FD is a
- * socket the binding just created (its IPV6_V6ONLY is the default). */
+ * socket the binding just created (dual-stack, set by bind_in_block()). */
 static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, socklen_t addrlen,
                                 unsigned *port_out, int fresh)
 {
     unsigned want = get_port(sa), n, i, pass, freed = 0;
-    int err, v6only, wildcard;
+    int err, v6only, wildcard, apart = 0;
 
     if (b->closed)
         return portres_fail(EBADF, "bind");
     if (want && (want < b->start || want - b->start >= b->count))
         return portres_fail(EADDRNOTAVAIL, "bind");
-    /* Only a UDP layout depends on it (TCP placeholders never take a
+    /* Only a UDP layout depends on these (TCP placeholders never take a
      * connection, whatever the caller's socket is). */
-    v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 ? 0
-             : fresh                                                 ? bindv6only_default
-                     : socket_v6only(fd, sa->sa_family);
+    v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 || fresh
+                 ? 0
+                 : socket_v6only(fd, sa->sa_family);
     wildcard = is_wildcard(sa);
+    if (b->protocol == PORTRES_UDP && sa->sa_family == AF_INET6 && b->family == AF_INET6) {
+        if (is_v4mapped_any(sa)) /* ties with the dual-stack placeholder on IPv4 */
+            apart = wildcard = 1, v6only = 0;
+        else if (wildcard && !fresh)
+            apart = socket_has_device(fd);
+    }
     if (want) {
         i = want - b->start;
         if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
             return err; /* could not tell: say why, not "in use" */
-        err = (b->state[i] & PORT_USED) ? portres_fail(EADDRINUSE, "bind")
-                                        : bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+        err = (b->state[i] & PORT_USED)
+                  ? portres_fail(EADDRINUSE, "bind")
+                  : bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
+        if (err == EADDRINUSE && !(b->state[i] & PORT_USED) && owner_differs(b, i, fd))
+            err = EPERM;
     } else {
         err = portres_fail(EADDRINUSE, "bind");
         for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
@@ -76,7 +146,11 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
                 i = (b->cursor + n) % b->count;
                 if (b->state[i] & PORT_USED)
                     continue;
-                err = bind_index(b, fd, sa, addrlen, i, v6only, wildcard);
+                err = bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
+                if (err == EADDRINUSE && owner_differs(b, i, fd)) {
+                    err = EPERM; /* every port would refuse it: say why */
+                    break;
+                }
                 if (err == EADDRINUSE) {
                     /* a socket of our uid shares the port by SO_REUSEPORT
                      * outside portres: leave the port to it */
@@ -112,6 +186,14 @@ int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr, socklen
         return portres_fail(EINVAL, "bind");
     }
     memcpy(&ss, addr, addrlen);
+    /* A socket portres makes is dual-stack whatever net.ipv6.bindv6only
+     * says (the documented default, the same on Windows); a caller's own
+     * socket keeps its setting. */
+    if (fresh && addr->sa_family == AF_INET6 && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
+        if (registry_held)
+            pthread_mutex_unlock(&registry_lock);
+        return err;
+    }
     if (!fresh)
         getsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &old_reuseport, &optlen);
     if (setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)) {
@@ -204,6 +286,40 @@ int portres_socket_info(portres_socket s, int *family, int *type, unsigned *boun
     *type = v;
     *bound_port = *family == AF_INET || *family == AF_INET6 ? get_port((struct sockaddr *)&ss) : 0;
     return 0;
+}
+
+/* Privilege drop: the placeholders of B go to UID (fchown(2) of a socket
+ * moves its owner, the uid SO_REUSEPORT compares, since Linux 4.10), so a
+ * process that drops to UID after acquire() still binds from B.  Sockets
+ * made later by the process (UDP layout changes) are its own uid's: UID
+ * once it has dropped.  Needs CAP_CHOWN unless UID is the owner already. */
+int portres_block_set_owner(portres_block *b, unsigned uid)
+{
+    unsigned i;
+    int err = 0;
+    pthread_mutex_lock(&b->lock);
+    if (b->closed)
+        err = portres_fail(EBADF, "fchown");
+    for (i = 0; !err && i < b->count; i++) {
+        if (b->fds[i] >= 0 && fchown(b->fds[i], (uid_t)uid, (gid_t)-1))
+            err = lx_fail("fchown");
+        else if (b->fds4 && b->fds4[i] >= 0 && fchown(b->fds4[i], (uid_t)uid, (gid_t)-1))
+            err = lx_fail("fchown");
+    }
+    pthread_mutex_unlock(&b->lock);
+    return err;
+}
+
+/* The uid owning B's placeholders (for messages), or -1 if closed. */
+long portres_block_owner(portres_block *b)
+{
+    struct stat st;
+    long uid = -1;
+    pthread_mutex_lock(&b->lock);
+    if (!b->closed && b->fds[0] >= 0 && fstat(b->fds[0], &st) == 0)
+        uid = (long)st.st_uid;
+    pthread_mutex_unlock(&b->lock);
+    return uid;
 }
 
 #endif /* __linux__ */

@@ -25,8 +25,9 @@
  * is loaded once as an eBPF socket filter and attached by reference
  * (SO_ATTACH_BPF, SO_ATTACH_REUSEPORT_EBPF): the same verdict for a
  * reference count.  Otherwise, and whenever that fails, the cBPF form.
- * The programs' descriptors are kept while a UDP block is held, and closed
- * with the last one: no descriptor outlives the reservations. */
+ * Each is loaded once per process, at its first UDP block, and kept (two
+ * descriptors): loading one costs more than a whole acquire(1).  A forked
+ * child closes its copies (bpf_atfork_child) and loads its own. */
 static pthread_mutex_t prog_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct {
     int fd;
@@ -66,16 +67,9 @@ void udp_block_ref(void)
 
 void udp_block_unref(void)
 {
-    unsigned k;
     pthread_mutex_lock(&prog_lock);
-    if (udp_blocks && --udp_blocks == 0) {
-        for (k = 0; k < 2; k++) {
-            int fd = ret_prog[k].fd;
-            __atomic_store_n(&ret_prog[k].fd, -1, __ATOMIC_RELAXED);
-            if (fd >= 0)
-                close(fd);
-        }
-    }
+    if (udp_blocks)
+        udp_blocks--;
     pthread_mutex_unlock(&prog_lock);
 }
 

@@ -11,8 +11,8 @@
  *   acquire.c       acquiring a block (a given range, or a wildcard window)
  *   registry.c      tokens, live blocks, associations, fork, one-time init
  *   bpf.c           UDP steering: the drop filter and reuseport selectors
- *   sockdiag.c      NETLINK_SOCK_DIAG dumps
- *   reclaim.c       giving handed-out ports back (epoll tracking, dumps)
+ *   sockdiag.c      NETLINK_SOCK_DIAG dumps and destroy listeners
+ *   reclaim.c       giving handed-out ports back (epoll items, destroy messages)
  *   bind.c          binding a caller's socket in a block
  *   associate.c     the raw calls: associate, release, bind
  *   inspect.c       the sockets on a range of ports
@@ -89,13 +89,14 @@ enum {
     PORT_STEERED4 = 8, /* PAIR mode: the AF_INET placeholder's group steered */
     PORT_TRACKED = 16, /* USED, and the caller's socket is in the block's epoll */
     PORT_CLOSING = 32, /* USED; the caller's socket's file is released, but the
-                        * socket may not be off the port yet: see reclaim() */
+                        * socket may not be off the port yet: see reclaim.c */
     PORT_V6 = 64,      /* USED: the caller's socket is AF_INET6 */
+    PORT_LOSSY = 128,  /* TRACKED, but its destroy message may never come */
 };
 
 struct portres_block {
     pthread_mutex_t lock;
-    struct portres_block *next; /* registry list, under registry_lock */
+    struct portres_block *next; /* registry or unlisted list, under registry_lock */
     uint64_t token;
     unsigned start, count;
     int protocol;
@@ -105,11 +106,14 @@ struct portres_block {
     int *fds;        /* main placeholder per port */
     int *fds4;       /* UDP PAIR mode: AF_INET placeholder, or -1 */
     unsigned char *state;
-    int *handed;     /* per port: the caller's descriptor it was bound on */
-    int epfd;        /* release tracking (see reclaim()), or -1 */
-    int infofd;      /* /proc/self/fdinfo/<epfd>, or -1 */
-    int diagfd;      /* NETLINK_SOCK_DIAG kept for reclaim_closing(), or -1 */
-    pid_t track_pid; /* the process infofd describes */
+    uint64_t *cookies; /* per port: SO_COOKIE of the socket it was handed to */
+    int epfd;          /* release tracking (see reclaim.c), or -1 */
+    int infofd;        /* /proc/self/fdinfo/<epfd>, or -1 */
+    int diagfd;        /* NETLINK_SOCK_DIAG kept for confirming dumps, or -1 */
+    int destroyfd;     /* NETLINK_SOCK_DIAG in the destroy groups (reclaim.c), or -1 */
+    int destroy_state; /* reclaim.c: not set up, on, unavailable */
+    pid_t track_pid;   /* the process infofd describes */
+    int spare;         /* acquire: an unbound socket the next probe reuses, or -1 */
 };
 
 struct association {
@@ -119,25 +123,18 @@ struct association {
     unsigned range_start, range_count; /* a persistent block; 0 for runtime */
 };
 
-/* Persistent blocks whose tokens the package has told us about. */
-struct persistent_token {
-    uint64_t token;
-    int protocol;
-    unsigned start, count;
-};
-
 /* ------------------------------------------------------------ registry.c */
 
 extern pthread_mutex_t registry_lock;
 extern portres_block *registry;          /* live blocks */
+extern portres_block *unlisted;          /* blocks being built or closed */
 extern struct association *associations; /* under registry_lock */
 extern size_t n_associations;
-extern struct persistent_token *persistent_tokens; /* under registry_lock */
-extern size_t n_persistent;
-extern int have_ipv6;          /* set once by portres_backend_init */
-extern int bindv6only_default; /* net.ipv6.bindv6only */
+extern int have_ipv6; /* set once by portres_backend_init */
 
 uint64_t new_token(void);
+void list_unlisted(portres_block *b);
+void unlist(portres_block *b);
 void register_block(portres_block *b);
 size_t find_association(dev_t dev, ino_t ino);
 int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
@@ -187,7 +184,19 @@ void bpf_atfork_child(void);
 
 /* -------------------------------------------------------------- reclaim.c */
 
-void handed_out(portres_block *b, unsigned i, int fd, int family);
+/* Tracking descriptors set to -1 (acquire), closed (release, forked child). */
+void reclaim_init(portres_block *b);
+void reclaim_close(portres_block *b);
+/* Before the bind of the caller's FD to port index I: track it (its epoll
+ * item, its cookie).  Returns 0, or errno: the hand-out is refused. */
+int track_handout(portres_block *b, unsigned i, int fd);
+/* The bind after track_handout() failed: forget FD. */
+void untrack_handout(portres_block *b, unsigned i, int fd);
+/* The bind after track_handout() succeeded; the socket is of FAMILY. */
+void handed_out(portres_block *b, unsigned i, int family);
+/* Return to the pool the handed-out ports whose socket is gone; *FREED
+ * counts them.  Block locked.  Returns 0, or errno when the ports could not
+ * be checked (then nothing is freed that is not known to be free). */
 int reclaim(portres_block *b, unsigned *freed);
 
 /* ----------------------------------------------------------------- bind.c */

@@ -25,6 +25,7 @@ struct portres_overlapped {
     int done;
     int error;
     const char *call;     /* the failed call, with ERROR */
+    int cancel_error;     /* the result a cancel gives (the test operation) */
     portres_block *block; /* ACQUIRE result until taken */
 };
 
@@ -40,6 +41,7 @@ static int ov_new(int op, portres_overlapped **out)
         return err;
     }
     ov->op = op;
+    ov->cancel_error = ECANCELED;
     *out = ov;
     return 0;
 }
@@ -77,6 +79,9 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     case PORTRES_OP_RELEASE:
         err = portres_release(s, token);
         break;
+    case PORTRES_OP_ASSOCIATE_RANGE:
+        err = portres_associate_range(s, protocol, start, count);
+        break;
     default:
         return portres_fail(EINVAL, "portres_ov_start");
     }
@@ -92,10 +97,14 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     return 0;
 }
 
-int portres_ov_start_pending(portres_overlapped **out)
+int portres_ov_start_pending(int cancel_error, portres_overlapped **out)
 {
+    int err;
     *out = NULL;
-    return ov_new(-1, out);
+    err = ov_new(-1, out);
+    if (err == 0 && cancel_error >= 0)
+        (*out)->cancel_error = cancel_error;
+    return err;
 }
 
 intptr_t portres_ov_event(const portres_overlapped *ov)
@@ -135,7 +144,7 @@ portres_block *portres_ov_take_block(portres_overlapped *ov)
 int portres_ov_cancel(portres_overlapped *ov)
 {
     if (!portres_ov_reap(ov))
-        ov_complete(ov, ECANCELED, "cancel");
+        ov_complete(ov, ov->cancel_error, ov->cancel_error ? "cancel" : NULL);
     return 0;
 }
 
@@ -149,20 +158,6 @@ int portres_ov_free(portres_overlapped *ov, long grace_ms)
     portres_block_free(ov->block);
     free(ov);
     return 0;
-}
-
-int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
-                             void **wait_handle)
-{
-    (void)ov, (void)cb, (void)ctx;
-    *wait_handle = NULL;
-    return portres_fail(EOPNOTSUPP, "_register_wait");
-}
-
-int portres_ov_unregister_wait(void *wait_handle)
-{
-    (void)wait_handle;
-    return EOPNOTSUPP;
 }
 
 #endif /* __linux__ */

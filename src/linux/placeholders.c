@@ -10,7 +10,9 @@
 
 /* One placeholder: bound first, SO_REUSEPORT after (see the top comment);
  * or, for the UDP layouts that must form a steerable group at once,
- * SO_REUSEPORT before the bind.  Returns the fd or -errno. */
+ * SO_REUSEPORT before the bind.  An AF_INET6 one always gets IPV6_V6ONLY
+ * set to V6ONLY, whatever net.ipv6.bindv6only says now.  Returns the fd or
+ * -errno. */
 int new_placeholder(int family, int v6only, int protocol, unsigned port, int reuseport_first,
                     unsigned still_needed)
 {
@@ -19,8 +21,7 @@ int new_placeholder(int family, int v6only, int protocol, unsigned port, int reu
     int err, fd = new_socket(family, sock_type_for(protocol), still_needed);
     if (fd < 0)
         return -errno;
-    if (family == AF_INET6 && v6only != bindv6only_default
-        && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)))
+    if (family == AF_INET6 && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, v6only)))
         goto fail;
     if (reuseport_first && (err = set_int(fd, SOL_SOCKET, SO_REUSEPORT, 1)))
         goto fail;
@@ -58,14 +59,15 @@ int place(portres_block *b, int fd, unsigned port)
     return 0;
 }
 
-/* A new socket for a main placeholder of B (dual-stack when AF_INET6). */
+/* A new socket for a main placeholder of B: dual-stack when AF_INET6, set
+ * explicitly (net.ipv6.bindv6only=1 would make it IPv6-only, leaving
+ * 0.0.0.0:port to anyone). */
 int main_socket(portres_block *b, unsigned still_needed)
 {
     int err, fd = new_socket(b->family, sock_type_for(b->protocol), still_needed);
     if (fd < 0)
         return -errno;
-    if (b->family == AF_INET6 && bindv6only_default
-        && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
+    if (b->family == AF_INET6 && (err = set_int(fd, IPPROTO_IPV6, IPV6_V6ONLY, 0))) {
         close(fd);
         return -err;
     }

@@ -1,11 +1,78 @@
 /*
  * linux/reclaim.c - giving handed-out ports back to their block.
+ *
+ * A port handed out returns to the block only once the socket it was
+ * handed to can no longer hold it or take its traffic, whatever that
+ * socket did meanwhile: listened, connected, was reset by its peer, moved
+ * to another descriptor or process (dup(), fork(), SCM_RIGHTS).  A reuse
+ * does not walk the kernel's socket tables (but for the sockets a block
+ * handed out before its first reclaim, once, and the fallbacks below): its
+ * cost does not depend on how many sockets exist elsewhere on the machine.
+ *
+ * Every hand-out is tracked from before its bind (track_handout(); if
+ * tracking cannot be set up, the hand-out is refused and the socket stays
+ * unbound), by two things the kernel ties to that one socket:
+ *
+ *  - an item in the block's epoll instance (no events asked: it is never
+ *    waited on).  An epoll item belongs to the open file description, not
+ *    to a descriptor: dup(), fork() and SCM_RIGHTS copies keep it, and the
+ *    kernel removes it when the file is released, in any process.
+ *    /proc/self/fdinfo/<epfd> lists the live items, the port index as their
+ *    data: one pread(), O(live sockets of the block).  A port whose item is
+ *    there is in use, in any state.
+ *  - the socket's cookie (SO_COOKIE, unique for the kernel's lifetime), and
+ *    a NETLINK_SOCK_DIAG socket of the block that has joined the destroy
+ *    groups of the block's protocol (SKNLGRP_INET{,6}_{TCP,UDP}_DESTROY; no
+ *    privilege needed): the kernel sends it one message, with the cookie,
+ *    per socket of this network namespace freed (__sk_free()), and a
+ *    classic BPF filter on that socket keeps only those whose local port is
+ *    in the block (sockdiag.c).  The block joins at its first reclaim, so
+ *    that a block never exhausted does not pay for it (about 20 us to set
+ *    up and to close, and a kernel work item per socket freed in the
+ *    namespace while it listens).  A message only comes to a listener that
+ *    had joined when the socket was freed: the ports handed out before it
+ *    joined are LOSSY, confirmed by the dump below when they close, once.
+ *
+ * Why both: __fput() removes a file's epoll items first
+ * (eventpoll_release()) and only then releases the socket (sock_close(),
+ * which takes it off the port, leaves its multicast groups...).  A port
+ * whose item is gone is only CLOSING: for a moment the old socket may still
+ * be a UDP socket or a TCP listener in the port's reuseport group, and
+ * would take the datagrams or connections meant for the socket bound next.
+ * The destroy message comes after all of that (the socket is freed), so a
+ * port returns when its socket's message has arrived.  The message is sent
+ * from a kernel work queue, a few microseconds after close() returns: a
+ * reclaim that finds nothing free but a CLOSING port waits for it (poll(),
+ * at most CLOSING_WAIT_MS).
+ *
+ * When the message cannot be had: the netlink socket overran (ENOBUFS:
+ * thousands of connections accepted on the block's ports closed between
+ * two reclaims), the kernel could not allocate it, the wait timed out (a
+ * TCP connection the caller closed first stays in FIN_WAIT1 or LAST_ACK,
+ * unowned, while its peer does not answer; a listener whose SYN_RECV
+ * requests keep it for a second), or the kernel has no destroy groups or
+ * SO_COOKIE.  Then a CLOSING port is confirmed by a sock_diag dump of just
+ * the sockets that take a port's traffic (every UDP socket; TCP listeners):
+ * for a socket whose file is released that answer cannot go stale, since
+ * such a socket never starts to listen or rejoins a table.  The dump is
+ * never used for a socket whose file is alive: the epoll item alone says
+ * "in use", and a dump, which walks the listening, bound and established
+ * tables one after another, misses a socket that moves between them.
+ *
+ * A TCP socket whose file is released and that is not a listener (a
+ * connection left closing, an orphan) takes no new traffic: it returns the
+ * port as soon as its message or that dump says so.  Connections a
+ * listener accepted are sockets of their own (other cookies): they do not
+ * keep the port from the block.  Either way the placeholder holds the port
+ * throughout: no other program can bind it.
  */
 #ifdef __linux__
 
 #include "linux.h"
 
 #include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +80,19 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
+
+/* How long a reclaim that found nothing else waits for a CLOSING port's
+ * destroy message before it asks a dump.  The message normally comes
+ * within microseconds; a few milliseconds on a loaded machine. */
+#define CLOSING_WAIT_MS 5
+
+/* The destroy listener: not set up yet, set up, or unavailable (the kernel
+ * refused the groups: CLOSING ports go to the dump). */
+enum { DESTROY_NONE = 0, DESTROY_ON = 1, DESTROY_OFF = 2 };
 
 struct count_ctx {
     const portres_block *b;
@@ -36,129 +116,111 @@ static int diag_count(portres_block *b, int family, uint32_t states, unsigned *c
                         count_cb, &c);
 }
 
-/* Any state but TIME_WAIT, which does not stop a reuseport bind. */
-#define STATES_ON_PORT (~(1u << 6))
 /* The sockets that take traffic meant for the port: every UDP socket, TCP
  * listeners only (TCP_LISTEN is state 10). */
 #define STATES_TAKING_TRAFFIC(protocol) ((protocol) == PORTRES_UDP ? ~0u : 1u << 10)
 
-/* ------------------------------------------------- giving ports back
- *
- * A port handed out returns to the block once the caller's socket is gone:
- * its file released (the last descriptor closed, in any process: dup(),
- * fork() and SCM_RIGHTS copies keep it).  Two ways to tell:
- *
- *  - a sock_diag dump counting the sockets on each port of the block.  It
- *    walks the kernel's whole socket hash tables, however small the block:
- *    about 400 us with 262144 TCP ehash buckets, more on bigger machines;
- *  - the block's epoll instance.  The caller's socket is added to it (no
- *    events asked: it is never waited on), and the kernel removes an epoll
- *    item exactly when the item's file is released, not when a descriptor
- *    closes.  /proc/self/fdinfo/<epfd> lists the live items, with the port
- *    index as their data: one pread(), O(live sockets of the block).
- *
- * A block starts without tracking, so that a block never exhausted pays
- * nothing for it.  Its first reclaim uses the dump, and turns tracking on
- * when the dump cost more than tracking the whole block would (about
- * TRACK_COST_NS per hand-out: the epoll_ctl, and the item's removal when
- * the socket closes): small blocks track, a block of thousands of ports on
- * a quiet machine keeps dumping, once per cycle of the cursor through it.
- * Tracking adopts the sockets then alive whose descriptor still holds them;
- * from then on every hand-out adds the caller's socket, and a reclaim
- * reads fdinfo.  A port whose socket could not be tracked (an epoll_ctl
- * error, a descriptor that moved) keeps the dump as fallback.
- *
- * They differ where the socket's file is released while sockets it
- * spawned stay on the port (connections it accepted, or left closing in
- * FIN_WAIT or LAST_ACK): the dump keeps such a port used until they are
- * gone, tracking returns it when the socket closes, as for TIME_WAIT.
- * Either way the placeholder holds the port: no other program can bind it.
- *
- * An epoll item goes first when a file is released (__fput() calls
- * eventpoll_release() before the socket's release, which takes it off the
- * port), so a port tracking sees released is only CLOSING: for a moment
- * the old socket may still be a UDP socket or a TCP listener in the port's
- * reuseport group, and would take the datagrams or connections meant for
- * the socket bound next (measured: 1 datagram in 3 lost when the closing
- * socket's release is slowed by multicast memberships).  A CLOSING port
- * returns once a dump of just those sockets (every UDP socket; TCP
- * listeners, a walk of the small listener table) shows it gone: about
- * 10-25 us, paid only when a released port is reused.
- */
+void reclaim_init(portres_block *b)
+{
+    b->epfd = b->infofd = b->diagfd = b->destroyfd = -1;
+}
 
-#define TRACK_COST_NS 600
+void reclaim_close(portres_block *b)
+{
+    close_fd(&b->destroyfd);
+    close_fd(&b->epfd);
+    close_fd(&b->infofd);
+    close_fd(&b->diagfd);
+}
 
-/* Turn release tracking on for B: its epoll instance and its fdinfo. */
+/* Set up B's tracking at its first hand-out: the cookie table and the epoll
+ * instance.  Returns 0 or errno (the call recorded). */
 static int start_tracking(portres_block *b)
 {
-    char path[64];
-    int err;
+    if (!b->cookies && !(b->cookies = calloc(b->count, sizeof *b->cookies)))
+        return portres_fail(ENOMEM, "calloc");
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (b->epfd < 0)
         return lx_fail("epoll_create1");
-    snprintf(path, sizeof path, "/proc/self/fdinfo/%d", b->epfd);
-    b->infofd = open(path, O_RDONLY | O_CLOEXEC);
-    if (b->infofd < 0) {
-        err = lx_fail("open(/proc/self/fdinfo)");
-        close_fd(&b->epfd);
-        return err;
-    }
     b->track_pid = getpid();
     return 0;
 }
 
-/* Back to dumps only (fdinfo unreadable): tracked ports become untracked. */
-static void stop_tracking(portres_block *b)
-{
-    unsigned i;
-    close_fd(&b->infofd);
-    close_fd(&b->epfd);
-    for (i = 0; i < b->count; i++)
-        b->state[i] &= (unsigned char)~PORT_TRACKED;
-}
-
-/* Track the caller's socket FD, bound to port index I. */
-static void track(portres_block *b, unsigned i, int fd)
+int track_handout(portres_block *b, unsigned i, int fd)
 {
     struct epoll_event ev;
+    uint64_t cookie = 0;
+    socklen_t len = sizeof cookie;
+    int err;
+    if (b->epfd < 0 && (err = start_tracking(b)))
+        return err;
+    if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+        cookie = 0; /* before Linux 4.12: its release is confirmed by a dump */
     memset(&ev, 0, sizeof ev);
     ev.data.u64 = i;
-    if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
-        b->state[i] |= PORT_TRACKED;
+    if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev))
+        return lx_fail("epoll_ctl");
+    b->cookies[i] = cookie;
+    return 0;
 }
 
-/* Port index I was just bound on the caller's FD, of FAMILY. */
-void handed_out(portres_block *b, unsigned i, int fd, int family)
+void untrack_handout(portres_block *b, unsigned i, int fd)
+{
+    epoll_ctl(b->epfd, EPOLL_CTL_DEL, fd, NULL);
+    b->cookies[i] = 0;
+}
+
+void handed_out(portres_block *b, unsigned i, int family)
 {
     b->state[i] =
-        (unsigned char)((b->state[i] & ~PORT_V6) | PORT_USED | (family == AF_INET6 ? PORT_V6 : 0));
-    if (!b->handed)
-        b->handed = malloc(b->count * sizeof *b->handed);
-    if (b->handed)
-        b->handed[i] = fd;
-    if (b->epfd >= 0)
-        track(b, i, fd);
+        (unsigned char)((b->state[i] & ~(PORT_V6 | PORT_CLOSING | PORT_LOSSY)) | PORT_USED
+                        | PORT_TRACKED | (family == AF_INET6 ? PORT_V6 : 0)
+                        | (b->cookies[i] && b->destroy_state == DESTROY_ON ? 0 : PORT_LOSSY));
 }
 
-/* Whether FD is still a socket of B's type bound to port index I. */
-static int holds_port(const portres_block *b, int fd, unsigned i)
+/* Port index I is back in the pool. */
+static void give_back(portres_block *b, unsigned i, unsigned *freed)
 {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    int type = 0;
-    socklen_t tlen = sizeof type;
-    if (getsockname(fd, (struct sockaddr *)&ss, &len)
-        || (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
-        || get_port((struct sockaddr *)&ss) != b->start + i)
-        return 0;
-    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0
-           && type == sock_type_for(b->protocol);
+    b->state[i] &= (unsigned char)~(PORT_USED | PORT_TRACKED | PORT_CLOSING | PORT_LOSSY);
+    b->cookies[i] = 0;
+    (*freed)++;
+}
+
+static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    void **a = ctx;
+    portres_block *b = a[0];
+    unsigned port = ntohs(m->id.idiag_sport), i;
+    uint64_t cookie = (uint64_t)m->id.idiag_cookie[0] | (uint64_t)m->id.idiag_cookie[1] << 32;
+    if (port < b->start || port - b->start >= b->count)
+        return;
+    i = port - b->start;
+    /* Another socket on the port (a connection a listener accepted, a
+     * socket bound before) has another cookie. */
+    if ((b->state[i] & PORT_TRACKED) && cookie && b->cookies[i] == cookie)
+        give_back(b, i, a[1]);
+}
+
+/* Take in the destroy messages queued for B: the ports whose socket is
+ * freed return; *FREED counts them.  Messages lost to an overrun
+ * (ENOBUFS) leave the ports then handed out to the dump. */
+static void take_destroyed(portres_block *b, unsigned *freed)
+{
+    void *ctx[2] = {b, freed};
+    unsigned i;
+    if (b->destroyfd < 0)
+        return;
+    if (diag_destroyed(b->destroyfd, destroyed_cb, ctx) == 0)
+        return;
+    for (i = 0; i < b->count; i++) /* ENOBUFS, or the socket failed */
+        if (b->state[i] & PORT_TRACKED)
+            b->state[i] |= PORT_LOSSY;
 }
 
 /* Tracked ports whose socket's file is released become CLOSING.  Returns
- * 0, or errno when fdinfo cannot be read or parsed (the caller then stops
- * tracking: never guess a socket gone). */
-static int reclaim_tracked(portres_block *b)
+ * 0, or errno when fdinfo cannot be read or parsed (then no port is taken
+ * for released: never guess a socket gone). */
+static int find_released(portres_block *b)
 {
     size_t cap, tracked = 0, items = 0, parsed = 0;
     ssize_t len;
@@ -167,11 +229,18 @@ static int reclaim_tracked(portres_block *b)
     unsigned char *alive;
 
     for (i = 0; i < b->count; i++)
-        tracked += (b->state[i] & PORT_TRACKED) != 0;
+        tracked += (b->state[i] & (PORT_TRACKED | PORT_CLOSING)) == PORT_TRACKED;
     if (!tracked)
         return 0;
-    if (getpid() != b->track_pid) /* a forked child: infofd reads the parent's table */
+    if (getpid() != b->track_pid) /* a forked child: fdinfo would read the parent's table */
         return portres_fail(ECHILD, "pread(/proc/self/fdinfo)");
+    if (b->infofd < 0) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", b->epfd);
+        b->infofd = open(path, O_RDONLY | O_CLOEXEC);
+        if (b->infofd < 0)
+            return lx_fail("open(/proc/self/fdinfo)");
+    }
     /* "tfd: %8d events: %8x data: %16llx  pos:%lli ino:%lx sdev:%x\n" */
     for (cap = 512 + 128 * tracked;; cap *= 2) {
         char *nbuf = realloc(buf, cap + 1);
@@ -212,52 +281,36 @@ static int reclaim_tracked(portres_block *b)
         free(alive);
         return portres_fail(EPROTO, "pread(/proc/self/fdinfo)");
     }
-    for (i = 0; i < b->count; i++) {
-        if ((b->state[i] & PORT_TRACKED) && !((alive[i / 8] >> (i % 8)) & 1)) {
-            b->state[i] = (unsigned char)((b->state[i] & ~PORT_TRACKED) | PORT_CLOSING);
-        }
-    }
+    for (i = 0; i < b->count; i++)
+        if ((b->state[i] & PORT_TRACKED) && !((alive[i / 8] >> (i % 8)) & 1))
+            b->state[i] |= PORT_CLOSING;
     free(alive);
     return 0;
 }
 
-/* Untracked ports on which only our placeholders remain return to the
- * block; *FREED counts them.  The first time, tracking starts, and the
- * untracked ports still held by exactly one socket (the one we bound, at
- * its descriptor) are tracked from now on.  Returns 0 or errno (the dump
- * failed: EMFILE for its netlink socket, ENOMEM...). */
-static int reclaim_dump(portres_block *b, unsigned *freed)
+/* Wait, at most CLOSING_WAIT_MS, for a destroy message that gives a port
+ * back. */
+static void wait_destroyed(portres_block *b, unsigned *freed)
 {
-    unsigned *counts = calloc(b->count, sizeof *counts), i, n = 0;
-    int adopt, err;
-    struct timespec t0, t1;
-    long long spent;
-    if (!counts)
-        return portres_fail(ENOMEM, "calloc");
+    struct timespec t0, t;
+    long left = CLOSING_WAIT_MS;
+    int tries;
+    /* The message is usually a work item queued on this CPU: let it run
+     * before sleeping on the socket. */
+    for (tries = 0; tries < 2 && !*freed; tries++) {
+        sched_yield();
+        take_destroyed(b, freed);
+    }
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if ((err = diag_count(b, AF_INET, STATES_ON_PORT, counts))
-        || (have_ipv6 && (err = diag_count(b, AF_INET6, STATES_ON_PORT, counts)))) {
-        free(counts);
-        return err;
+    while (!*freed && left > 0) {
+        struct pollfd p = {b->destroyfd, POLLIN, 0};
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            return;
+        take_destroyed(b, freed);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left =
+            CLOSING_WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
     }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    spent = (t1.tv_sec - t0.tv_sec) * 1000000000LL + (t1.tv_nsec - t0.tv_nsec);
-    adopt = b->epfd >= 0 || (spent > (long long)b->count * TRACK_COST_NS && start_tracking(b) == 0);
-    for (i = 0; i < b->count; i++) {
-        unsigned ours = (b->fds[i] >= 0) + (b->fds4 && b->fds4[i] >= 0);
-        if ((b->state[i] & (PORT_USED | PORT_TRACKED)) != PORT_USED)
-            continue;
-        if (counts[i] <= ours) {
-            b->state[i] &= (unsigned char)~(PORT_USED | PORT_CLOSING);
-            n++;
-        } else if (adopt && !(b->state[i] & PORT_CLOSING) && counts[i] == ours + 1 && b->handed
-                   && holds_port(b, b->handed[i], i)) {
-            track(b, i, b->handed[i]);
-        }
-    }
-    free(counts);
-    *freed += n;
-    return 0;
 }
 
 /* Our placeholders of FAMILY that take port index I's traffic (TCP ones
@@ -274,7 +327,7 @@ static unsigned placeholders_taking_traffic(const portres_block *b, unsigned i, 
  * our placeholders takes its traffic) return to the block; *FREED counts
  * them.  Only the families of those sockets are dumped.  Returns 0 or
  * errno (a dump failed). */
-static int reclaim_closing(portres_block *b, unsigned *freed)
+static int confirm_by_dump(portres_block *b, unsigned *freed)
 {
     static const int families[2] = {AF_INET, AF_INET6};
     unsigned *counts = malloc(b->count * sizeof *counts), i, f;
@@ -290,38 +343,60 @@ static int reclaim_closing(portres_block *b, unsigned *freed)
         memset(counts, 0, b->count * sizeof *counts);
         if ((err = diag_count(b, families[f], STATES_TAKING_TRAFFIC(b->protocol), counts)))
             break;
-        for (i = 0; i < b->count; i++) {
+        for (i = 0; i < b->count; i++)
             if ((b->state[i] & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6)
-                && counts[i] <= placeholders_taking_traffic(b, i, families[f])) {
-                b->state[i] &= (unsigned char)~(PORT_USED | PORT_CLOSING);
-                (*freed)++;
-            }
-        }
+                && counts[i] <= placeholders_taking_traffic(b, i, families[f]))
+                give_back(b, i, freed);
     }
     free(counts);
     return err;
 }
 
-/* Return to the pool the handed-out ports whose socket is gone; *FREED
- * counts them.  Block locked.  Returns 0, or errno when the ports could not
- * be checked (then nothing is freed that is not known to be free). */
+/* Join B's destroy listener at its first reclaim (see the top comment). */
+static void start_listening(portres_block *b)
+{
+    int fd = diag_destroy_listener(b->protocol, have_ipv6, b->start, b->start + b->count - 1);
+    if (fd >= 0) {
+        b->destroyfd = fd;
+        b->destroy_state = DESTROY_ON;
+    } else if (-fd != EMFILE && -fd != ENFILE && -fd != ENOMEM && -fd != ENOBUFS) {
+        b->destroy_state = DESTROY_OFF; /* no such groups here: dumps */
+    } /* else out of resources for now: the next reclaim tries again */
+}
+
 int reclaim(portres_block *b, unsigned *freed)
 {
-    unsigned i, untracked = 0, closing = 0;
+    unsigned i, closing = 0, lossy = 0;
     int err = 0;
     *freed = 0;
-    if (b->infofd >= 0 && reclaim_tracked(b))
-        stop_tracking(b);
+    /* Ports another socket of our uid holds (its bind failed with
+     * EADDRINUSE, so it was never ours to track): the next bind tries them
+     * again.  Not counted: they are not known to be free. */
+    for (i = 0; i < b->count; i++)
+        if ((b->state[i] & (PORT_USED | PORT_TRACKED)) == PORT_USED)
+            b->state[i] &= (unsigned char)~PORT_USED;
+    if (b->epfd < 0)
+        return 0;
+    if (b->destroy_state == DESTROY_NONE)
+        start_listening(b);
+    take_destroyed(b, freed);
+    if (*freed)
+        return 0;
+    err = find_released(b);
     for (i = 0; i < b->count; i++) {
-        unsigned char st = b->state[i];
-        untracked += (st & (PORT_USED | PORT_TRACKED | PORT_CLOSING)) == PORT_USED;
-        closing += (st & PORT_CLOSING) != 0;
+        closing += (b->state[i] & PORT_CLOSING) != 0;
+        lossy += (b->state[i] & (PORT_CLOSING | PORT_LOSSY)) == (PORT_CLOSING | PORT_LOSSY);
     }
-    if (closing)
-        err = reclaim_closing(b, freed);
-    if (untracked && !*freed)
-        return reclaim_dump(b, freed);
-    return err;
+    if (!closing)
+        return err;
+    if (b->destroy_state == DESTROY_ON && lossy < closing)
+        wait_destroyed(b, freed);
+    if (!*freed) {
+        int derr = confirm_by_dump(b, freed);
+        if (!err)
+            err = derr;
+    }
+    return *freed ? 0 : err;
 }
 
 #endif /* __linux__ */

@@ -1,6 +1,7 @@
 /*
  * linux/registry.c - the process-wide state: tokens, live blocks, associations
- * and persistent tokens (all under registry_lock), closing a block, fork(),
+ * (all under registry_lock; no persistent tokens: those are the package's),
+ * closing a block, fork(),
  * one-time setup.
  */
 #ifdef __linux__
@@ -17,37 +18,34 @@
 
 pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 portres_block *registry;
+portres_block *unlisted;
 struct association *associations;
 size_t n_associations;
 static size_t cap_associations;
-struct persistent_token *persistent_tokens;
-size_t n_persistent;
-static size_t cap_persistent;
 
 int have_ipv6 = -1;
-int bindv6only_default;
 
 static void atfork_prepare(void);
 static void atfork_parent(void);
 static void atfork_child(void);
-static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
-static void register_atfork(void)
+/* Once per process (pthread_once: threads may acquire their first blocks at
+ * once).  No sysctl is read here: what shapes a block is read when the
+ * block is made, and every IPV6_V6ONLY portres relies on is set explicitly,
+ * so net.ipv6.bindv6only never matters. */
+static void init_once_fn(void)
 {
+    int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd >= 0)
+        close(fd);
+    __atomic_store_n(&have_ipv6, fd >= 0, __ATOMIC_RELEASE);
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 int portres_backend_init(void)
 {
-    int v = 0;
-    pthread_once(&atfork_once, register_atfork);
-    if (have_ipv6 < 0) {
-        int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd >= 0)
-            close(fd);
-        bindv6only_default = read_proc_ints("/proc/sys/net/ipv6/bindv6only", &v, 1) ? v : 0;
-        have_ipv6 = fd >= 0;
-    }
+    pthread_once(&init_once, init_once_fn);
     return 0;
 }
 
@@ -63,10 +61,44 @@ uint64_t new_token(void)
     return t;
 }
 
+/* Unlink B from the list at *HEAD, if it is there; registry_lock held. */
+static int unlink_from(portres_block **head, portres_block *b)
+{
+    portres_block **pp;
+    for (pp = head; *pp; pp = &(*pp)->next) {
+        if (*pp == b) {
+            *pp = b->next;
+            b->next = NULL;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* B is about to own descriptors but is not findable by token (being built):
+ * list it where fork() finds it, so a child closes its placeholders too. */
+void list_unlisted(portres_block *b)
+{
+    pthread_mutex_lock(&registry_lock);
+    b->next = unlisted;
+    unlisted = b;
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* B owns no descriptor any more (a failed acquire): off the unlisted list. */
+void unlist(portres_block *b)
+{
+    pthread_mutex_lock(&registry_lock);
+    unlink_from(&unlisted, b);
+    pthread_mutex_unlock(&registry_lock);
+}
+
+/* B is built: from the unlisted list to the registry, under a unique token. */
 void register_block(portres_block *b)
 {
     portres_block *p;
     pthread_mutex_lock(&registry_lock);
+    unlink_from(&unlisted, b);
     for (;;) { /* tokens are unique among live reservations */
         for (p = registry; p && p->token != b->token; p = p->next)
             ;
@@ -104,16 +136,16 @@ static void drop_associations(uint64_t token)
 /* Unlink B from the registry and close its placeholders.  Called with
  * registry_lock held; returns with it released.  Lock order: registry, then
  * block.  Once unlinked, no thread can find B by token; a thread already
- * inside B holds its lock, which is waited for here. */
+ * inside B holds its lock, which is waited for here.  While its descriptors
+ * are being closed B is on the unlisted list, where fork() still finds it:
+ * a child made meanwhile closes what is left. */
 void close_block_registry_held(portres_block *b)
 {
-    portres_block **pp;
+    int listed = unlink_from(&registry, b);
 
-    for (pp = &registry; *pp; pp = &(*pp)->next) {
-        if (*pp == b) {
-            *pp = b->next;
-            break;
-        }
+    if (listed) {
+        b->next = unlisted;
+        unlisted = b;
     }
     drop_associations(b->token);
     pthread_mutex_lock(&b->lock);
@@ -122,14 +154,14 @@ void close_block_registry_held(portres_block *b)
         close_fds(b->fds, b->count);
         if (b->fds4)
             close_fds(b->fds4, b->count);
-        close_fd(&b->epfd);
-        close_fd(&b->infofd);
-        close_fd(&b->diagfd);
+        reclaim_close(b);
         __atomic_store_n(&b->closed, 1, __ATOMIC_RELEASE);
         if (b->protocol == PORTRES_UDP)
             udp_block_unref();
     }
     pthread_mutex_unlock(&b->lock);
+    if (listed)
+        unlist(b);
 }
 
 /* ----------------------------------------------------------------- fork
@@ -141,43 +173,67 @@ void close_block_registry_held(portres_block *b)
  * layout switch would swallow datagrams.  So the child closes its copies:
  * in the child every reservation is closed.  The locks are taken around
  * fork() so that the child never inherits one held by another thread.
+ *
+ * That covers the blocks being built and being closed as well (the unlisted
+ * list): every step that creates, closes or moves one of a block's
+ * descriptors runs under the block's lock (acquire.c), so at fork() each
+ * descriptor is either recorded in the block, where the child finds and
+ * closes it, or not made yet.  A block under construction is left to leak
+ * in the child: the thread building it does not exist there.
  */
+static void lock_all(portres_block *list)
+{
+    for (; list; list = list->next)
+        pthread_mutex_lock(&list->lock);
+}
+
+static void unlock_all(portres_block *list)
+{
+    for (; list; list = list->next)
+        pthread_mutex_unlock(&list->lock);
+}
+
 static void atfork_prepare(void)
 {
-    portres_block *b;
     pthread_mutex_lock(&registry_lock);
-    for (b = registry; b; b = b->next)
-        pthread_mutex_lock(&b->lock);
+    lock_all(registry);
+    lock_all(unlisted);
     bpf_atfork_prepare();
 }
 
 static void atfork_parent(void)
 {
-    portres_block *b;
     bpf_atfork_parent();
-    for (b = registry; b; b = b->next)
-        pthread_mutex_unlock(&b->lock);
+    unlock_all(unlisted);
+    unlock_all(registry);
     pthread_mutex_unlock(&registry_lock);
 }
 
-static void atfork_child(void)
+/* In the child: close every descriptor of the blocks on LIST. */
+static void drop_all(portres_block *list)
 {
     portres_block *b, *next;
-    for (b = registry; b; b = next) {
+    for (b = list; b; b = next) {
         next = b->next;
         if (!b->closed) {
             close_fds(b->fds, b->count);
             if (b->fds4)
                 close_fds(b->fds4, b->count);
-            close_fd(&b->epfd);
-            close_fd(&b->infofd);
-            close_fd(&b->diagfd);
+            close_fd(&b->spare);
+            reclaim_close(b);
             b->closed = 1;
         }
         b->next = NULL;
         pthread_mutex_unlock(&b->lock);
     }
+}
+
+static void atfork_child(void)
+{
+    drop_all(registry);
+    drop_all(unlisted);
     registry = NULL;
+    unlisted = NULL;
     n_associations = 0;
     bpf_atfork_child();
     pthread_mutex_unlock(&registry_lock);
@@ -199,7 +255,7 @@ void portres_block_free(portres_block *b)
     free(b->fds);
     free(b->fds4);
     free(b->state);
-    free(b->handed);
+    free(b->cookies);
     free(b);
 }
 
@@ -282,45 +338,6 @@ int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_star
     associations[i].range_start = range_start;
     associations[i].range_count = range_count;
     return 0;
-}
-
-int portres_register_persistent(uint64_t token, int protocol, unsigned start, unsigned count)
-{
-    size_t i;
-    int err = 0;
-    pthread_mutex_lock(&registry_lock);
-    for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
-        ;
-    if (i == n_persistent) {
-        if (n_persistent == cap_persistent) {
-            size_t cap = cap_persistent ? cap_persistent * 2 : 8;
-            struct persistent_token *p = realloc(persistent_tokens, cap * sizeof *p);
-            if (!p) {
-                err = portres_fail(ENOMEM, "realloc");
-                goto out;
-            }
-            persistent_tokens = p;
-            cap_persistent = cap;
-        }
-        n_persistent++;
-    }
-    persistent_tokens[i] = (struct persistent_token){token, protocol, start, count};
-out:
-    pthread_mutex_unlock(&registry_lock);
-    return err;
-}
-
-void portres_unregister_persistent(uint64_t token)
-{
-    size_t i;
-    pthread_mutex_lock(&registry_lock);
-    for (i = 0; i < n_persistent; i++) {
-        if (persistent_tokens[i].token == token) {
-            persistent_tokens[i] = persistent_tokens[--n_persistent];
-            break;
-        }
-    }
-    pthread_mutex_unlock(&registry_lock);
 }
 
 #endif /* __linux__ */

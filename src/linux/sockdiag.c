@@ -4,12 +4,17 @@
  */
 #ifdef __linux__
 
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE /* SO_ATTACH_FILTER under -std=c11 */
+#endif
+
 #include "portres.h"
 #include "sockdiag.h"
 
 #include <errno.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/filter.h>
 #include <linux/netlink.h>
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
@@ -95,6 +100,82 @@ int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t state
     if (fd >= 0)
         close(fd);
     return err;
+}
+
+/* The destroy listener (see reclaim.c).  The filter runs on each message
+ * the kernel multicasts, before it is queued: the message is the nlmsghdr
+ * (16 bytes) and the inet_diag_msg, whose local port (network order) is
+ * at byte 4 of it. */
+int diag_destroy_listener(int protocol, int with_ipv6, unsigned lo, unsigned hi)
+{
+    struct sock_filter insns[] = {
+        BPF_STMT(BPF_LD | BPF_H | BPF_ABS, NLMSG_HDRLEN + 4), /* A = ntohs(sport) */
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, lo, 0, 2),
+        BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, hi, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, 0xffffffffu), /* keep */
+        BPF_STMT(BPF_RET | BPF_K, 0),           /* drop */
+    };
+    struct sock_fprog prog = {sizeof insns / sizeof insns[0], insns};
+    struct sockaddr_nl nladdr = {.nl_family = AF_NETLINK};
+    int err, fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0)
+        return -portres_fail(errno, "socket(NETLINK_SOCK_DIAG)");
+    /* The filter first: nothing unfiltered is queued once the groups are joined. */
+    if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof prog)) {
+        err = portres_fail(errno, "setsockopt(SO_ATTACH_FILTER)");
+        close(fd);
+        return -err;
+    }
+    if (protocol == PORTRES_UDP)
+        nladdr.nl_groups = 1u << (SKNLGRP_INET_UDP_DESTROY - 1)
+                           | (with_ipv6 ? 1u << (SKNLGRP_INET6_UDP_DESTROY - 1) : 0);
+    else
+        nladdr.nl_groups = 1u << (SKNLGRP_INET_TCP_DESTROY - 1)
+                           | (with_ipv6 ? 1u << (SKNLGRP_INET6_TCP_DESTROY - 1) : 0);
+    if (bind(fd, (struct sockaddr *)&nladdr, sizeof nladdr)) {
+        err = portres_fail(errno, "bind(NETLINK_SOCK_DIAG groups)");
+        close(fd);
+        return -err;
+    }
+    return fd;
+}
+
+int diag_destroyed(int fd, diag_cb cb, void *ctx)
+{
+    /* One message per datagram (about 200 bytes): take up to 16 per call. */
+    enum { BATCH = 16, SIZE = 1024 };
+    char bufs[BATCH][SIZE];
+    struct mmsghdr msgs[BATCH];
+    struct iovec iov[BATCH];
+    unsigned k;
+    for (;;) {
+        int got;
+        memset(msgs, 0, sizeof msgs);
+        for (k = 0; k < BATCH; k++) {
+            iov[k].iov_base = bufs[k];
+            iov[k].iov_len = SIZE;
+            msgs[k].msg_hdr.msg_iov = &iov[k];
+            msgs[k].msg_hdr.msg_iovlen = 1;
+        }
+        got = recvmmsg(fd, msgs, BATCH, MSG_DONTWAIT, NULL);
+        if (got < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return portres_fail(errno, "recvmmsg(NETLINK_SOCK_DIAG groups)");
+        }
+        for (k = 0; k < (unsigned)got; k++) {
+            size_t len = msgs[k].msg_len;
+            struct nlmsghdr *h;
+            for (h = (struct nlmsghdr *)bufs[k]; NLMSG_OK(h, len); h = NLMSG_NEXT(h, len))
+                if (h->nlmsg_type == SOCK_DIAG_BY_FAMILY
+                    && h->nlmsg_len >= NLMSG_LENGTH(sizeof(struct inet_diag_msg)))
+                    cb(NLMSG_DATA(h), ctx);
+        }
+        if (got < BATCH)
+            return 0;
+    }
 }
 
 #endif /* __linux__ */

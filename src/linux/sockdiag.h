@@ -27,6 +27,18 @@ int diag_dump_on(int *fdp, int protocol, int family, unsigned lo, unsigned hi, u
 int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t states, diag_cb cb,
               void *ctx);
 
+/* A NETLINK_SOCK_DIAG socket that receives one message (an inet_diag_msg:
+ * local port, cookie) per PROTOCOL socket of this network namespace that
+ * the kernel frees, in both families (AF_INET6 too when WITH_IPV6), kept to
+ * those whose local port is in [LO, HI] by a socket filter.  No privilege
+ * needed.  Returns the descriptor or -errno (the call recorded). */
+int diag_destroy_listener(int protocol, int with_ipv6, unsigned lo, unsigned hi);
+
+/* Call CB for each message queued on FD (a destroy listener) without
+ * waiting.  Returns 0 once the queue is empty, or errno: ENOBUFS when the
+ * queue overran and messages were lost. */
+int diag_destroyed(int fd, diag_cb cb, void *ctx);
+
 #pragma GCC visibility pop
 
 #endif /* PORTRES_LINUX_SOCKDIAG_H */

@@ -102,7 +102,7 @@ int portres_associate(portres_socket s, uint64_t token)
     return 0;
 }
 
-int portres_release(portres_socket s, uint64_t token)
+static int release_raw(SOCKET s, uint64_t token)
 {
     INET_PORT_RESERVATION_TOKEN in;
     DWORD returned = 0;
@@ -114,6 +114,42 @@ int portres_release(portres_socket s, uint64_t token)
         == SOCKET_ERROR)
         return PORTRES_FAIL_WSA(PORTRES_CALL_RELEASE);
     return 0;
+}
+
+static void block_close_locked(portres_block *b, int release, int *err);
+
+/* The blocks of this process (portres_block.prev/next).  Lock order: this
+ * lock, then a block's. */
+static SRWLOCK registry_lock = SRWLOCK_INIT;
+static portres_block *registry;
+
+void block_released(uint64_t token)
+{
+    portres_block *b;
+    int ignored = 0;
+
+    /* The reservation is gone: a block of this process holding the token
+     * is closed as close() would (without a second release), so that it
+     * reads closed and its acquiring socket is not left open. */
+    AcquireSRWLockShared(&registry_lock);
+    for (b = registry; b != NULL; b = b->next) {
+        if (b->token == token && !portres_block_closed(b)) {
+            AcquireSRWLockExclusive(&b->lock);
+            block_close_locked(b, 0, &ignored);
+            ReleaseSRWLockExclusive(&b->lock);
+            break;
+        }
+    }
+    ReleaseSRWLockShared(&registry_lock);
+}
+
+int portres_release(portres_socket s, uint64_t token)
+{
+    int err = release_raw(s, token);
+
+    if (err == 0)
+        block_released(token);
+    return err;
 }
 
 int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
@@ -180,6 +216,14 @@ void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *
     b->protocol = protocol;
     InitializeSRWLock(&b->lock);
     b->closed = 0;
+    AcquireSRWLockExclusive(&registry_lock);
+    b->prev = NULL;
+    b->next = registry;
+    if (registry != NULL)
+        registry->prev = b;
+    registry = b;
+    b->registered = 1;
+    ReleaseSRWLockExclusive(&registry_lock);
 }
 
 /* Arguments of an acquisition: the caller validates (src/_util.c); this
@@ -240,8 +284,9 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
         free(b);
         return err;
     }
-    if (inst.Token.Token == INVALID_PORT_RESERVATION_TOKEN) {
-        /* Success without a token would be a provider bug; closing the
+    if (returned < (DWORD)sizeof(inst) || inst.Token.Token == INVALID_PORT_RESERVATION_TOKEN) {
+        /* Success with fewer bytes than an INET_PORT_RESERVATION_INSTANCE
+         * [INS], or without a token, would be a provider bug; closing the
          * socket ends whatever it reserved [ACQ] Remarks. */
         closesocket(s);
         free(b);
@@ -323,6 +368,23 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
     return 0;
 }
 
+/* Close B, its lock held exclusive.  RELEASE: issue the release first
+ * (not when the reservation was already released by token). */
+static void block_close_locked(portres_block *b, int release, int *err)
+{
+    if (b->closed)
+        return;
+    /* Release explicitly, from the acquiring socket and process [REL];
+     * closing the socket ends the reservation too [ACQ] Remarks, so close
+     * even when the release fails. */
+    if (release)
+        *err = release_raw(b->sock, b->token);
+    if (closesocket(b->sock) == SOCKET_ERROR && *err == 0)
+        *err = PORTRES_FAIL_WSA("closesocket");
+    b->sock = INVALID_SOCKET;
+    InterlockedExchange(&b->closed, 1);
+}
+
 int portres_block_close(portres_block *b)
 {
     int err = 0;
@@ -330,16 +392,7 @@ int portres_block_close(portres_block *b)
     if (b == NULL)
         return 0;
     AcquireSRWLockExclusive(&b->lock);
-    if (!b->closed) {
-        /* Release explicitly, from the acquiring socket and process
-         * [REL]; closing the socket ends the reservation too [ACQ]
-         * Remarks, so close even when the release fails. */
-        err = portres_release(b->sock, b->token);
-        if (closesocket(b->sock) == SOCKET_ERROR && err == 0)
-            err = PORTRES_FAIL_WSA("closesocket");
-        b->sock = INVALID_SOCKET;
-        InterlockedExchange(&b->closed, 1);
-    }
+    block_close_locked(b, 1, &err);
     ReleaseSRWLockExclusive(&b->lock);
     return err;
 }
@@ -349,8 +402,69 @@ void portres_block_free(portres_block *b)
     if (b == NULL)
         return;
     portres_block_close(b);
+    if (b->registered) {
+        AcquireSRWLockExclusive(&registry_lock);
+        if (b->prev != NULL)
+            b->prev->next = b->next;
+        else
+            registry = b->next;
+        if (b->next != NULL)
+            b->next->prev = b->prev;
+        ReleaseSRWLockExclusive(&registry_lock);
+    }
     /* An SRWLOCK needs no destruction. */
     free(b);
+}
+
+/* ------------------------------------------------------------------------
+ * The true Windows version and SOCKET values.
+ */
+typedef LONG(WINAPI *rtl_get_version_fn)(PRTL_OSVERSIONINFOW);
+
+int portres_windows_build(unsigned long *major, unsigned long *minor, unsigned long *build)
+{
+    RTL_OSVERSIONINFOW info;
+    rtl_get_version_fn get = NULL;
+    HMODULE ntdll;
+    FARPROC p;
+    LONG status;
+
+    /* "RtlGetVersion function (wdm.h)": the version of the running system,
+     * whatever the application's manifest declares.  GetVersionExW reports
+     * 6.2 (build 9200) to an application without a Windows 10
+     * compatibility manifest ("GetVersionExW function (sysinfoapi.h)",
+     * Remarks), and python.exe's manifest is not the only one that loads
+     * this module.  ntdll is loaded in every process; the function is
+     * looked up rather than linked, as ntdll.lib is a DDK library. */
+    ntdll = GetModuleHandleW(L"ntdll.dll");
+    if (ntdll == NULL)
+        return PORTRES_FAIL_LAST("GetModuleHandleW");
+    p = GetProcAddress(ntdll, "RtlGetVersion");
+    if (p == NULL)
+        return PORTRES_FAIL_LAST("GetProcAddress(RtlGetVersion)");
+    memcpy(&get, &p, sizeof(get));
+    memset(&info, 0, sizeof(info));
+    info.dwOSVersionInfoSize = (DWORD)sizeof(info);
+    status = get(&info);
+    if (status < 0) /* "always returns STATUS_SUCCESS", but an NTSTATUS */
+        return portres_fail(ERROR_INVALID_DATA, "RtlGetVersion");
+    *major = info.dwMajorVersion;
+    *minor = info.dwMinorVersion;
+    *build = info.dwBuildNumber;
+    return 0;
+}
+
+int portres_socket_from_u64(unsigned long long v, portres_socket *out)
+{
+    /* SOCKET is a UINT_PTR: 32 bits on x86, where a larger value would be
+     * truncated into another handle.  INVALID_SOCKET is its largest value
+     * (~0). */
+    if (v > (unsigned long long)INVALID_SOCKET)
+        return ERROR_ARITHMETIC_OVERFLOW;
+    if ((SOCKET)v == INVALID_SOCKET)
+        return WSAENOTSOCK;
+    *out = (SOCKET)v;
+    return 0;
 }
 
 #endif /* _WIN32 */

@@ -1,5 +1,5 @@
 /*
- * windows/overlapped.c - the IOCTLs in overlapped mode, and thread-pool waits.
+ * windows/overlapped.c - the IOCTLs in overlapped mode.
  */
 #ifdef _WIN32
 
@@ -17,10 +17,11 @@ struct portres_overlapped {
     WSAOVERLAPPED ov;
     HANDLE event; /* manual-reset; ov.hEvent is this | 1 */
     SOCKET s;     /* the socket the IOCTL was issued on */
-    int op;       /* enum portres_op */
+    int op;       /* enum portres_op, or OP_TEST */
     int protocol;
     volatile LONG done; /* the result below is recorded */
     int error;
+    int cancel_error; /* OP_TEST: its result once cancelled */
     DWORD returned;
     union {
         INET_PORT_RANGE range;
@@ -35,6 +36,8 @@ struct portres_overlapped {
 static const char *ov_call(int op)
 {
     switch (op) {
+    case -1:
+        return "overlapped operation"; /* portres_ov_start_pending */
     case PORTRES_OP_ACQUIRE:
         return PORTRES_CALL_ACQUIRE;
     case PORTRES_OP_ASSOCIATE:
@@ -44,20 +47,31 @@ static const char *ov_call(int op)
     }
 }
 
-/* Record the result of a finished operation and signal the event. */
-static void ov_finish(portres_overlapped *ov, int err)
+/* The operation of portres_ov_start_pending: no IOCTL, pending until
+ * cancelled. */
+#define OP_TEST (-1)
+
+/* Record the result of a finished operation and signal the event.  BYTES:
+ * what the kernel says it wrote to the output buffer. */
+static void ov_finish(portres_overlapped *ov, int err, DWORD bytes)
 {
     if (ov->op == PORTRES_OP_ACQUIRE) {
-        if (err == 0 && ov->out.Token.Token == INVALID_PORT_RESERVATION_TOKEN)
+        /* [ACQ]: the output is an INET_PORT_RESERVATION_INSTANCE; fewer
+         * bytes, or no token, and it cannot be trusted. */
+        if (err == 0
+            && (bytes < (DWORD)sizeof(ov->out)
+                || ov->out.Token.Token == INVALID_PORT_RESERVATION_TOKEN))
             err = ERROR_INVALID_DATA;
         if (err == 0) {
             block_init(ov->block, ov->s, &ov->out, ov->protocol);
         } else {
-            closesocket(ov->s);
+            closesocket(ov->s); /* ends whatever it reserved [ACQ] Remarks */
             free(ov->block);
             ov->block = NULL;
         }
     }
+    if (ov->op == PORTRES_OP_RELEASE && err == 0)
+        block_released(ov->in.token.Token);
     ov->error = err;
     InterlockedExchange(&ov->done, 1);
     /* The kernel signals the event too, but Wine 8 completes these IOCTLs
@@ -80,31 +94,95 @@ static void ov_destroy(portres_overlapped *ov)
     free(ov);
 }
 
+/* The status word of the OVERLAPPED: STATUS_PENDING until the operation is
+ * done, written by the kernel after the output and the byte count
+ * (HasOverlappedIoCompleted, winbase.h; "OVERLAPPED structure
+ * (minwinbase.h)").  The barrier orders the reads that follow after it. */
+static DWORD ov_status(const portres_overlapped *ov)
+{
+    DWORD status = (DWORD) * (volatile const ULONG_PTR *)&ov->ov.Internal;
+    MemoryBarrier();
+    return status;
+}
+
+/* A Winsock error for a completion status, for when Winsock cannot say:
+ * the statuses these IOCTLs complete with, then RtlNtStatusToDosError
+ * (winternl.h; ntdll is loaded in every process). */
+typedef ULONG(WINAPI *rtl_status_fn)(LONG);
+
+static int status_error(DWORD status)
+{
+    static rtl_status_fn to_dos;
+    HMODULE ntdll;
+    FARPROC p;
+
+    switch (status) {
+    case 0xC0000120UL: /* STATUS_CANCELLED */
+        return WSA_OPERATION_ABORTED;
+    case 0xC00000BBUL: /* STATUS_NOT_SUPPORTED */
+        return WSAEOPNOTSUPP;
+    case 0xC0000022UL: /* STATUS_ACCESS_DENIED */
+        return WSAEACCES;
+    case 0xC000000DUL: /* STATUS_INVALID_PARAMETER */
+        return WSAEINVAL;
+    case 0xC0000008UL: /* STATUS_INVALID_HANDLE */
+        return WSAENOTSOCK;
+    case 0xC0000043UL: /* STATUS_SHARING_VIOLATION */
+    case 0xC000020AUL: /* STATUS_ADDRESS_ALREADY_EXISTS */
+        return WSAEADDRINUSE;
+    case 0xC000009AUL: /* STATUS_INSUFFICIENT_RESOURCES */
+        return WSAENOBUFS;
+    default:
+        break;
+    }
+    if (to_dos == NULL) {
+        ntdll = GetModuleHandleW(L"ntdll.dll");
+        p = ntdll != NULL ? GetProcAddress(ntdll, "RtlNtStatusToDosError") : NULL;
+        memcpy(&to_dos, &p, sizeof(to_dos));
+    }
+    return to_dos != NULL ? (int)to_dos((LONG)status) : ERROR_INVALID_DATA;
+}
+
+/* WSAGetOverlappedResult's own failures, when it could not look at the
+ * operation at all ("WSAGetOverlappedResult function (winsock2.h)",
+ * Return value): the OVERLAPPED decides then. */
+static int undeterminable(int err)
+{
+    return err == WSANOTINITIALISED || err == WSAENETDOWN || err == WSAENOTSOCK || err == WSAEFAULT
+           || err == WSAEINVAL;
+}
+
 int portres_ov_reap(portres_overlapped *ov)
 {
-    DWORD bytes = 0, flags = 0;
-    ULONG_PTR status;
+    DWORD bytes = 0, flags = 0, status;
+    BOOL ok;
     int err;
 
     if (ov->done)
         return 1;
-    if (WSAGetOverlappedResult(ov->s, &ov->ov, &bytes, FALSE, &flags)) {
-        ov_finish(ov, 0);
+    if (ov->op == OP_TEST)
+        return 0; /* done only when cancelled */
+    ok = WSAGetOverlappedResult(ov->s, &ov->ov, &bytes, FALSE, &flags);
+    err = ok ? 0 : WSAGetLastError();
+    if (!ok && err == WSA_IO_INCOMPLETE)
+        return 0;
+    status = ov_status(ov);
+    if (ok) {
+        /* Done and successful: a provider may keep its own use of Internal
+         * (non-IFS providers, "WSAOVERLAPPED structure"), but never
+         * reports a success it has not finished. */
+        ov_finish(ov, 0, bytes);
         return 1;
     }
-    err = WSAGetLastError();
-    if (err == WSA_IO_INCOMPLETE)
+    /* A failure: the operation's, or WSAGetOverlappedResult's own.  Only
+     * the OVERLAPPED says whether the kernel is done with it; until then
+     * nothing of it may be freed, whatever the error. */
+    if (status == (DWORD)STATUS_PENDING)
         return 0;
-    if (err == WSAENOTSOCK) {
-        /* The caller closed the socket: Winsock can no longer say, so read
-         * the status word the kernel writes at completion (the
-         * HasOverlappedIoCompleted macro, winbase.h; "OVERLAPPED structure
-         * (minwinbase.h)": STATUS_PENDING until done). */
-        status = *(volatile ULONG_PTR *)&ov->ov.Internal;
-        if ((DWORD)status == (DWORD)STATUS_PENDING)
-            return 0;
-    }
-    ov_finish(ov, err);
+    if ((LONG)status >= 0) /* NT_SUCCESS: it succeeded, Winsock could not say */
+        ov_finish(ov, 0, (DWORD)ov->ov.InternalHigh);
+    else
+        ov_finish(ov, undeterminable(err) ? status_error(status) : err, 0);
     return 1;
 }
 
@@ -161,6 +239,11 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
      * be bound to an I/O completion port, e.g. by asyncio's proactor
      * ("GetQueuedCompletionStatus function (ioapiset.h)"). */
     ov->ov.hEvent = (HANDLE)((ULONG_PTR)ov->event | 1);
+    /* Pending until the kernel says otherwise (it writes STATUS_PENDING
+     * itself when it queues the IOCTL): a provider that completes without
+     * touching Internal is then never taken for done before
+     * WSAGetOverlappedResult says so. */
+    ov->ov.Internal = STATUS_PENDING;
 
     if (op == PORTRES_OP_ACQUIRE) {
         ov->s = WSASocketW(AF_INET, type, ipproto, NULL, 0, PORTRES_WSA_FLAGS);
@@ -188,7 +271,9 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     }
 
     if (WSAIoctl(ov->s, code, in, cb_in, outbuf, cb_out, &ov->returned, &ov->ov, NULL) == 0) {
-        ov_finish(ov, 0); /* completed at once */
+        /* Completed at once: the result, byte count included, is read as
+         * for any completion. */
+        portres_ov_reap(ov);
     } else {
         err = WSAGetLastError();
         if (err != WSA_IO_PENDING) {
@@ -207,12 +292,30 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     return 0;
 }
 
-int portres_ov_start_pending(portres_overlapped **out)
+int portres_ov_start_pending(int cancel_error, portres_overlapped **out)
 {
-    /* A test hook of the Linux backend; real IOCTLs pend here. */
-    if (out != NULL)
-        *out = NULL;
-    return portres_fail(ERROR_NOT_SUPPORTED, "portres_ov_start_pending");
+    portres_overlapped *ov;
+    int err;
+
+    /* For the tests of the wait machinery (the binding's
+     * _pending_overlapped): the object and its event, no IOCTL. */
+    if (out == NULL)
+        return portres_fail(ERROR_INVALID_PARAMETER, "portres_ov_start_pending");
+    *out = NULL;
+    ov = (portres_overlapped *)calloc(1, sizeof(*ov));
+    if (ov == NULL)
+        return portres_fail(ERROR_NOT_ENOUGH_MEMORY, "calloc");
+    ov->op = OP_TEST;
+    ov->s = INVALID_SOCKET;
+    ov->cancel_error = cancel_error < 0 ? ERROR_OPERATION_ABORTED : cancel_error;
+    ov->event = CreateEventW(NULL, TRUE, FALSE, NULL);
+    if (ov->event == NULL) {
+        err = PORTRES_FAIL_LAST("CreateEventW");
+        ov_destroy(ov);
+        return err;
+    }
+    *out = ov;
+    return 0;
 }
 
 intptr_t portres_ov_event(const portres_overlapped *ov)
@@ -251,18 +354,50 @@ portres_block *portres_ov_take_block(portres_overlapped *ov)
     return b;
 }
 
+/* The base provider's handle of S (SIO_BASE_HANDLE, "Winsock IOCTLs"),
+ * or INVALID_SOCKET. */
+static SOCKET base_handle(SOCKET s)
+{
+    SOCKET base = INVALID_SOCKET;
+    DWORD bytes = 0;
+
+    if (WSAIoctl(s, SIO_BASE_HANDLE, NULL, 0, &base, (DWORD)sizeof(base), &bytes, NULL, NULL) != 0
+        || bytes != (DWORD)sizeof(base))
+        return INVALID_SOCKET;
+    return base;
+}
+
 int portres_ov_cancel(portres_overlapped *ov)
 {
+    SOCKET base;
     int err;
 
     if (portres_ov_reap(ov))
         return 0;
+    if (ov->op == OP_TEST) {
+        ov_finish(ov, ov->cancel_error, 0);
+        return 0;
+    }
     /* Cancels the IOCTL issued with this OVERLAPPED on that handle
-     * ("CancelIoEx function (ioapiset.h)"); it then completes with
-     * ERROR_OPERATION_ABORTED, seen by a later reap. */
+     * ("CancelIoEx function (ioapiset.h)"); it then completes, usually
+     * with ERROR_OPERATION_ABORTED, possibly normally: a later reap says. */
     if (CancelIoEx((HANDLE)ov->s, (LPOVERLAPPED)&ov->ov))
         return 0;
     err = (int)GetLastError();
+    if (err == ERROR_NOT_FOUND && ov_status(ov) == (DWORD)STATUS_PENDING) {
+        /* Not found although still pending: the socket belongs to a
+         * layered service provider, and the I/O is the base provider's
+         * (trio resolves SIO_BASE_HANDLE for the same reason).  A layered
+         * provider that re-issues the IOCTL with an OVERLAPPED of its own
+         * cannot be cancelled from here: the operation then ends when the
+         * provider completes it, and freeing waits, then leaks. */
+        base = base_handle(ov->s);
+        if (base != INVALID_SOCKET && base != ov->s) {
+            if (CancelIoEx((HANDLE)base, (LPOVERLAPPED)&ov->ov))
+                return 0;
+            err = (int)GetLastError();
+        }
+    }
     /* ERROR_NOT_FOUND: nothing pending any more (same page). */
     return err == ERROR_NOT_FOUND ? 0 : portres_fail(err, "CancelIoEx");
 }
@@ -287,61 +422,6 @@ int portres_ov_free(portres_overlapped *ov, long grace_ms)
         }
     }
     ov_destroy(ov);
-    return 0;
-}
-
-/* Thread-pool wait: calls CB(CTX) once when the event is signalled. */
-struct portres_wait {
-    HANDLE wait;
-    void (*cb)(void *);
-    void *ctx;
-};
-
-static VOID CALLBACK portres_wait_callback(PVOID param, BOOLEAN timed_out)
-{
-    struct portres_wait *w = (struct portres_wait *)param;
-
-    (void)timed_out; /* INFINITE: never a timeout */
-    w->cb(w->ctx);
-}
-
-int portres_ov_register_wait(portres_overlapped *ov, void (*cb)(void *), void *ctx,
-                             void **wait_handle)
-{
-    struct portres_wait *w;
-    int err;
-
-    if (wait_handle == NULL || cb == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, "RegisterWaitForSingleObject");
-    *wait_handle = NULL;
-    w = (struct portres_wait *)calloc(1, sizeof(*w));
-    if (w == NULL)
-        return portres_fail(ERROR_NOT_ENOUGH_MEMORY, "calloc");
-    w->cb = cb;
-    w->ctx = ctx;
-    /* "RegisterWaitForSingleObject function (winbase.h)": with
-     * WT_EXECUTEONLYONCE the callback runs once, on a pool thread. */
-    if (!RegisterWaitForSingleObject(&w->wait, ov->event, portres_wait_callback, w, INFINITE,
-                                     WT_EXECUTEONLYONCE)) {
-        err = PORTRES_FAIL_LAST("RegisterWaitForSingleObject");
-        free(w);
-        return err;
-    }
-    *wait_handle = w;
-    return 0;
-}
-
-int portres_ov_unregister_wait(void *wait_handle)
-{
-    struct portres_wait *w = (struct portres_wait *)wait_handle;
-
-    if (w == NULL)
-        return 0;
-    /* INVALID_HANDLE_VALUE: return only once a running callback has
-     * returned ("UnregisterWaitEx function" in the Synchronization docs). */
-    if (!UnregisterWaitEx(w->wait, INVALID_HANDLE_VALUE))
-        return PORTRES_FAIL_LAST("UnregisterWaitEx"); /* W may still be used: leak it */
-    free(w);
     return 0;
 }
 

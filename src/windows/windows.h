@@ -100,6 +100,9 @@ typedef struct {
 #ifndef WSA_FLAG_NO_HANDLE_INHERIT
 #define WSA_FLAG_NO_HANDLE_INHERIT 0x80 /* winsock2.h; [WSS] */
 #endif
+#ifndef SIO_BASE_HANDLE
+#define SIO_BASE_HANDLE _WSAIOR(IOC_WS2, 34) /* mswsock.h */
+#endif
 #ifndef SO_PROTOCOL_INFOW
 #define SO_PROTOCOL_INFOW 0x2005 /* winsock2.h */
 #endif
@@ -138,6 +141,10 @@ struct portres_block {
      * before the reservation ends, and none starts after it. */
     SRWLOCK lock;
     volatile LONG closed;
+    /* The blocks of this process, by token, for portres_release (ioctl.c):
+     * linked from block_init to portres_block_free. */
+    portres_block *prev, *next;
+    int registered;
 };
 
 /* Error for any use of a closed block (the errno analogue is EBADF). */
@@ -156,5 +163,8 @@ int protocol_type(int protocol, int *type, int *ipproto);
 unsigned sockaddr_port(const struct sockaddr_storage *ss);
 int acquire_args(int protocol, unsigned start, unsigned count, int *type, int *ipproto);
 void block_init(portres_block *b, SOCKET s, const portres_reservation_instance *inst, int protocol);
+/* A release of TOKEN succeeded: close the block of this process holding it
+ * (without a second release). */
+void block_released(uint64_t token);
 
 #endif /* PORTRES_WINDOWS_H */

@@ -179,6 +179,7 @@ LOW_LIMIT = r"""
 import errno, json, os, resource, socket, portres
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
 def fds(): return len(os.listdir("/proc/self/fd"))
+portres.acquire(1, protocol="udp").close()   # the UDP programs, loaded once per process
 out = {}
 for name, call in [
     ("wildcard-tcp", lambda: portres.acquire(500)),
@@ -224,8 +225,10 @@ for name, call in (("res.socket", lambda: res.socket()), ("res.bind", lambda: re
         out[name] = ["ok", call()]
     except OSError as e:
         out[name] = [errno.errorcode.get(e.errno), str(e)]
-os.close(fill.pop())
-out["after"] = res.bind(spare) in res.ports
+for _ in range(4):   # the reclaim's descriptors: fdinfo, the destroy listener, a dump
+    os.close(fill.pop())
+# a port was free all along: bound at the limit, or once descriptors are free
+out["after"] = out["res.bind"][0] == "ok" or res.bind(spare) in res.ports
 print(json.dumps(out))
 """
 
@@ -247,7 +250,7 @@ def test_regression_res_socket_at_the_descriptor_limit_says_what_failed(at_limit
 def test_regression_bind_at_the_descriptor_limit_does_not_blame_a_full_block(at_limit):
     code, msg = at_limit["res.bind"]
     assert at_limit["after"]  # a port was free all along
-    assert code != "EADDRINUSE" and "no free port" not in msg, msg
+    assert code != "EADDRINUSE" and "no free port" not in str(msg), msg
 
 
 @needs_netns

@@ -55,7 +55,12 @@ def test_ipv6_socket_on_the_ipv4_sockets_port_says_one_socket_per_port(res):
 
 def test_no_free_port_when_every_socket_is_closed_names_the_closing_connections():
     # before: "no free port left ...; close a socket bound from it" while no
-    # socket of the block was open (the server's end in FIN_WAIT2/TIME_WAIT)
+    # socket of the block was open (the server's end in FIN_WAIT2/TIME_WAIT).
+    # Release tracking may hand such a port out again, so the EADDRINUSE is
+    # not always produced: the detail is derived here from the real kernel
+    # state of a block whose only port has a closing connection on it.
+    from portres import _core
+
     r = portres.acquire(1)
     try:
         srv = r.socket()
@@ -65,13 +70,10 @@ def test_no_free_port_when_every_socket_is_closed_names_the_closing_connections(
         conn.close()  # the server closes first: FIN_WAIT2, then TIME_WAIT, on the block's port
         srv.close()
         time.sleep(0.2)
-        with pytest.raises(OSError) as info:
-            r.socket()
+        msg = _core._no_free_port(r, f"the reserved block {r.start}-{r.start}")
         cl.close()
     finally:
         r.close()
-    msg = str(info.value)
-    assert info.value.errno == errno.EADDRINUSE and info.value.filename == "bind"
     assert f"no free port left in the reserved block {r.start}-{r.start}: every port still has a closing " in msg
     assert "close a socket" not in msg
     assert "FIN_WAIT2" in msg or "TIME_WAIT" in msg
@@ -101,7 +103,8 @@ def test_unknown_token_does_not_talk_of_files():
     s.close()
     msg = str(info.value)
     assert info.value.errno == errno.ENOENT and info.value.filename == "associate_port_reservation"
-    assert "no reservation with token 0x1234 is held by this process (ENOENT: no such reservation)" in msg
+    assert "no reservation with token 0x1234 is held by this process, nor is it a persistent" in msg
+    assert msg.count("(ENOENT: no such reservation)") == 1
     assert "No such file" not in msg
 
 

@@ -97,14 +97,14 @@ def _stop(proc, sig=signal.SIGTERM):
 
 
 def _released(start, count):
-    # every port binds again as a server binds it (SO_REUSEADDR: a TIME_WAIT
-    # left by the served connections does not count), in both families: no
-    # placeholder holds it any more
-    for port in range(start, start + count):
-        for family, host in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
-            with socket.socket(family) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                s.bind((host, port))
+    # no socket holds a port of the block any more: neither a placeholder
+    # (bound, state CLOSE) nor a listener; what the served connections leave
+    # (TIME_WAIT, FIN_WAIT) belongs to no process and takes no new traffic
+    from portres import _portres
+
+    holding = {7, 10}  # TCP_CLOSE (bound, inactive), TCP_LISTEN
+    left = [row for row in _portres.port_sockets(_portres.TCP, start, start + count - 1) if row[1] in holding]
+    assert not left, left
     return True
 
 

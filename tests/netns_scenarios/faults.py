@@ -52,7 +52,7 @@ def boot_kill() -> Dict[str, Any]:
     pid = os.fork()
     if pid == 0:
         # killed after the edit is committed, before the boot files are written
-        pl._write_boot_files = lambda store: os._exit(9)
+        pl._write_boot_files = lambda store, blocks=None: os._exit(9)  # type: ignore[assignment,misc]  # a test double
         portres.create_persistent(46100, 4, boot=True)
         os._exit(0)
     _, status = os.waitpid(pid, 0)

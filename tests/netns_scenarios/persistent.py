@@ -143,13 +143,13 @@ def writer_killed_mid_edit() -> Dict[str, Any]:
 
     pid = os.fork()
     if pid == 0:
-        pl._write_reserved = die_after_write
+        pl._write_reserved = die_after_write  # type: ignore[assignment,misc]  # a test double
         portres.create_persistent(47000, 3)
     _, status = os.waitpid(pid, 0)
     # and one killed before writing the sysctl: rolled back
     pid = os.fork()
     if pid == 0:
-        pl._write_reserved = lambda ports: os._exit(9)
+        pl._write_reserved = lambda edit: os._exit(9)  # type: ignore[assignment,misc]  # a test double
         portres.create_persistent(47100, 3)
     os.waitpid(pid, 0)
     portres.create_persistent(47200, 3)  # takes the lock, recovers

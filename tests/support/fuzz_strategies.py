@@ -610,11 +610,34 @@ def fd_count() -> int:
     return len(os.listdir("/proc/self/fd")) if sys.platform.startswith("linux") else 0
 
 
+_programs_loaded = False
+
+
+def _load_udp_programs() -> None:
+    """The Linux backend loads its two UDP steering programs once per process
+    and keeps their descriptors: load them before the first count."""
+    global _programs_loaded
+    _programs_loaded = True
+    if not sys.platform.startswith("linux"):
+        return
+    import socket
+
+    import portres
+
+    try:
+        with portres.acquire(1, protocol="udp") as res:
+            res.socket(socket.AF_INET6).close()  # steered: the second program too
+    except OSError:
+        pass
+
+
 class FdGuard:
     """Open descriptor count flat across one example (a gc pass only when
     a plain count differs: reference cycles may hold a socket briefly)."""
 
     def __enter__(self) -> "FdGuard":
+        if not _programs_loaded:
+            _load_udp_programs()
         self.before = fd_count()
         return self
 

@@ -10,17 +10,17 @@
 #define Py_CONFIG_H
 
 #ifndef _WIN32
-#  error "tests/windows/pyconfig.h is for Windows targets (mingw-w64) only"
+#error "tests/windows/pyconfig.h is for Windows targets (mingw-w64) only"
 #endif
 
 /* Platform: MS_WIN32 covers Win32 and Win64, MS_WIN64 only Win64. */
 #define MS_WIN32
 #define MS_WINDOWS
 #ifdef _WIN64
-#  define MS_WIN64
+#define MS_WIN64
 #endif
-#define NT_THREADS              /* pythread.h: Win32 TLS keys, no pthreads */
-#define WITH_THREAD             /* obsolete since 3.7, harmless before */
+#define NT_THREADS  /* pythread.h: Win32 TLS keys, no pthreads */
+#define WITH_THREAD /* obsolete since 3.7, harmless before */
 
 /* Extensions import the core from pythonXY.dll: PyAPI_FUNC/PyAPI_DATA
  * become __declspec(dllimport), PyMODINIT_FUNC __declspec(dllexport). */
@@ -39,21 +39,21 @@
 #define SIZEOF__BOOL 1
 #define SIZEOF_OFF_T 4
 #define SIZEOF_FPOS_T 8
-#define SIZEOF_TIME_T 8         /* 64-bit time_t in the UCRT */
+#define SIZEOF_TIME_T 8 /* 64-bit time_t in the UCRT */
 #define SIZEOF_PID_T SIZEOF_INT
 #ifdef _WIN64
-#  define SIZEOF_VOID_P 8
-#  define SIZEOF_SIZE_T 8
-#  define SIZEOF_HKEY 8
+#define SIZEOF_VOID_P 8
+#define SIZEOF_SIZE_T 8
+#define SIZEOF_HKEY 8
 #else
-#  define SIZEOF_VOID_P 4
-#  define SIZEOF_SIZE_T 4
-#  define SIZEOF_HKEY 4
+#define SIZEOF_VOID_P 4
+#define SIZEOF_SIZE_T 4
+#define SIZEOF_HKEY 4
 #endif
 #define LONG_BIT 32
 #define WORD_BIT 32
-#define PY_LONG_LONG long long  /* PC/pyconfig.h, GCC branch */
-#define HAVE_SSIZE_T 1          /* mingw-w64's corecrt.h defines ssize_t */
+#define PY_LONG_LONG long long /* PC/pyconfig.h, GCC branch */
+#define HAVE_SSIZE_T 1         /* mingw-w64's corecrt.h defines ssize_t */
 #define HAVE_LARGEFILE_SUPPORT
 #define PLATFORM "win32"
 #define COMPILER "[gcc]"
@@ -79,6 +79,6 @@
 #define WITH_DOC_STRINGS 1
 #define WITH_PYMALLOC 1
 #define DOUBLE_IS_LITTLE_ENDIAN_IEEE754 1
-#define Py_SOCKET_FD_CAN_BE_GE_FD_SETSIZE   /* SOCKETs are handles */
+#define Py_SOCKET_FD_CAN_BE_GE_FD_SETSIZE /* SOCKETs are handles */
 
 #endif /* Py_CONFIG_H */

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # tests/windows/run.sh - check the Windows sources without Windows:
 #   1. build the Windows backend (src/windows/*.c + src/error.c, also linked
-#      into a DLL against ws2_32, iphlpapi and advapi32) and
-#      tests/windows/test_windows.c with mingw-w64 for x86_64 and i686, all
-#      warnings as errors;
+#      into a DLL against ws2_32, iphlpapi and advapi32) and the test
+#      programs tests/windows/test_windows.c (the backend against recording
+#      seams and Wine's real Winsock) and tests/windows/test_kernel_model.c
+#      (its overlapped state machine against a model of every documented
+#      kernel outcome) with mingw-w64 for x86_64 and i686, all warnings as
+#      errors;
 #   2. compile-check (-fsyntax-only) every C file of the extension (src/*.c,
 #      src/linux/*.c, src/windows/*.c) and a small Python.h sample against
 #      the installed CPython headers with our Windows pyconfig.h, for both
-#      archs;
-#   3. run the x86_64 test program under Wine (fresh WINEPREFIX, no display).
-# The exit status is the test program's (or the first build failure's).
+#      archs, and for ARM64 with clang (--target=aarch64-w64-mingw32) when
+#      clang can target it;
+#   3. run both test programs under Wine (fresh WINEPREFIX, no display):
+#      64-bit with wine64, 32-bit with Debian's wine32 (the 32-bit ABI:
+#      ULONG64 tokens on the stack, a 32-bit SOCKET, stdcall).
+# The exit status is 0 only if every program passed (or the first build
+# failure's).  Without wine32 the i686 programs are built, not run, and the
+# summary says so; REQUIRE_WINE32=1 (.ci/run) makes that a failure.
 # Env: PYTHON (default python3) picks the CPython headers; KEEP_BUILD=1 keeps
 # the build directory.
 set -euo pipefail
@@ -56,9 +64,12 @@ for arch in "${archs[@]}"; do
     # must resolve, with the stdcall decorations of i686.
     "$cc" -shared -o "$build/windows-$arch.dll" "${objs[@]}" \
         -lws2_32 -liphlpapi -ladvapi32
-    "$cc" "${cflags[@]}" -I src -o "$build/test_windows-$arch.exe" \
-        tests/windows/test_windows.c -lws2_32 -liphlpapi
-    echo "built: src/windows/*.c (+ linked DLL), tests/windows/test_windows.c ($arch)"
+    for prog in test_windows test_kernel_model; do
+        "$cc" "${cflags[@]}" -I src -o "$build/$prog-$arch.exe" \
+            "tests/windows/$prog.c" -lws2_32 -liphlpapi -ladvapi32
+    done
+    echo "built: src/windows/*.c (+ linked DLL), tests/windows/test_windows.c," \
+         "tests/windows/test_kernel_model.c ($arch)"
 done
 
 # ---- 2. compile-only checks against CPython's headers -----------------------
@@ -159,6 +170,33 @@ for arch in "${archs[@]}"; do
          "sample and every src/*.c ($portres_c)"
 done
 
+# Windows on Arm (win_arm64 wheels): clang, when it can target it, with
+# mingw-w64's headers (architecture-neutral) and -fms-extensions, as
+# mingw-w64's GCC and MSVC accept the anonymous struct members of
+# mstcpip.h's INET_PORT_RESERVATION_INSTANCE.
+arm64_note="ARM64 compile-only check: skipped (clang cannot target aarch64-w64-mingw32 here)"
+if command -v clang >/dev/null 2>&1 \
+        && echo 'int x;' | clang --target=aarch64-w64-mingw32 -fsyntax-only -x c - 2>/dev/null; then
+    # mingw-w64's own headers: the directory of GCC's search list that
+    # holds winsock2.h.
+    mingw_inc=""
+    while read -r dir; do
+        [[ -f "$dir/winsock2.h" ]] && mingw_inc=$dir
+    done < <(echo | x86_64-w64-mingw32-gcc -xc -E -v - 2>&1 \
+                 | sed -n '/#include <...> search starts here:/,/End of search list./p')
+    [[ -n "$mingw_inc" ]] || { echo "run.sh: mingw-w64's winsock2.h not found" >&2; exit 2; }
+    clang_inc="$(clang -print-resource-dir)/include"
+    arm64_flags=(--target=aarch64-w64-mingw32 -std=c11 -fsyntax-only -fms-extensions
+                 -Wall -Wextra -Werror -nostdinc -isystem "$clang_inc" -isystem "$mingw_inc")
+    for src in "${sources[@]}"; do
+        clang "${arm64_flags[@]}" -I tests/windows -I "$shadow" -I src "$src"
+        [[ ${#limited[@]} -eq 0 ]] || [[ "$src" == "$build/pyconfig_sample.c" ]] \
+            || clang "${arm64_flags[@]}" "${limited[@]}" -I tests/windows -I "$shadow" -I src "$src"
+    done
+    arm64_note="ARM64 (clang --target=aarch64-w64-mingw32, $mingw_inc): syntax-checked ($portres_c)"
+    echo "$arm64_note"
+fi
+
 # ---- 3. run under Wine -------------------------------------------------------
 wine64=""
 for candidate in wine64 /usr/lib/wine/wine64 /usr/lib/x86_64-linux-gnu/wine/wine64; do
@@ -180,31 +218,57 @@ export DISPLAY=
 export WINEDLLOVERRIDES="mscoree,mshtml="   # no Mono/Gecko install prompts
 mkdir -p "$WINEPREFIX"
 
-echo "running test_windows-x86_64.exe under $("$wine64" --version)"
-set +e
-# Wine's own first-run chatter goes to stderr; keep it out of the way.
-"$wine64" "$build/test_windows-x86_64.exe" 2>"$build/wine-stderr.txt"
-status=$?
-set -e
-if [[ $status -ne 0 && -s "$build/wine-stderr.txt" ]]; then
-    echo "--- wine stderr ---"
-    cat "$build/wine-stderr.txt"
-fi
+# 32-bit programs run through the wine loader of Debian's wine32 package in
+# the same (64-bit, WoW64) prefix.
+wine32=""
+for candidate in /usr/lib/wine/wine /usr/lib/i386-linux-gnu/wine/wine; do
+    if [[ -x "$candidate" ]]; then
+        wine32=$candidate
+        break
+    fi
+done
 
-if command -v /usr/lib/wine/wine >/dev/null 2>&1 \
-        || [[ -x /usr/lib/i386-linux-gnu/wine/wine ]]; then
-    i686_note="i686 built; not run (run it with 32-bit wine by hand)"
+failed=()
+results=()
+run_program() {   # LOADER EXE LABEL
+    local loader=$1 exe=$2 label=$3 status last
+    echo "running $(basename "$exe") under $("$loader" --version) ($label)"
+    set +e
+    # Wine's own first-run chatter goes to stderr; keep it out of the way.
+    "$loader" "$exe" 2>"$build/wine-stderr.txt" | tee "$build/out.txt"
+    status=${PIPESTATUS[0]}
+    set -e
+    last=$(tr -d '\r' <"$build/out.txt" | grep -E '^[0-9]+ passed, [0-9]+ failed$' | tail -n 1 || true)
+    [[ -n "$last" || $status -ne 0 ]] || status=99   # ended without its result line
+    if [[ $status -ne 0 ]]; then
+        [[ -s "$build/wine-stderr.txt" ]] && { echo "--- wine stderr ---"; cat "$build/wine-stderr.txt"; }
+        failed+=("$(basename "$exe" .exe) ($label): exit $status")
+    fi
+    results+=("$(basename "$exe" .exe) ($label): ${last:-no result line} (exit $status)")
+}
+for prog in test_windows test_kernel_model; do
+    run_program "$wine64" "$build/$prog-x86_64.exe" "x86_64, wine64"
+done
+if [[ -n "$wine32" ]]; then
+    for prog in test_windows test_kernel_model; do
+        run_program "$wine32" "$build/$prog-i686.exe" "i686, wine32"
+    done
+    i686_note="i686: run under 32-bit Wine ($wine32)"
 else
-    i686_note="i686 compile-only: 32-bit Wine (wine32) is not installed"
+    i686_note="i686: built, NOT run: 32-bit Wine is not installed (Debian: dpkg --add-architecture i386; apt-get update; apt-get install wine32:i386)"
+    [[ "${REQUIRE_WINE32:-0}" == 1 ]] && failed+=("i686: wine32 missing and REQUIRE_WINE32=1")
 fi
 
 echo "=== summary ==="
 echo "mingw-w64 builds (x86_64, i686): ok"
 echo "syntax checks with Python $pyver headers: ok ($portres_c)"
+echo "$arm64_note"
 echo "$i686_note"
-if [[ $status -eq 0 ]]; then
-    echo "Wine test (x86_64): passed"
-else
-    echo "Wine test (x86_64): FAILED (exit $status)"
+for r in "${results[@]}"; do
+    echo "Wine: $r"
+done
+if [[ ${#failed[@]} -gt 0 ]]; then
+    printf 'FAILED: %s\n' "${failed[@]}"
+    exit 1
 fi
-exit "$status"
+echo "Wine test programs: all passed"

@@ -97,11 +97,7 @@ WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE, DWORD, LPWSTR, PD
 #define GetExtendedUdpTable portres_test_GetExtendedUdpTable
 #define QueryFullProcessImageNameW portres_test_QueryFullProcessImageNameW
 
-#include "../../src/error.c"
-#include "../../src/windows/ioctl.c"
-#include "../../src/windows/overlapped.c"
-#include "../../src/windows/persistent.c"
-#include "../../src/windows/owners.c"
+#include "backend_sources.h"
 
 #undef WSAIoctl
 #undef WSAStartup
@@ -420,6 +416,14 @@ static long count_handles(void)
     return n;
 }
 
+/* A first round of a leak check whose handle count grew: said, then run
+ * once more.  Wine creates some handles lazily, once (a fresh prefix's
+ * first sockets); a leak grows the count on every round. */
+static void note_lazy_handles(long h0, long h1)
+{
+    printf("     note: handles %ld -> %ld in a first round: once more\n", h0, h1);
+}
+
 /* ---- tests ------------------------------------------------------------- */
 
 static DWORD WINAPI init_thread(LPVOID arg)
@@ -658,6 +662,7 @@ static void test_acquire_failures(void)
 
 static void test_wine_real(void)
 {
+    int pass;
     portres_block *b = (portres_block *)1;
     unsigned conflict, port = 0;
     struct sockaddr_in sin = loopback_any_port();
@@ -680,15 +685,20 @@ static void test_wine_real(void)
           "err %d", err);
 
     /* warm-up done above; now 100 failing acquisitions */
-    h0 = count_handles();
-    heap0 = heap_live;
-    for (i = 0; i < 100; i++) {
-        err = portres_block_acquire(i & 1 ? PORTRES_UDP : PORTRES_TCP, (unsigned)(40000 + i), 10,
-                                    &b, &conflict);
-        if (err != WSAEOPNOTSUPP || b != NULL)
+    for (pass = 0; pass < 2; pass++) {
+        h0 = count_handles();
+        heap0 = heap_live;
+        for (i = 0; i < 100; i++) {
+            err = portres_block_acquire(i & 1 ? PORTRES_UDP : PORTRES_TCP, (unsigned)(40000 + i),
+                                        10, &b, &conflict);
+            if (err != WSAEOPNOTSUPP || b != NULL)
+                break;
+        }
+        h1 = count_handles();
+        if (h1 == h0 || i != 100)
             break;
+        note_lazy_handles(h0, h1);
     }
-    h1 = count_handles();
     check(i == 100 && h0 > 0 && h1 == h0 && heap_live == heap0,
           "wine: 100 failed acquisitions leak no handle, no heap block",
           "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0, (long)heap_live);
@@ -772,13 +782,19 @@ static void test_wine_real(void)
           "wine: block_socket -> 10045 from the real associate, no socket", "err %d", err);
     check(socket_error(records[0].s) == WSAENOTSOCK,
           "wine: block_socket closed the socket it created", NULL);
-    h0 = count_handles();
-    for (i = 0; i < 100; i++) {
-        err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
-        if (err != WSAEOPNOTSUPP || out != INVALID_SOCKET)
+    for (pass = 0; pass < 2; pass++) {
+        h0 = count_handles();
+        for (i = 0; i < 100; i++) {
+            err =
+                portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
+            if (err != WSAEOPNOTSUPP || out != INVALID_SOCKET)
+                break;
+        }
+        h1 = count_handles();
+        if (h1 == h0 || i != 100)
             break;
+        note_lazy_handles(h0, h1);
     }
-    h1 = count_handles();
     check(i == 100 && h1 == h0, "wine: 100 failed block_socket calls leak no handle",
           "iter %d, handles %ld -> %ld", i, h0, h1);
 
@@ -806,15 +822,6 @@ static void complete_pending(const ioctl_record *r, DWORD status, const void *ou
     SetEvent((HANDLE)((ULONG_PTR)r->hevent & ~(ULONG_PTR)1));
 }
 
-static HANDLE callback_event;
-static volatile LONG callback_calls;
-
-static void on_signal(void *ctx)
-{
-    InterlockedIncrement(&callback_calls);
-    SetEvent((HANDLE)ctx);
-}
-
 /* The hEvent handed to WSAIoctl: OV's event with the low-order bit set. */
 static int tagged_event_ok(const ioctl_record *r, const portres_overlapped *ov)
 {
@@ -831,14 +838,11 @@ static void test_overlapped(void)
     portres_block *b;
     portres_block_info info;
     ioctl_record acq;
-    void *wait = NULL;
     char got[128];
     long heap0 = heap_live;
     SOCKET s;
     DWORD t0, elapsed;
     int err, w1, w2;
-
-    callback_event = CreateEventW(NULL, TRUE, FALSE, NULL);
 
     /* ACQUIRE, pending, then completed by "the kernel" */
     script(MODE_PENDING, MODE_OK, MODE_OK);
@@ -858,15 +862,7 @@ static void test_overlapped(void)
     w1 = portres_ov_wait_event(ov, 0);
     check(w1 == PORTRES_WAIT_TIMEOUT && !portres_ov_reap(ov) && portres_ov_take_block(ov) == NULL,
           "ov acquire pending: wait(0) times out, reap 0, no block", "wait %d", w1);
-    err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
-    check(err == 0 && wait != NULL && WaitForSingleObject(callback_event, 50) == WAIT_TIMEOUT,
-          "ov register_wait: registered, not called while pending", "err %d", err);
     complete_pending(&acq, 0, crafted_instance, 16);
-    check(WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0 && callback_calls == 1,
-          "ov register_wait: callback called once at completion", "%ld calls",
-          (long)callback_calls);
-    err = portres_ov_unregister_wait(wait);
-    check(err == 0, "ov unregister_wait: 0", "err %d", err);
     w1 = portres_ov_wait_event(ov, 1000);
     w2 = portres_ov_wait_event(ov, 0);
     check(w1 == PORTRES_WAIT_SIGNALLED && w2 == PORTRES_WAIT_SIGNALLED,
@@ -1030,17 +1026,37 @@ static void test_overlapped(void)
     check(err == WSAEINVAL && n_calls == 0, "ov_start acquire past 65535: WSAEINVAL, no call",
           "err %d", err);
     ov = (portres_overlapped *)1;
-    err = portres_ov_start_pending(&ov);
-    check(err == ERROR_NOT_SUPPORTED && ov == NULL,
-          "ov_start_pending: ERROR_NOT_SUPPORTED on Windows", "err %d", err);
+    err = portres_ov_start_pending(-1, &ov);
+    check(err == 0 && ov != NULL && portres_ov_reap(ov) == 0 && n_calls == 0
+              && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_TIMEOUT,
+          "ov_start_pending: pending, no IOCTL, event not signalled", "err %d", err);
+    if (err == 0) {
+        check(portres_ov_cancel(ov) == 0 && portres_ov_reap(ov) == 1
+                  && portres_ov_error(ov) == ERROR_OPERATION_ABORTED
+                  && portres_ov_wait_event(ov, 0) == PORTRES_WAIT_SIGNALLED,
+              "ov_start_pending: cancel completes it with ERROR_OPERATION_ABORTED", "error %d",
+              portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0, "ov_start_pending: freed", NULL);
+    }
+    err = portres_ov_start_pending(0, &ov);
+    if (err == 0) {
+        portres_ov_cancel(ov);
+        check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == 0,
+              "ov_start_pending(0): a cancel the operation outruns: success", "error %d",
+              portres_ov_error(ov));
+        check(portres_ov_free(ov, 0) == 0, "ov_start_pending(0): freed", NULL);
+    }
+    err = portres_ov_start_pending(-1, &ov);
+    if (err == 0)
+        check(portres_ov_free(ov, 0) == 0 && heap_live == heap0,
+              "ov_start_pending: freed while pending (cancelled first), nothing left", NULL);
     check(portres_ov_free(NULL, 0) == 0, "ov_free(NULL): 0", NULL);
-    CloseHandle(callback_event);
 }
 
 static void test_overlapped_wine(void)
 {
+    int pass;
     portres_overlapped *ov = NULL;
-    void *wait = NULL;
     long h0, h1, heap0;
     SOCKET s, acq_sock;
     int err, i, w;
@@ -1066,30 +1082,31 @@ static void test_overlapped_wine(void)
     check(portres_ov_free(ov, 0) == 0 && socket_error(acq_sock) == WSAENOTSOCK,
           "wine: ov free: 0, acquiring socket closed", NULL);
 
-    h0 = count_handles();
-    heap0 = heap_live;
-    for (i = 0; i < 100; i++) {
-        err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0,
-                               i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 10, &ov);
-        if (err != 0 || !portres_ov_reap(ov) || portres_ov_error(ov) != WSAEOPNOTSUPP
-            || portres_ov_free(ov, 0) != 0)
+    for (pass = 0; pass < 2; pass++) {
+        h0 = count_handles();
+        heap0 = heap_live;
+        for (i = 0; i < 100; i++) {
+            err = portres_ov_start(PORTRES_OP_ACQUIRE, INVALID_SOCKET, 0,
+                                   i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 10, &ov);
+            if (err != 0 || !portres_ov_reap(ov) || portres_ov_error(ov) != WSAEOPNOTSUPP
+                || portres_ov_free(ov, 0) != 0)
+                break;
+        }
+        h1 = count_handles();
+        if (h1 == h0 || i != 100)
             break;
+        note_lazy_handles(h0, h1);
     }
-    h1 = count_handles();
     check(i == 100 && h1 == h0 && heap_live == heap0,
           "wine: 100 overlapped acquisitions leak no handle (socket, event), "
           "no heap block",
           "iter %d, handles %ld -> %ld, heap %ld -> %ld", i, h0, h1, heap0, (long)heap_live);
 
     s = new_socket(AF_INET, SOCK_STREAM);
-    callback_event = CreateEventW(NULL, TRUE, FALSE, NULL);
-    callback_calls = 0;
     err = portres_ov_start(PORTRES_OP_ASSOCIATE, s, crafted_token, 0, 0, 0, &ov);
     if (err == 0) {
-        err = portres_ov_register_wait(ov, on_signal, callback_event, &wait);
-        check(err == 0 && WaitForSingleObject(callback_event, 2000) == WAIT_OBJECT_0,
-              "wine: ov associate: register_wait callback runs", "err %d", err);
-        portres_ov_unregister_wait(wait);
+        check(portres_ov_wait_event(ov, 2000) == PORTRES_WAIT_SIGNALLED,
+              "wine: ov associate: the event is set (Wine completes without it)", NULL);
         check(portres_ov_reap(ov) == 1 && portres_ov_error(ov) == WSAEOPNOTSUPP,
               "wine: ov associate on a TCP socket -> 10045", "error %d", portres_ov_error(ov));
         portres_ov_free(ov, 0);
@@ -1102,19 +1119,23 @@ static void test_overlapped_wine(void)
     if (err == 0)
         portres_ov_free(ov, 0);
     closesocket(s);
-    CloseHandle(callback_event);
 
+    /* Windows fails this at once (WSAENOTSOCK).  Wine 8 answers
+     * WSA_IO_PENDING and never writes the OVERLAPPED: it stays pending by
+     * its own status word, so nothing of it may be freed. */
     reset_records();
+    heap0 = heap_live;
     err = portres_ov_start(PORTRES_OP_ASSOCIATE, INVALID_SOCKET, crafted_token, 0, 0, 0, &ov);
     if (err == 0) {
-        w = portres_ov_reap(ov) ? portres_ov_error(ov) : -1;
-        portres_ov_free(ov, 0);
+        w = portres_ov_reap(ov);
+        check(w == 0 && records[0].err == WSA_IO_PENDING && portres_ov_free(ov, 50) == 1
+                  && heap_live == heap0 + 1,
+              "wine: ov associate(INVALID_SOCKET): WSA_IO_PENDING, never completed: pending by "
+              "its OVERLAPPED, kept (leaked), not freed",
+              "reap %d, WSAIoctl error %d", w, records[0].err);
     } else {
-        w = err;
+        check(err == WSAENOTSOCK, "ov associate(INVALID_SOCKET): WSAENOTSOCK at once", "%d", err);
     }
-    check(w > 0, "wine: ov associate(INVALID_SOCKET) ends in an error", "%d", w);
-    printf("     note: ov associate(INVALID_SOCKET): %s %d\n", err ? "immediate error" : "result",
-           w);
 }
 
 /* ---- persistent reservations (iphlpapi fakes) ---------------------------- */
@@ -2105,6 +2126,7 @@ static int has_sock(const portres_port_socket *s, size_t n, int family, int stat
 
 static void test_port_sockets_wine(void)
 {
+    int pass;
     unsigned long me = GetCurrentProcessId();
     portres_port_socket *s = NULL;
     size_t n = 0;
@@ -2193,14 +2215,19 @@ static void test_port_sockets_wine(void)
     }
 
     /* Whole range, twice, leaks nothing */
-    h0 = count_handles();
-    for (i = 0; i < 20; i++) {
-        err = list_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 65535, &s, &n, &call);
-        if (err)
+    for (pass = 0; pass < 2; pass++) {
+        h0 = count_handles();
+        for (i = 0; i < 20; i++) {
+            err = list_port_sockets(i & 1 ? PORTRES_UDP : PORTRES_TCP, 0, 65535, &s, &n, &call);
+            if (err)
+                break;
+            portres_port_sockets_free(s);
+        }
+        h1 = count_handles();
+        if (h1 == h0 || i != 20)
             break;
-        portres_port_sockets_free(s);
+        note_lazy_handles(h0, h1);
     }
-    h1 = count_handles();
     check(i == 20 && heap_live == heap0 && h1 == h0,
           "wine: 20 whole-range listings leak no heap block, no handle",
           "iter %d err %d, heap %ld -> %ld, handles %ld -> %ld", i, err, heap0, (long)heap_live, h0,
@@ -2245,6 +2272,7 @@ WINBOOL WINAPI portres_test_QueryFullProcessImageNameW(HANDLE h, DWORD flags, LP
 
 static void test_process_name(void)
 {
+    int pass;
     /* "C:\Café\😀.exe": é is C3 A9, U+1F600 (D83D DE00) is F0 9F 98 80 */
     static const WCHAR cafe[] = {'C',    ':',    '\\', 'C', 'a', 'f', 0xE9, '\\',
                                  0xD83D, 0xDE00, '.',  'e', 'x', 'e', 0};
@@ -2281,12 +2309,17 @@ static void test_process_name(void)
     check(portres_process_name(me, NULL, &len) == ERROR_INVALID_PARAMETER,
           "process_name: NULL output -> ERROR_INVALID_PARAMETER", NULL);
 
-    h0 = count_handles();
-    for (i = 0; i < 100; i++) {
-        err = portres_process_name(i & 1 ? me : 0xFFFFFFF0ul, &name, &len);
-        portres_process_name_free(name);
+    for (pass = 0; pass < 2; pass++) {
+        h0 = count_handles();
+        for (i = 0; i < 100; i++) {
+            err = portres_process_name(i & 1 ? me : 0xFFFFFFF0ul, &name, &len);
+            portres_process_name_free(name);
+        }
+        h1 = count_handles();
+        if (h1 == h0 || i != 100)
+            break;
+        note_lazy_handles(h0, h1);
     }
-    h1 = count_handles();
     check(h1 == h0 && heap_live == heap0,
           "wine: 100 process_name calls leak no process handle, no heap block",
           "handles %ld -> %ld, heap %ld -> %ld", h0, h1, heap0, (long)heap_live);

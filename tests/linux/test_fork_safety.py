@@ -1,0 +1,285 @@
+"""No placeholder survives in a forked child: not those of the blocks the
+parent holds, and not those of a block another thread is still building
+(issue 11, defect 2).  A child made while acquire() runs in another thread
+(os.fork() and a multiprocessing worker) holds no socket of that block, and
+once the parent closes the reservation another uid binds its ports while
+the child still lives."""
+
+from __future__ import annotations
+
+import errno
+import json
+import multiprocessing
+import os
+import socket
+import sys
+import threading
+import time
+import warnings
+
+import pytest
+
+import portres
+from tests.support import LINUX, needs_root, other_uid_binds
+
+pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
+
+BLOCK = 2000  # about 0.1 s to build here: a wide window to fork in
+ATTEMPTS = 20
+
+
+def _inet_sockets(exclude: frozenset) -> list:
+    """(fd, family, type, port) of every AF_INET/AF_INET6 socket this
+    process holds whose inode is not in EXCLUDE."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            link = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if not link.startswith("socket:") or link in exclude:
+            continue
+        try:
+            s = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with s:
+            if s.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            found.append((fd, int(s.family), int(s.type), s.getsockname()[1]))
+    return found
+
+
+def _socket_links() -> frozenset:
+    links = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            link = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+        if link.startswith("socket:"):
+            links.add(link)
+    return frozenset(links)
+
+
+def _fd_count() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class _Acquirer(threading.Thread):
+    """acquire(BLOCK) in a thread; the main thread forks while it runs."""
+
+    def __init__(self, protocol: str) -> None:
+        super().__init__(daemon=True)
+        self.protocol = protocol
+        self.res: "portres.Reservation | None" = None
+        self.error: "BaseException | None" = None
+
+    def run(self) -> None:
+        try:
+            self.res = portres.acquire(BLOCK, protocol=self.protocol)
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+
+
+def _fork_during_acquire(protocol: str, start_child):
+    """Start an acquire() in a thread and, as soon as its placeholders show
+    up in /proc/self/fd, start a child with START_CHILD(baseline).  Returns
+    (reservation, child handle) once the acquire has finished; retries when
+    the acquire was over before the fork (or the range was too crowded)."""
+    for _ in range(ATTEMPTS):
+        baseline_links = _socket_links()
+        base = _fd_count()
+        t = _Acquirer(protocol)
+        t.start()
+        child = None
+        while t.is_alive():
+            if _fd_count() > base + 50:  # the block is being built now
+                child = start_child(baseline_links)
+                break
+        t.join()
+        if t.error is not None:
+            if isinstance(t.error, OSError) and t.error.errno == errno.EADDRINUSE:
+                if child is not None:
+                    child.finish()
+                continue  # no free window of BLOCK ports just now: try again
+            raise t.error
+        assert t.res is not None
+        if child is None or t.res.closed:
+            t.res.close()
+            continue  # the acquire was over before the fork: again
+        return t.res, child
+    pytest.skip(f"could not fork while acquire({BLOCK}) ran in {ATTEMPTS} attempts")
+
+
+class _ForkedChild:
+    """os.fork(): the child reports its inet sockets, then waits to be told
+    to exit, so the parent can probe the ports while it lives."""
+
+    def __init__(self, baseline: frozenset) -> None:
+        r, w = os.pipe()
+        go_r, go_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: no Python-level threads, report and wait
+            code = 1
+            try:
+                os.close(r)
+                os.close(go_w)
+                os.write(w, json.dumps(_inet_sockets(baseline)).encode() + b"\n")
+                os.close(w)
+                os.read(go_r, 1)
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        os.close(go_r)
+        self.pid, self._r, self._go = pid, r, go_w
+
+    def sockets(self) -> list:
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = os.read(self._r, 65536)
+            if not chunk:
+                break
+            data += chunk
+        return json.loads(data.decode())
+
+    def alive(self) -> bool:
+        return os.waitpid(self.pid, os.WNOHANG) == (0, 0)
+
+    def finish(self) -> None:
+        os.write(self._go, b"x")
+        os.close(self._go)
+        os.close(self._r)
+        _, status = os.waitpid(self.pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+
+
+def _mp_worker(conn, baseline) -> None:
+    conn.send(_inet_sockets(frozenset(baseline)))
+    conn.recv()  # live until told to exit
+
+
+class _MPChild:
+    """A multiprocessing worker started with the fork start method (the
+    default on Linux before Python 3.14, and what a Pool uses there)."""
+
+    def __init__(self, baseline: frozenset) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child_conn = ctx.Pipe()
+        with warnings.catch_warnings():
+            # 3.12+: "This process is multi-threaded, use of fork() may lead
+            # to deadlocks": the case under test.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._proc = ctx.Process(target=_mp_worker, args=(child_conn, sorted(baseline)))
+            self._proc.start()
+        child_conn.close()
+
+    def sockets(self) -> list:
+        assert self._conn.poll(30), "the worker reported nothing"
+        return self._conn.recv()
+
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    def finish(self) -> None:
+        self._conn.send("exit")
+        self._proc.join(30)
+        self._conn.close()
+        assert self._proc.exitcode == 0
+
+
+def _probe_ports(res, held: list) -> list:
+    """The ports to probe as another uid: (up to ten of) those the child
+    holds, and the first, middle and last of the block."""
+    ports = {p for (_fd, _fam, _type, p) in held[:10] if p}
+    ports |= {res.start, res.start + res.count // 2, res.start + res.count - 1}
+    return sorted(ports)
+
+
+CHILDREN = {"os.fork": _ForkedChild, "multiprocessing": _MPChild}
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+@pytest.mark.parametrize("kind", sorted(CHILDREN))
+def test_child_forked_during_acquire_holds_no_placeholder(kind, protocol):
+    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
+    try:
+        held = child.sockets()
+        with res:
+            assert len(res.ports) == BLOCK
+        assert held == [], (
+            f"the {kind} child holds {len(held)} socket(s) of the block being built, "
+            f"e.g. (fd, family, type, port) {held[:5]}"
+        )
+    finally:
+        if child.alive():
+            child.finish()
+
+
+@needs_root
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+@pytest.mark.parametrize("kind", sorted(CHILDREN))
+def test_ports_free_for_others_after_close_while_child_forked_during_acquire_lives(kind, protocol):
+    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
+    try:
+        held = child.sockets()
+        ports = _probe_ports(res, held)
+        res.close()
+        assert child.alive()
+        sock_type = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
+        binds = other_uid_binds(ports, sock_type)
+        refused = {k: v for k, v in binds.items() if v != "ok"}
+        assert refused == {}, (
+            f"after close(), another uid cannot bind {len(refused)} form(s) while the "
+            f"{kind} child lives, e.g. {sorted(refused.items())[:5]}"
+        )
+        assert child.alive()
+    finally:
+        if child.alive():
+            child.finish()
+
+
+def test_child_forked_while_threads_acquire_and_close_holds_nothing():
+    """A hammer: two threads acquire and close blocks while the main thread
+    forks children that look for any inet socket they inherited."""
+    stop = threading.Event()
+    errors: list = []
+
+    def churn(protocol: str) -> None:
+        while not stop.is_set():
+            try:
+                with portres.acquire(64, protocol=protocol):
+                    pass
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    errors.append(repr(exc))
+                    return
+
+    baseline = _socket_links()
+    threads = [threading.Thread(target=churn, args=(p,), daemon=True) for p in ("tcp", "udp")]
+    for t in threads:
+        t.start()
+    leaks = []
+    try:
+        deadline = time.monotonic() + 5
+        forks = 0
+        while time.monotonic() < deadline and not errors:
+            child = _ForkedChild(baseline)
+            held = child.sockets()
+            child.finish()
+            forks += 1
+            if held:
+                leaks.append(held[:3])
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert errors == []
+    assert forks > 10, f"only {forks} forks in 5 s"
+    assert leaks == [], f"{len(leaks)} of {forks} children inherited sockets: {leaks[:3]}"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-v"]))
