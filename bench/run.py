@@ -45,7 +45,7 @@ if os.environ.get("PORTRES_BENCH_PATH"):
     sys.path.insert(0, os.environ["PORTRES_BENCH_PATH"])
 ns = time.perf_counter_ns
 QUICK = False
-SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory")
+SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import")  # import: issue 14
 
 
 # ----------------------------------------------------------------- helpers
@@ -787,7 +787,42 @@ def _bound():
     return s
 
 
+# --- issue 14 (ops): the cost of `import portres` -------------------------
+
+def _import_us(module):
+    """Cumulative microseconds of MODULE's top-level import in a fresh
+    interpreter (-X importtime), the interpreter's own start excluded."""
+    env = dict(os.environ)
+    # As installed: with bytecode (the first run of section_import writes it).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    if os.environ.get("PORTRES_BENCH_PATH"):
+        env["PYTHONPATH"] = os.environ["PORTRES_BENCH_PATH"]
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", f"import {module}"],
+                         capture_output=True, text=True, env=env, timeout=60, check=True)
+    for line in out.stderr.splitlines():
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) == 3 and fields[2] == module:
+            return int(fields[1])
+    raise RuntimeError(f"no importtime line for {module}:\n{out.stderr[-2000:]}")
+
+
+def section_import(helper):
+    """`import portres` against `import socket`, each in fresh interpreters,
+    alternated; the ratio is the issue's bound (at most 3)."""
+    reps = n(15, 3)
+    _import_us("portres")  # warm-up: writes the bytecode an installed package has
+    a, b = [], []
+    for _ in range(reps):
+        a.append(_import_us("portres") * 1000)
+        b.append(_import_us("socket") * 1000)
+    return {"rows": [row("import portres (fresh interpreter, -X importtime)", statistics.median(a),
+                         statistics.median(b), "import socket, same way", unit="per import")]}
+
+# --- end issue 14 (ops) ----------------------------------------------------
+
+
 SECTION_FUNCS = {
+    "import": section_import,  # issue 14
     "socket": section_socket,
     "reuse": section_reuse,
     "acquire": section_acquire,

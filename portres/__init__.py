@@ -11,6 +11,20 @@ kernel mechanisms (see the documentation's platform table).
         server.listen()
 """
 
+try:
+    from . import _portres as _portres  # the C extension, built by `pip install` (CONTRIBUTING.md)
+except ImportError as _exc:  # pragma: no cover - exercised by a subprocess test
+    import os as _os
+
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    raise ImportError(
+        f"portres's C extension (portres._portres) is not built in {_here}: this is a source "
+        "checkout. Build it in place with `pip install -e .` (or `python setup.py build_ext "
+        "--inplace`), or run from another directory to use the installed portres",
+        name="portres._portres",
+    ) from None  # the original "partially initialized module" text misleads
+
+from ._check import check  # issue 14
 from ._core import (
     Reservation,
     acquire,
@@ -28,6 +42,7 @@ from ._persistent import (
     list_persistent,
     lookup_persistent,
 )
+from ._runtime import list_runtime  # issue 14
 
 __all__ = [
     "Overlapped",
@@ -37,10 +52,12 @@ __all__ = [
     "associate_async",
     "associate_nowait",
     "bind",
+    "check",
     "connect",
     "create_persistent",
     "delete_persistent",
     "list_persistent",
+    "list_runtime",
     "lookup_persistent",
     "release",
 ]

@@ -45,6 +45,18 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _port_or_range(text: str) -> range:
+    lo_text, sep, hi_text = text.partition("-")
+    lo = _port(lo_text)
+    hi = _port(hi_text) if sep else lo
+    if lo == 0 or hi == 0:
+        raise argparse.ArgumentTypeError("port 0 is not a port to check (it asks the kernel for "
+                                         "any port): give 1..65535")
+    if hi < lo:
+        raise argparse.ArgumentTypeError(f"the range {text} ends before it starts")
+    return range(lo, hi + 1)
+
+
 def _count(text: str) -> int:
     try:
         value = int(text, 0)
@@ -54,6 +66,12 @@ def _count(text: str) -> int:
         return check.count(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -72,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"portres {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     demo = sub.add_parser(
@@ -83,11 +102,19 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=_count, default=8, help="ports to reserve (default 8)")
     demo.add_argument("--listeners", type=_count, default=4, help="listeners to bind (default 4)")
 
-    sub.add_parser(
-        "list", parents=[common, proto], help="list persistent reservations",
+    list_proto = argparse.ArgumentParser(add_help=False)
+    list_proto.add_argument("--protocol", "-p", choices=("tcp", "udp"), default=None,
+                            help="tcp (the default for persistent blocks) or udp; --runtime: "
+                            "both unless given")
+    lst = sub.add_parser(
+        "list", parents=[common, list_proto], help="list persistent (or, with --runtime, runtime) reservations",
         description="List the persistently reserved blocks that apply to the protocol.  On "
         "Linux this is net.ipv4.ip_local_reserved_ports: blocks made by portres show their "
-        "protocol and token; other entries apply to TCP and UDP alike.")
+        "protocol and token; other entries apply to TCP and UDP alike.  With --runtime: the "
+        "runtime reservations held now, with their process and the ports handed out (Linux: "
+        "every process this user may inspect, all as root; Windows: this process only).")
+    lst.add_argument("--runtime", action="store_true",
+                     help="list runtime reservations (both protocols unless --protocol is given)")
     add = sub.add_parser(
         "add", parents=[common, proto, block], help="create a persistent reservation",
         description="Reserve START..START+COUNT-1 system-wide and print its token "
@@ -113,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
         "what stands in the way: a persistent or excluded range (and whose), a runtime "
         "reservation, a listener or connection (with its process), a privileged port, "
         "TIME_WAIT; and whether the port is in the ephemeral range.")
-    check.add_argument("port", type=_port, help="the port to check")
+    check.add_argument("port", type=_port_or_range, help="the port to check, or a range A-B")
     # --- r10-feat: portres run (portres/_run.py) ---
     from . import _run
     _run.add_parser(sub, [common])
@@ -136,8 +163,11 @@ def _error(args: argparse.Namespace, exc: OSError) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    if args.runtime:
+        return _list_runtime(args)
     from portres import _persistent
 
+    args.protocol = args.protocol or "tcp"
     rows: List[Dict[str, Any]] = [dict(e, end=e["start"] + e["count"] - 1)
                                   for e in _persistent.persistent_entries(args.protocol)]
     if args.json:
@@ -155,6 +185,26 @@ def _cmd_list(args: argparse.Namespace) -> int:
             source += " (kept at boot)"
         print(f"  {r['start']:>5}  {r['end']:>5}  {r['count']:>5}  {r['protocol']:<8}  "
               f"{token:<18}  {source}")
+    return EXIT_OK
+
+
+def _list_runtime(args: argparse.Namespace) -> int:
+    from portres import _runtime
+
+    rows = _runtime.entries(args.protocol)  # None: both protocols
+    if args.json:
+        _print_json({"scope": _runtime.scope(), "reservations": rows})
+        return EXIT_OK
+    print(f"Runtime port reservations ({_runtime.scope()}):\n")
+    if not rows:
+        print("  (none)")
+        return EXIT_OK
+    print(f"  {'pid':>7}  {'process':<15}  {'proto':<5}  {'start':>5}  {'end':>5}  {'count':>5}  "
+          f"handed out")
+    for r in rows:
+        used = ", ".join(str(p) for p in r["in_use"]) or "-"
+        print(f"  {r['pid']:>7}  {r['process'][:15]:<15}  {r['protocol']:<5}  {r['start']:>5}  "
+              f"{r['end']:>5}  {r['count']:>5}  {used}")
     return EXIT_OK
 
 
@@ -211,18 +261,25 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from portres import _check
 
-    report = _check.explain(args.port, args.protocol)
+    reports = [_check.explain(port, args.protocol) for port in args.port]
     if args.json:
-        _print_json(report)
+        _print_json(reports[0] if len(reports) == 1 else reports)
     else:
-        print(report["verdict"] + ".")
-        for family, result in report["bind"].items():
-            print(f"  bind {family} wildcard: {result}")
-        if report["reasons"]:
-            print("\nWhat portres found:")
-            for r in report["reasons"]:
-                print(f"  - {r['message']}")
-    return EXIT_OK if report["can_bind"] else EXIT_NO
+        for i, report in enumerate(reports):
+            if i:
+                print()
+            print(report["verdict"] + ".")
+            form = " with SO_REUSEADDR" if report["server_bind"] == "SO_REUSEADDR" else ""
+            for family, result in report["bind"].items():
+                print(f"  bind {family} wildcard{form}: {result}")
+            for family, result in report["bind_without_options"].items():
+                if result != report["bind"].get(family):  # only where it differs
+                    print(f"  bind {family} wildcard without SO_REUSEADDR: {result}")
+            if report["reasons"]:
+                print("\nWhat portres found:")
+                for r in report["reasons"]:
+                    print(f"  - {r['message']}")
+    return EXIT_OK if all(r["bindable"] for r in reports) else EXIT_NO
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ bind and release.  Policy lives here: validation, defaults, messages."""
 
 from __future__ import annotations
 
+import os
 import socket
 import warnings
 from typing import Any, Optional, Tuple
@@ -59,7 +60,6 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
 
 def _socket_uid(fd: int) -> int:
     """The uid owning the socket FD (the one SO_REUSEPORT compares)."""
-    import os
     try:
         return os.fstat(fd).st_uid
     except OSError:
@@ -67,8 +67,11 @@ def _socket_uid(fd: int) -> int:
 
 
 def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0,
-                sock_uid: Optional[int] = None) -> OSError:
-    blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
+                fd: int = -1, sock_uid: Optional[int] = None) -> OSError:
+    # issue 14: each detail is the cause detected, and names the block once.
+    blk = (f"the reserved block {res.start}-{res.start + res.count - 1}" if res is not None
+           else "the reserved block the socket is associated with")
+    system = None
     owner = getattr(res._res, "_owner", -1) if res is not None else -1   # Linux only
     if is_code(exc, "EPERM") and owner >= 0 and sock_uid is not None and sock_uid != owner:
         detail = (f"the reservation's placeholder sockets belong to uid {owner} and this socket "
@@ -76,28 +79,77 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
                   f"(the process changed its uid after acquire()); pass owner={sock_uid} to "
                   f"portres.acquire() before dropping privileges, or acquire after the drop")
     elif is_code(exc, "EADDRINUSE"):
-        detail = (f"port {port} of the block {blk} is already handed out" if port else
-                  f"no free port left in the reserved block {blk}; close a socket bound "
-                  f"from it or acquire a larger block")
+        detail = (f"port {port} of {blk} is already bound by another socket from the block "
+                  f"(a port is handed to one socket at a time, whatever its family)" if port
+                  else _no_free_port(res, blk))
     elif is_code(exc, "EISCONN"):
-        detail = "the socket is already bound; associate it with the reservation before bind()"
+        detail = _already_bound(fd, "associate it with the reservation before bind()")
     elif is_code(exc, "EPROTOTYPE"):
         proto = res.protocol if res is not None else "its"
         detail = f"the socket's type does not match the reservation's protocol ({proto})"
     elif is_code(exc, "EADDRNOTAVAIL") and port:
-        detail = f"port {port} is outside the reserved block {blk}"
+        detail = f"port {port} is outside {blk}"
     elif is_code(exc, "EAFNOSUPPORT"):
         detail = "the address family does not match the socket's"
-    elif is_code(exc, "EBADF") and res is not None:
+    elif is_code(exc, "EBADF") and res is not None and res.closed:
         detail = "the reservation is closed"
-    elif is_code(exc, "EACCES"):
-        detail = None
+    elif is_code(exc, "EBADF"):
+        detail = f"the socket's descriptor {fd} is not open" if fd >= 0 else "the socket is not open"
     elif is_code(exc, "ENOENT") and res is None:
         detail = ("the persistent reservation the socket was associated with is gone: the system no "
                   "longer reserves all of its ports")
     else:
         detail = None
-    return explain(exc, what, detail)
+    return explain(exc, what, detail, system)
+
+
+# TCP states (Linux numbering, as port_sockets gives them on both platforms)
+# of a connection that is closing: it holds its port until it ends.
+_CLOSING = {4: "FIN_WAIT1", 5: "FIN_WAIT2", 6: "TIME_WAIT", 9: "LAST_ACK", 11: "CLOSING"}
+
+
+def _no_free_port(res: "Optional[Reservation]", blk: str) -> str:
+    generic = f"no free port left in {blk}; close a socket bound from it or acquire a larger block"
+    if res is None or res.protocol != "tcp":
+        return generic
+    try:
+        rows = _portres.port_sockets(_portres.TCP, res.start, res.start + res.count - 1)
+    except OSError:
+        return generic
+    closing: "dict[int, str]" = {}
+    for _family, state, port, _owner, _inode in rows:
+        if state in _CLOSING:
+            closing.setdefault(port, _CLOSING[state])
+    if not closing:
+        return generic
+    states = ", ".join(sorted(set(closing.values())))
+    lasts = " (TIME_WAIT lasts up to 60 s)" if "TIME_WAIT" in closing.values() else ""
+    if len(closing) >= res.count:
+        return (f"no free port left in {blk}: every port still has a closing connection in the "
+                f"kernel ({states}), which holds it until it ends{lasts}; wait, or acquire a "
+                f"larger block")
+    return (f"no free port left in {blk}: {len(closing)} of its {res.count} ports still have a "
+            f"closing connection in the kernel ({states}) and the others have a socket bound "
+            f"from the block; close one, or acquire a larger block")
+
+
+def _already_bound(fd: int, hint: str = "associate it before bind()") -> str:
+    """Why a socket cannot be associated or bound from a block (EISCONN)."""
+    try:
+        _family, sock_type, bound = _portres.socket_info(fd)
+    except OSError:
+        return f"the socket is already bound; {hint}"
+    if sock_type not in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        return (f"not a TCP or UDP socket (socket type {sock_type}); only stream and datagram "
+                f"sockets bind from a reservation")
+    try:
+        with socket.socket(fileno=os.dup(fd)) as probe:
+            probe.getpeername()
+        return (f"the socket is already connected (connect() bound it to port {bound}, of the "
+                f"kernel's choosing); associate it with the reservation before connect() or bind()")
+    except OSError:
+        pass
+    return f"the socket is already bound; {hint} (it is bound to port {bound})"
 
 
 class Reservation:
@@ -117,6 +169,7 @@ class Reservation:
         self.protocol: str = protocol
         self.ports: range = range(self.start, self.start + self.count)
         self._type = check.SOCK_TYPES[protocol]
+        backend.runtime_opened(self)  # issue 14: what `portres list --runtime` finds
 
     @property
     def closed(self) -> bool:
@@ -180,7 +233,7 @@ class Reservation:
             return int(self._res.bind(fd, family, h, 0, flowinfo, scope_id))
         except OSError as exc:
             uid = _socket_uid(fd) if is_code(exc, "EPERM") else None
-            raise _bind_error(exc, "binding the socket from the reservation", self,
+            raise _bind_error(exc, "binding the socket from the reservation", self, 0, fd,
                               sock_uid=uid) from None
 
     # --- r10-feat: outbound (portres/_connect.py) ---
@@ -197,6 +250,7 @@ class Reservation:
             self._res.close()
         except OSError as exc:
             raise explain(exc, "releasing the reservation") from None
+        backend.runtime_closed(self)  # issue 14
 
     def __enter__(self) -> "Reservation":
         return self
@@ -209,6 +263,7 @@ class Reservation:
         if res is not None and not res.closed:
             warnings.warn(f"unclosed {self!r}", ResourceWarning, stacklevel=2, source=self)
             res.close()
+            backend.runtime_closed(self)  # issue 14
 
     def __repr__(self) -> str:
         state = "closed" if self._res.closed else "held"
@@ -313,7 +368,7 @@ def associate(sock: Any, token: int, *, timeout: Optional[float] = None) -> None
         try:   # a persistent token: the backend resolves it and hands over the block
             backend.associate_persistent(exc, fd, token)
         except OSError as exc2:
-            raise _associate_error(exc2, token) from None
+            raise _associate_error(exc2, token, fd) from None
 
 
 def associate_nowait(sock: Any, token: int) -> Overlapped:
@@ -327,8 +382,8 @@ def associate_nowait(sock: Any, token: int) -> Overlapped:
         try:   # a persistent token: the backend resolves it and hands over the block
             op = backend.associate_persistent_nowait(exc, fd, token, sock)
         except OSError as exc2:
-            raise _associate_error(exc2, token) from None
-    return Overlapped(op, lambda exc: _associate_error(exc, token))
+            raise _associate_error(exc2, token, fd) from None
+    return Overlapped(op, lambda exc: _associate_error(exc, token, fd))
 
 
 async def associate_async(sock: Any, token: int) -> None:
@@ -341,13 +396,15 @@ async def associate_async(sock: Any, token: int) -> None:
     # --- end r10-feat ---
 
 
-def _associate_error(exc: OSError, token: int) -> OSError:
+def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:
     what = "associating the socket with the reservation"
     if is_code(exc, "EISCONN"):
-        return explain(exc, what, "the socket is already bound; associate it before bind()")
+        return explain(exc, what, _already_bound(fd))
     if is_code(exc, "ENOENT"):
+        # Not a file: the strerror of ENOENT would say "No such file or directory".
         return explain(exc, what, f"no reservation with token {token:#x} is held by this process, "
-                       f"nor is it a persistent reservation's that the system still holds")
+                       f"nor is it a persistent reservation's that the system still holds",
+                       "ENOENT: no such reservation")
     if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
     if is_code(exc, "EOPNOTSUPP"):
@@ -370,7 +427,7 @@ def bind(sock: Any, address: Any) -> int:
     try:
         return int(_portres.bind(fd, family, h, port, flowinfo or fi, scope_id or sc))
     except OSError as exc:
-        raise _bind_error(exc, f"bind to {address!r}", None, port) from None
+        raise _bind_error(exc, f"bind to {address!r}", None, port, fd) from None
 
 
 def connect(sock: Any, address: Any) -> None:
@@ -400,6 +457,7 @@ def release(sock: Any, token: int) -> None:
     try:
         _portres.release_port_reservation(fd, token)
     except OSError as exc:
-        detail = (f"no reservation with token {token:#x} is held by this process"
-                  if is_code(exc, "ENOENT") else None)
-        raise explain(exc, "releasing the reservation", detail) from None
+        unknown = is_code(exc, "ENOENT")
+        detail = f"no reservation with token {token:#x} is held by this process" if unknown else None
+        raise explain(exc, "releasing the reservation", detail,
+                      "ENOENT: no such reservation" if unknown else None) from None

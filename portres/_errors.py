@@ -14,16 +14,19 @@ from typing import Optional
 from ._platform import backend
 
 
-def explain(exc: OSError, what: str, detail: Optional[str] = None) -> OSError:
+def explain(exc: OSError, what: str, detail: Optional[str] = None,
+            system: Optional[str] = None) -> OSError:
     """Return a new OSError of the same kind whose message is
     "WHAT failed: DETAIL (system message); hint", with EXC's errno,
-    winerror and filename (the call that failed)."""
+    winerror and filename (the call that failed).  SYSTEM replaces the
+    system message where it would mislead (ENOENT's "No such file")."""
     winerror = getattr(exc, "winerror", None)
     code = backend.error_code(exc)
     parts = [f"{what} failed"]
     if detail:
         parts.append(f": {detail}")
-    parts.append(f" ({exc.strerror})" if exc.strerror else "")
+    shown = system or exc.strerror
+    parts.append(f" ({shown})" if shown else "")
     hint = backend.HINTS.get(code) if code is not None else None
     if hint and not detail:
         parts.append(f"; {hint}")

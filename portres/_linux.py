@@ -6,10 +6,10 @@ call it and never test the platform themselves.  This module holds data and
 platform calls only: the shared modules turn its raw OSErrors into messages.
 
 Persistent reservations live in the store (portres._persistent_linux); the
-sysctls come from portres._sysctl.  The store is imported with the package,
-as before: a program that drops privileges after `import portres` may no
-longer be able to import it (making it lazy is issue 14's, with that case
-in mind).
+sysctls come from portres._sysctl.  The store (and what it imports: json,
+tempfile, secrets) is imported when first used, not with the package, to
+keep `import portres` cheap; a program that drops privileges after
+`import portres` still imports it from the same files.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import errno as _errno
 import os
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from . import _persistent_linux, _portres, _sockets, _sysctl
+from . import _portres, _sockets, _sysctl
 from . import _validate as check
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ def _persistent_block(exc: OSError, token: int) -> Tuple[int, int, int]:
     TOKEN is no live persistent reservation's."""
     if exc.errno != _errno.ENOENT:
         raise exc
+    from . import _persistent_linux
+
     found = _persistent_linux.by_token(token)
     if found is None:
         raise exc
@@ -77,6 +79,45 @@ def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,
     fd = op.event
     loop.add_reader(fd, wake)
     return lambda: loop.remove_reader(fd)
+
+
+# Servers set SO_REUSEADDR before bind (asyncio, http.server, socketserver):
+# check judges a TCP port by that bind, and says which plain binds fail.
+SERVER_REUSEADDR = True
+
+
+# ------------------------------------------------------ runtime listing
+#
+# Each process marks its blocks in a memfd the kernel ties to its lifetime;
+# listing checks every marked block against the sockets the kernel holds
+# (portres._runtime_linux).
+
+_marker: Any = None  # portres._runtime_linux, once a block has been held
+
+
+def runtime_opened(res: Any) -> None:
+    global _marker
+    if _marker is None:
+        from . import _runtime_linux
+
+        _marker = _runtime_linux
+    _marker.opened(res)
+
+
+def runtime_closed(res: Any) -> None:
+    # No import here: __del__ may call this at interpreter shutdown.
+    if _marker is not None:
+        _marker.closed(res)
+
+
+def runtime_reservations(protocol: Optional[str]) -> List[Dict[str, Any]]:
+    from . import _runtime_linux
+
+    return _runtime_linux.runtime_reservations(protocol)
+
+
+RUNTIME_SCOPE = ("every process whose /proc/<pid>/fd this user may read (as root: all); "
+                 "each block checked against the sockets the kernel holds")
 
 
 # ----------------------------------------------------------------- errors
@@ -119,29 +160,57 @@ def acquire_denied_detail(start: int, count: int) -> Optional[str]:
 
 
 # ------------------------------------------------------------- persistent
+
+
+def _store(what: str, needs_root: bool) -> Any:
+    """portres._persistent_linux, imported on first use.  A process that
+    dropped root after `import portres` may no longer read the modules it
+    imports (json, secrets, tempfile): creating or deleting needs root
+    anyway, so say that, as the store itself would."""
+    try:
+        from . import _persistent_linux
+    except ImportError as exc:
+        if needs_root and os.geteuid() != 0:
+            raise PermissionError(_errno.EACCES, f"{what} failed: persistent reservations need "
+                                  f"root (CAP_NET_ADMIN over this network namespace); this "
+                                  f"process runs as uid {os.geteuid()}",
+                                  "import portres._persistent_linux") from exc
+        raise ImportError(f"{what}: the persistent store portres._persistent_linux could not be "
+                          f"imported ({exc}); a program that drops privileges should import it "
+                          f"before") from exc
+    return _persistent_linux
 #
 # The store raises OSErrors with their final messages; the Windows backend's
 # raw ones are explained by portres._persistent (persistent_explanation).
 
 def create_persistent(protocol: str, start: int, count: int, boot: bool) -> int:
-    return _persistent_linux.create(protocol, start, count, boot)
+    _persistent_linux = _store("creating the persistent reservation", True)
+    token: int = _persistent_linux.create(protocol, start, count, boot)
+    return token
 
 
 def lookup_persistent(protocol: str, start: int, count: int) -> int:
+    from . import _persistent_linux
+
     return _persistent_linux.lookup(protocol, start, count)
 
 
 def delete_persistent(protocol: str, start: int, count: int) -> None:
+    _persistent_linux = _store("deleting the persistent reservation", True)
     _persistent_linux.delete(protocol, start, count)   # every process's next use sees it gone
 
 
 def list_persistent(protocol: str) -> List[Tuple[int, int]]:
+    from . import _persistent_linux
+
     return _persistent_linux.blocks(protocol)
 
 
 def persistent_entries(protocol: str) -> List[Dict[str, Any]]:
     """The persistent blocks that apply to PROTOCOL: portres's (with token
     and boot) and the kernel's other entries (protocol "any")."""
+    from . import _persistent_linux
+
     return [e for e in _persistent_linux.entries() if e["protocol"] in (protocol, "any")]
 
 
@@ -174,21 +243,40 @@ def check_reasons(port: int, protocol: str, binds: Dict[str, str], add: Any,
                                   f"(not made by portres); the kernel's automatic port choice "
                                   f"skips it, an explicit bind is allowed",
                     start=e["start"], count=e["count"])
+    from . import _runtime_linux
+
+    holders = list(_runtime_linux.holders(protocol, port))
+    for r in holders:
+        handed = port in r["in_use"]
+        add("reservation", f"inside the runtime reservation {r['start']}-{r['end']} ({protocol.upper()}) "
+                           f"held by {r['process']} (pid {r['pid']}); port {port} "
+                           + ("has a socket bound from the block" if handed else
+                              "is not handed out: only that process can bind it"),
+            start=r["start"], count=r["count"], pid=r["pid"], process=r["process"],
+            handed_out=handed)
+    holder_pids = {r["pid"] for r in holders}
     sockets, _failure = port_sockets(port, protocol)  # no failure: /proc/net is the fallback
     for s in sockets:
         who = _who(s)
         state = s["state"]
+        where = _endpoint(s)
         if state == "LISTEN":
-            add("listener", f"in use by a listening {s['family']} socket of {who}", **s)
+            add("listener", f"{where}: listening {s['family']} socket of {who}", **s)
+        elif state in ("CLOSE", "BOUND") and s.get("pid") in holder_pids:
+            what = ("the placeholder of that reservation, or a socket bound from it"
+                    if any(port in r["in_use"] for r in holders) else
+                    "the placeholder of that reservation")
+            add("placeholder", f"{where}: {what} ({who}), bound and not "
+                               f"{'listening' if protocol == 'tcp' else 'connected'}", **s)
         elif state in ("CLOSE", "BOUND"):
-            add("bound", f"held by a bound {s['family']} socket of {who} that is not "
-                         f"{'listening' if protocol == 'tcp' else 'connected'}: a portres runtime "
-                         f"reservation holds its ports this way (or a socket bound before use)", **s)
+            add("bound", f"{where}: bound {s['family']} socket of {who}, not "
+                         f"{'listening' if protocol == 'tcp' else 'connected'}", **s)
         elif state == "TIME_WAIT":
-            add("time_wait", f"a recent {s['family']} connection is in TIME_WAIT: a bind without "
-                             f"SO_REUSEADDR fails for up to 60 seconds", **s)
+            add("time_wait", f"{where}: a closed {s['family']} connection in TIME_WAIT (no process "
+                             f"owns it); a bind without SO_REUSEADDR fails (EADDRINUSE) until it "
+                             f"ends, up to 60 s; servers that set SO_REUSEADDR bind it", **s)
         else:
-            add("connection", f"used by a {state} {s['family']} connection of {who}", **s)
+            add("connection", f"{where}: {state} {s['family']} connection of {who}", **s)
     lo, hi = ephemeral_range()
     if not lo <= port <= hi:
         add("info", f"outside the ephemeral range {lo}-{hi}: the kernel never picks it "
@@ -211,24 +299,47 @@ def _state(state: int, protocol: str) -> str:
 
 
 def port_sockets(port: int, protocol: str) -> Tuple[List[Dict[str, Any]], Optional[str]]:
-    """The kernel's sockets on PORT, with their owners, and None (the error
-    text if they could not be listed: never, as /proc/net is the fallback).
-    NETLINK_SOCK_DIAG sees bound but inactive TCP sockets too (a
-    reservation's placeholders); /proc/net does not."""
+    """The kernel's sockets on PORT, with their addresses and owners (pid,
+    process, fd), and None (the error text if they could not be listed:
+    never, as /proc/net is the fallback).  NETLINK_SOCK_DIAG sees bound but
+    inactive TCP sockets too (a reservation's placeholders); /proc/net does
+    not."""
+    import socket as _socket
+
     found: List[Dict[str, Any]] = []
     try:
-        for family, state, _port, uid, inode in _portres.port_sockets(
-                check.PROTOCOLS[protocol], port, port):
+        for family, state, lport, uid, inode, local, remote, rport in _portres.port_sockets(
+                check.PROTOCOLS[protocol], port, port, True):
             found.append({"family": _sockets.family_name(family), "state": _state(state, protocol),
-                          "uid": uid, "inode": inode})
+                          "uid": uid, "inode": inode,
+                          "local": _socket.inet_ntop(family, local), "local_port": lport,
+                          "remote": _socket.inet_ntop(family, remote), "remote_port": rport})
     except OSError:
         found = _proc_net_sockets(port, protocol)
     if found:
-        owners = socket_owners()
+        from . import _runtime_linux
+
+        owners = _runtime_linux.inode_owners()
+        names: Dict[int, str] = {}
         for s in found:
-            pid, comm = owners.get(s["inode"], (None, None))
-            s["pid"], s["command"] = pid, comm
+            pid, fd = owners.get(s["inode"], (None, None)) if s["inode"] else (None, None)
+            s["pid"], s["fd"] = pid, fd
+            if pid is not None and pid not in names:
+                names[pid] = _runtime_linux._process_name(pid)
+            s["command"] = names.get(pid) if pid is not None else None
+            s["process"] = s["command"]
     return found, None
+
+
+def _endpoint(s: Dict[str, Any]) -> str:
+    def fmt(addr: Optional[str], port: Any) -> str:
+        addr = addr or "?"
+        return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+
+    text = fmt(s.get("local"), s.get("local_port", "?"))
+    if s.get("remote_port"):
+        text += " -> " + fmt(s.get("remote"), s["remote_port"])
+    return text
 
 
 def _proc_net_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
@@ -252,29 +363,10 @@ def _proc_net_sockets(port: int, protocol: str) -> List[Dict[str, Any]]:
     return found
 
 
-def socket_owners() -> Dict[int, Tuple[int, str]]:
-    """inode -> (pid, command) for the sockets we may look at."""
-    owners: Dict[int, Tuple[int, str]] = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/comm") as f:
-                comm = f.read().strip()
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:["):
-                    owners.setdefault(int(link[8:-1]), (int(pid), comm))
-        except OSError:
-            continue
-    return owners
-
-
 def _who(s: Dict[str, Any]) -> str:
-    who = f"uid {s['uid']}"
     if s.get("pid"):
-        who = f"{s['command']} (pid {s['pid']}, uid {s['uid']})"
-    return who
+        return f"{s['command']} (pid {s['pid']}, fd {s['fd']}, uid {s['uid']})"
+    return f"uid {s['uid']} (no process of it visible to this user)"
 
 
 # ---------------------------------------------------------------- outbound, run, trio

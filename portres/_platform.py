@@ -25,6 +25,7 @@ CONTRACT = (
     "list_persistent", "lookup_persistent",
     "persistent_entries", "persistent_explanation", "port_sockets", "watch",
     "EPHEMERAL_RANGE_NAME", "EPHEMERAL_RANGE_SETTING", "RUN_UNSUPPORTED", "wait_trio_event",
+    "runtime_opened", "runtime_closed", "runtime_reservations", "RUNTIME_SCOPE", "SERVER_REUSEADDR",
 )
 
 __all__ = ["CONTRACT", "WINDOWS", "backend"]

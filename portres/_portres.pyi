@@ -117,9 +117,19 @@ def bind(
 def socket_info(socket: int, /) -> tuple[int, int, int]:
     """(family, type, bound port or 0)."""
 
+@overload
 def port_sockets(protocol: int, lo: int, hi: int, /) -> list[tuple[int, int, int, int, int]]:
     """(family, TCP state in Linux's numbering, port, uid (Linux) or pid
     (Windows), inode (Linux) or 0) of every socket on a port in [lo, hi]."""
+@overload
+def port_sockets(
+    protocol: int, lo: int, hi: int, detail: Literal[False], /
+) -> list[tuple[int, int, int, int, int]]: ...
+@overload
+def port_sockets(
+    protocol: int, lo: int, hi: int, detail: Literal[True], /
+) -> list[tuple[int, int, int, int, int, bytes, bytes, int]]:
+    """Also the local and remote address (network order) and the remote port."""
 
 if sys.platform == "win32":
     # A MIB_TCP_STATE with no Linux counterpart comes as MIB_STATE_OTHER + its value.

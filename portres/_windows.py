@@ -106,6 +106,47 @@ def watch(loop: "asyncio.AbstractEventLoop", op: _portres.Overlapped,
     return undo
 
 
+# Servers do not set SO_REUSEADDR here (on Windows it lets a bind share a
+# port in use): check judges a port by the plain bind.
+SERVER_REUSEADDR = False
+
+
+# ------------------------------------------------------ runtime listing
+#
+# Windows has no documented call that enumerates runtime reservations
+# (SIO_ACQUIRE_PORT_RESERVATION's block lives in the kernel with no query;
+# netsh's excludedportrange lists persistent and system exclusions only).
+# What can be shown truthfully is this process's own live blocks.
+
+import weakref as _weakref  # noqa: E402  (issue 14's section, kept together)
+
+_held: "_weakref.WeakSet[Any]" = _weakref.WeakSet()
+
+
+def runtime_opened(res: Any) -> None:
+    _held.add(res)
+
+
+def runtime_closed(res: Any) -> None:
+    _held.discard(res)
+
+
+def runtime_reservations(protocol: Optional[str]) -> List[Dict[str, Any]]:
+    import os
+
+    pid = os.getpid()
+    path = process_path(pid)
+    name = ntpath.basename(path) if path else "?"
+    return [{"pid": pid, "process": name, "protocol": r.protocol, "start": r.start,
+             "count": r.count, "end": r.start + r.count - 1, "in_use": []}
+            for r in sorted(_held, key=lambda r: (r.protocol, r.start))
+            if not r.closed and (protocol is None or r.protocol == protocol)]
+
+
+RUNTIME_SCOPE = ("this process only: Windows has no documented call that lists other "
+                 "processes' runtime reservations")
+
+
 # ----------------------------------------------------------------- errors
 #
 # The code an error is judged by, and the codes of the conditions the shared

@@ -139,10 +139,13 @@ static PyObject *associate_range(PyObject *module, PyObject *args, PyObject *kwa
 #endif
 
 #ifdef __linux__
-PyDoc_STRVAR(port_sockets_doc,
-             "port_sockets(protocol, lo, hi) -> list of (family, state, port, uid, inode)\n\n"
-             "Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
-             "bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
+PyDoc_STRVAR(
+    port_sockets_doc,
+    "port_sockets(protocol, lo, hi, detail=False) -> list of (family, state, port, uid, inode)\n\n"
+    "With detail true, each tuple also has (local address bytes, remote address\n"
+    "bytes, remote port), network order, 4 or 16 bytes by family.\n"
+    "Linux: the kernel's sockets whose local port is in [lo, hi], every state,\n"
+    "bound-but-inactive TCP sockets included (NETLINK_SOCK_DIAG).");
 
 static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -151,7 +154,8 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     portres_port_socket *items = NULL;
     size_t n = 0, i;
     PyObject *list;
-    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+    int detail = 0;
+    if (!PyArg_ParseTuple(args, "iII|p:port_sockets", &protocol, &lo, &hi, &detail))
         return NULL;
     if (portres_check_port_range(protocol, lo, hi) < 0)
         return NULL;
@@ -160,8 +164,15 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
         return portres_raise_backend_error(err, "port_sockets");
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
-        PyObject *t = Py_BuildValue("(iiIIk)", items[i].family, items[i].state, items[i].port,
-                                    items[i].uid, items[i].inode);
+        PyObject *t;
+        Py_ssize_t alen = items[i].family == AF_INET ? 4 : 16;
+        if (detail)
+            t = Py_BuildValue("(iiIIky#y#I)", items[i].family, items[i].state, items[i].port,
+                              items[i].uid, items[i].inode, (const char *)items[i].local, alen,
+                              (const char *)items[i].remote, alen, items[i].remote_port);
+        else
+            t = Py_BuildValue("(iiIIk)", items[i].family, items[i].state, items[i].port,
+                              items[i].uid, items[i].inode);
         if (!t) {
             Py_CLEAR(list);
             break;
@@ -400,15 +411,18 @@ static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), 
 
 /* ---------------------------------------------- port owners (Windows) */
 
-PyDoc_STRVAR(port_sockets_doc,
-             "port_sockets(protocol, lo, hi) -> list of (family, state, port, pid, 0)\n\n"
-             "Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
-             "GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
-             "GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
-             "state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
-             "...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
-             "7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
-             "TCP sockets bound but not listening are not in these tables.");
+PyDoc_STRVAR(
+    port_sockets_doc,
+    "port_sockets(protocol, lo, hi, detail=False) -> list of (family, state, port, pid, 0)\n\n"
+    "With detail true, each tuple also has (local address bytes, remote address\n"
+    "bytes, remote port), network order, 4 or 16 bytes by family.\n"
+    "Windows: the sockets whose local port is in [lo, hi], IPv4 and IPv6, from\n"
+    "GetExtendedTcpTable (TCP_TABLE_OWNER_PID_ALL: listeners and connections) or\n"
+    "GetExtendedUdpTable (UDP_TABLE_OWNER_PID).  The tuples have the Linux shape:\n"
+    "state uses Linux's TCP state numbers (LISTEN 10, ESTABLISHED 1, TIME_WAIT 6,\n"
+    "...; a MIB_TCP_STATE with no counterpart is 1000 + its value), UDP rows are\n"
+    "7 (bound); the owner is the PID (0: unknown) and the last field is 0.\n"
+    "TCP sockets bound but not listening are not in these tables.");
 
 static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
 {
@@ -418,7 +432,8 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     size_t n = 0, i;
     PyObject *list;
 
-    if (!PyArg_ParseTuple(args, "iII:port_sockets", &protocol, &lo, &hi))
+    int detail = 0;
+    if (!PyArg_ParseTuple(args, "iII|p:port_sockets", &protocol, &lo, &hi, &detail))
         return NULL;
     if (portres_check_port_range(protocol, lo, hi) < 0)
         return NULL;
@@ -430,8 +445,15 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     }
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
-        PyObject *t = Py_BuildValue("(iiIkk)", items[i].family, items[i].state, items[i].port,
-                                    items[i].pid, 0UL);
+        PyObject *t;
+        Py_ssize_t alen = items[i].family == AF_INET ? 4 : 16;
+        if (detail)
+            t = Py_BuildValue("(iiIkky#y#I)", items[i].family, items[i].state, items[i].port,
+                              items[i].pid, 0UL, (const char *)items[i].local, alen,
+                              (const char *)items[i].remote, alen, items[i].remote_port);
+        else
+            t = Py_BuildValue("(iiIkk)", items[i].family, items[i].state, items[i].port,
+                              items[i].pid, 0UL);
         if (!t) {
             Py_CLEAR(list);
             break;

@@ -253,6 +253,10 @@ typedef struct {
     int family;    /* AF_INET or AF_INET6 */
     int state;     /* Linux TCP state number, see above */
     unsigned port; /* host order */
+    /* The addresses, network order: 4 bytes for AF_INET, 16 for AF_INET6
+     * (zero when unconnected or not known); the remote port, host order. */
+    unsigned char local[16], remote[16];
+    unsigned remote_port;
 #ifdef _WIN32
     unsigned long pid; /* dwOwningPid */
 #else

@@ -6,6 +6,7 @@
 #include "linux.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <arpa/inet.h>
 
 /* ------------------------------------------------- port inspection */
@@ -32,9 +33,17 @@ static void list_cb(const struct inet_diag_msg *m, void *ctx)
         c->items = p;
         c->cap = cap;
     }
-    c->items[c->n++] = (portres_port_socket){
-        c->family, m->idiag_state, ntohs(m->id.idiag_sport), m->idiag_uid, m->idiag_inode,
-    };
+    portres_port_socket *s = &c->items[c->n++];
+    memset(s, 0, sizeof *s);
+    s->family = c->family;
+    s->state = m->idiag_state;
+    s->port = ntohs(m->id.idiag_sport);
+    /* idiag_src/idiag_dst are __be32[4]: the address bytes as they are. */
+    memcpy(s->local, m->id.idiag_src, c->family == AF_INET ? 4 : 16);
+    memcpy(s->remote, m->id.idiag_dst, c->family == AF_INET ? 4 : 16);
+    s->remote_port = ntohs(m->id.idiag_dport);
+    s->uid = m->idiag_uid;
+    s->inode = m->idiag_inode;
 }
 
 int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_socket **out,

@@ -123,8 +123,11 @@ static int fetch_table(int protocol, ULONG family, void **table, DWORD *size)
 /* Append to a growing array (calloc + copy: no realloc, so that the Wine
  * test's heap accounting sees every block). */
 static int append_socket(portres_port_socket **arr, size_t *len, size_t *cap, int family, int state,
-                         unsigned port, unsigned long pid)
+                         unsigned port, unsigned long pid, const void *local, const void *remote,
+                         DWORD remote_port)
 {
+    size_t alen = family == AF_INET ? 4 : 16;
+
     portres_port_socket *bigger;
 
     if (*len == *cap) {
@@ -142,6 +145,12 @@ static int append_socket(portres_port_socket **arr, size_t *len, size_t *cap, in
     (*arr)[*len].state = state;
     (*arr)[*len].port = port;
     (*arr)[*len].pid = pid;
+    /* calloc zeroed the rest: the addresses, network order as the rows keep them */
+    memcpy((*arr)[*len].local, local, alen);
+    if (remote != NULL) {
+        memcpy((*arr)[*len].remote, remote, alen);
+        (*arr)[*len].remote_port = table_port(remote_port);
+    }
     (*len)++;
     return 0;
 }
@@ -176,7 +185,8 @@ static int parse_table(int protocol, int family, const void *table, DWORD size, 
             if (port >= lo && port <= hi)
                 err = append_socket(arr, len, cap, AF_INET,
                                     portres_tcp_state_from_mib(t->table[i].dwState), port,
-                                    t->table[i].dwOwningPid);
+                                    t->table[i].dwOwningPid, &t->table[i].dwLocalAddr,
+                                    &t->table[i].dwRemoteAddr, t->table[i].dwRemotePort);
         }
     } else if (protocol == PORTRES_TCP) {
         const MIB_TCP6TABLE_OWNER_PID *t = (const MIB_TCP6TABLE_OWNER_PID *)table;
@@ -187,7 +197,8 @@ static int parse_table(int protocol, int family, const void *table, DWORD size, 
             if (port >= lo && port <= hi)
                 err = append_socket(arr, len, cap, AF_INET6,
                                     portres_tcp_state_from_mib(t->table[i].dwState), port,
-                                    t->table[i].dwOwningPid);
+                                    t->table[i].dwOwningPid, t->table[i].ucLocalAddr,
+                                    t->table[i].ucRemoteAddr, t->table[i].dwRemotePort);
         }
     } else if (family == AF_INET) {
         const MIB_UDPTABLE_OWNER_PID *t = (const MIB_UDPTABLE_OWNER_PID *)table;
@@ -196,7 +207,8 @@ static int parse_table(int protocol, int family, const void *table, DWORD size, 
         for (i = 0; i < t->dwNumEntries && !err; i++) {
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
-                err = append_socket(arr, len, cap, AF_INET, 7, port, t->table[i].dwOwningPid);
+                err = append_socket(arr, len, cap, AF_INET, 7, port, t->table[i].dwOwningPid,
+                                    &t->table[i].dwLocalAddr, NULL, 0);
         }
     } else {
         const MIB_UDP6TABLE_OWNER_PID *t = (const MIB_UDP6TABLE_OWNER_PID *)table;
@@ -205,7 +217,8 @@ static int parse_table(int protocol, int family, const void *table, DWORD size, 
         for (i = 0; i < t->dwNumEntries && !err; i++) {
             port = table_port(t->table[i].dwLocalPort);
             if (port >= lo && port <= hi)
-                err = append_socket(arr, len, cap, AF_INET6, 7, port, t->table[i].dwOwningPid);
+                err = append_socket(arr, len, cap, AF_INET6, 7, port, t->table[i].dwOwningPid,
+                                    t->table[i].ucLocalAddr, NULL, 0);
         }
     }
     return err;

@@ -123,7 +123,7 @@ def test_cli_check_explains_each_cause(env):
     assert "persistent" in kinds["portres_persistent"]
     assert "made by portres" in rep["portres_persistent"]["reasons"][0]["message"]
     assert "not made by portres" in rep["foreign_persistent"]["reasons"][0]["message"]
-    assert out["runtime"]["rc"] == 1 and not rep["runtime"]["can_bind"] and "bound" in kinds["runtime"]
+    assert out["runtime"]["rc"] == 1 and not rep["runtime"]["can_bind"] and "reservation" in kinds["runtime"]
     assert "python" in out["runtime_text"]["out"] and "runtime reservation" in out["runtime_text"]["out"]
     assert out["listener"]["rc"] == 1 and "listener" in kinds["listener"]
     assert out["privileged"]["rc"] == 1 and "privileged" in kinds["privileged"]
