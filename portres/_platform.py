@@ -23,7 +23,7 @@ CONTRACT = (
     "check_reasons", "condition_code", "create_persistent", "delete_persistent",
     "ephemeral_range", "error_code", "knows_persistent", "list_persistent", "lookup_persistent",
     "persistent_entries", "persistent_explanation", "port_sockets", "watch",
-    "EPHEMERAL_RANGE_NAME", "EPHEMERAL_RANGE_SETTING", "RUN_UNSUPPORTED", "wait_trio_event",
+    "rebuild", "ASSOCIATE_DENIED", "EPHEMERAL_RANGE_NAME", "EPHEMERAL_RANGE_SETTING", "RUN_UNSUPPORTED", "wait_trio_event",
 )
 
 __all__ = ["CONTRACT", "WINDOWS", "backend"]
