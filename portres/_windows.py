@@ -159,7 +159,7 @@ def rebuild(exc: OSError, message: str) -> OSError:
     code = _SAME_AS_LINUX.get(winerror or 0, exc.errno)
     new = OSError(code, message, exc.filename)
     if winerror is not None:
-        new.winerror = winerror  # type: ignore[misc,unused-ignore]
+        new.winerror = winerror  # type: ignore[attr-defined,misc,unused-ignore]
     return new
 
 
