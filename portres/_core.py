@@ -407,6 +407,8 @@ def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:
                        "ENOENT: no such reservation")
     if is_code(exc, "EPROTOTYPE"):
         return explain(exc, what, "the socket's type does not match the reservation's protocol")
+    if is_code(exc, "EACCES") and backend.ASSOCIATE_DENIED:
+        return explain(exc, what, backend.ASSOCIATE_DENIED)
     if is_code(exc, "EOPNOTSUPP"):
         return explain(exc, what, "not a TCP/UDP socket (AF_INET or AF_INET6, stream or "
                        "datagram), or the provider lacks support")

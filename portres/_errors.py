@@ -20,7 +20,6 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None,
     "WHAT failed: DETAIL (system message); hint", with EXC's errno,
     winerror and filename (the call that failed).  SYSTEM replaces the
     system message where it would mislead (ENOENT's "No such file")."""
-    winerror = getattr(exc, "winerror", None)
     code = backend.error_code(exc)
     parts = [f"{what} failed"]
     if detail:
@@ -32,10 +31,9 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None,
         parts.append(f"; {hint}")
     message = "".join(parts)
     # filename: the call that failed, as the C layer named it.
-    if winerror is not None:
-        new = OSError(exc.errno, message, exc.filename, winerror)
-    else:
-        new = OSError(exc.errno, message, exc.filename)
+    # The class is the backend's (the same on both platforms for the same
+    # cause); winerror is kept as an attribute.
+    new = backend.rebuild(exc, message)
     for name in ("conflict_port",):
         if hasattr(exc, name):
             setattr(new, name, getattr(exc, name))
@@ -45,4 +43,8 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None,
 def is_code(exc: OSError, condition: str) -> bool:
     """Whether EXC is CONDITION (a key of the backend's CODES, named after
     the POSIX errno: "EADDRINUSE"...) on this platform."""
-    return backend.condition_code(exc) == backend.CODES[condition]
+    # Never a match on a missing code: an OSError without winerror (or a
+    # condition this platform never reports) is not that condition.
+    code = backend.condition_code(exc)
+    expected = backend.CODES[condition]
+    return code is not None and expected is not None and code == expected

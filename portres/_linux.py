@@ -153,6 +153,14 @@ CODES: Dict[str, Optional[int]] = {
 HINTS: Dict[int, str] = {}
 
 
+def rebuild(exc: OSError, message: str) -> OSError:
+    """EXC with MESSAGE (errno, and so the class, and filename kept)."""
+    return OSError(exc.errno, message, exc.filename)
+
+
+ASSOCIATE_DENIED: Optional[str] = None  # Linux's associate never needs privilege
+
+
 def acquire_denied_detail(start: int, count: int) -> Optional[str]:
     """Why acquiring START..START+COUNT-1 was refused (EACCES)."""
     return (f"the block {start}-{start + count - 1} needs privileges "

@@ -26,6 +26,7 @@ CONTRACT = (
     "persistent_entries", "persistent_explanation", "port_sockets", "watch",
     "EPHEMERAL_RANGE_NAME", "EPHEMERAL_RANGE_SETTING", "RUN_UNSUPPORTED", "wait_trio_event",
     "runtime_opened", "runtime_closed", "runtime_reservations", "RUNTIME_SCOPE", "SERVER_REUSEADDR",
+    "rebuild", "ASSOCIATE_DENIED",
 )
 
 __all__ = ["CONTRACT", "WINDOWS", "backend"]

@@ -10,6 +10,7 @@ through `_portres` at call time.
 
 from __future__ import annotations
 
+import errno as _errno
 import ntpath
 import sys
 import warnings
@@ -45,7 +46,13 @@ def check_build() -> None:
     if _build_checked:
         return
     _build_checked = True
-    build = sys.getwindowsversion().build  # type: ignore[attr-defined,unused-ignore]
+    real = getattr(_portres, "windows_build", None)
+    if real is not None:
+        build = int(real()[2])  # RtlGetVersion: the running system's build
+    else:
+        # A module without windows_build(): sys.getwindowsversion() reports
+        # the manifest-emulated version (9200 without a Windows 10 manifest).
+        build = sys.getwindowsversion().build  # type: ignore[attr-defined,unused-ignore]
     if build < WINDOWS_MIN_BUILD:
         warnings.warn(
             f"Windows build {build} predates Windows 10 1809 (build {WINDOWS_MIN_BUILD}); "
@@ -176,11 +183,11 @@ CODES: Dict[str, Optional[int]] = {
     "EACCES": WSAEACCES,
     "EADDRINUSE": WSAEADDRINUSE,
     "EADDRNOTAVAIL": 10049,   # WSAEADDRNOTAVAIL
-    "EAFNOSUPPORT": None,
-    "EBADF": None,
-    "EISCONN": None,
-    "EMFILE": None,
-    "ENOENT": None,
+    "EAFNOSUPPORT": 10047,    # WSAEAFNOSUPPORT (WSASocketW of the block's socket)
+    "EBADF": 10009,           # WSAEBADF: the binding's "reservation closed"
+    "EISCONN": 10056,         # WSAEISCONN
+    "EMFILE": 10024,          # WSAEMFILE
+    "ENOENT": 1168,           # ERROR_NOT_FOUND
     "ENOTSOCK": WSAENOTSOCK,
     "EOPNOTSUPP": WSAEOPNOTSUPP,
     "EPERM": None,   # Linux's uid check of a bind from a block: no Windows counterpart
@@ -203,6 +210,29 @@ HINTS: Dict[int, str] = {
     WSAEINVAL: "invalid argument: a socket must be associated before it is bound, and "
     "the token must be a live reservation",
 }
+
+
+# Winerror -> the errno Linux reports for the same cause, which picks the
+# same OSError subclass there (CPython maps ERROR_NOT_FOUND to EINVAL, a
+# plain OSError, and ERROR_SHARING_VIOLATION to EACCES, a PermissionError).
+_SAME_AS_LINUX: Dict[int, int] = {
+    1168: _errno.ENOENT,       # ERROR_NOT_FOUND: FileNotFoundError
+    32: _errno.EADDRINUSE,     # ERROR_SHARING_VIOLATION (overlap, in use): OSError
+}
+
+
+def rebuild(exc: OSError, message: str) -> OSError:
+    """EXC with MESSAGE: the class Linux raises for the cause, winerror kept."""
+    winerror: Optional[int] = getattr(exc, "winerror", None)
+    code = _SAME_AS_LINUX.get(winerror or 0, exc.errno)
+    new = OSError(code, message, exc.filename)
+    if winerror is not None:
+        new.winerror = winerror  # type: ignore[attr-defined,misc,unused-ignore]
+    return new
+
+
+ASSOCIATE_DENIED = ("associating with a persistent reservation's token needs an elevated "
+                    "administrator: run as administrator (or a requireAdministrator manifest)")
 
 
 def acquire_denied_detail(start: int, count: int) -> Optional[str]:
