@@ -60,7 +60,8 @@ def _socket_info(fd: int) -> Tuple[int, int, int]:
 def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int = 0) -> OSError:
     blk = f"{res.start}-{res.start + res.count - 1}" if res is not None else "the reserved block"
     if is_code(exc, "EADDRINUSE"):
-        detail = (f"port {port} of the block {blk} is already handed out" if port else
+        of = f"of the block {blk}" if res is not None else "of its reserved block"
+        detail = (f"port {port} {of} is already handed out" if port else
                   f"no free port left in the reserved block {blk}; close a socket bound "
                   f"from it or acquire a larger block")
     elif is_code(exc, "EISCONN"):
@@ -103,14 +104,15 @@ class Reservation:
     def closed(self) -> bool:
         return bool(self._res.closed)
 
-    def socket(self, family: int = socket.AF_INET, host: str = "") -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, host: str = "", port: int = 0) -> socket.socket:
         """A new socket of this reservation's protocol, bound to a free port
-        of the block on HOST ("" = all addresses of FAMILY)."""
+        of the block on HOST ("" = all addresses of FAMILY), or to PORT when
+        it is not 0 (a port of the block)."""
         # Fast path (Linux): the socket is made here exactly as
         # socket.socket() makes it, then bound in the block by C with no
         # check (it is new) and no getsockname() to wrap a descriptor.
-        if (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6) \
-                and host.__class__ is str and _HAS_BIND_NEW:
+        if port.__class__ is int and port == 0 and _HAS_BIND_NEW and host.__class__ is str and \
+                (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6):
             res = self._res
             sock = None
             try:
@@ -132,12 +134,21 @@ class Reservation:
         if self._res.closed:
             raise ValueError(f"{self!r} is closed")
         family = check.family(family)
+        port = self._port_of_block(port)
         h, flowinfo, scope_id = _numeric_host(family, check.host(host))
         try:
-            fd, _port = self._res.socket(family, h, 0, flowinfo, scope_id)
+            fd, _port = self._res.socket(family, h, port, flowinfo, scope_id)
         except OSError as exc:
-            raise _bind_error(exc, "binding a new socket from the reservation", self) from None
+            raise _bind_error(exc, "binding a new socket from the reservation", self, port) from None
         return socket.socket(family, self._type, 0, fd)
+
+    def _port_of_block(self, port: Any) -> int:
+        """PORT checked: 0 (any free port) or a port of this block."""
+        port = check.port(port)
+        if port and port not in self.ports:
+            raise ValueError(f"port {port} is outside the reserved block "
+                             f"{self.start}-{self.start + self.count - 1}")
+        return port
 
     def bind(self, sock: Any, host: str = "") -> int:
         """Bind the unbound SOCK to a free port of the block on HOST and
