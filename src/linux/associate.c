@@ -56,7 +56,9 @@ int portres_associate(portres_socket s, uint64_t token)
     if (b) {
         err = type != sock_type_for(b->protocol)
                   ? portres_fail(EPROTOTYPE, "associate_port_reservation")
-                  : record_association(dev, ino, token, 0, 0);
+                  : confine_autobind(s, b->start, b->count);
+        if (!err)
+            err = record_association(dev, ino, token, 0, 0);
     } else {
         for (i = 0; i < n_persistent && persistent_tokens[i].token != token; i++)
             ;
@@ -64,7 +66,8 @@ int portres_associate(portres_socket s, uint64_t token)
             err = portres_fail(ENOENT, "associate_port_reservation");
         else if (type != sock_type_for(persistent_tokens[i].protocol))
             err = portres_fail(EPROTOTYPE, "associate_port_reservation");
-        else
+        else if (!(err =
+                       confine_autobind(s, persistent_tokens[i].start, persistent_tokens[i].count)))
             err = record_association(dev, ino, token, persistent_tokens[i].start,
                                      persistent_tokens[i].count);
     }

@@ -15,6 +15,7 @@
  *   reclaim.c       giving handed-out ports back (epoll tracking, dumps)
  *   bind.c          binding a caller's socket in a block
  *   associate.c     the raw calls: associate, release, bind
+ *   outbound.c      an associated socket's automatic port choice kept in its block
  *   inspect.c       the sockets on a range of ports
  *   overlapped.c    the overlapped shape (every operation completes at once)
  *
@@ -189,6 +190,12 @@ void bpf_atfork_child(void);
 
 void handed_out(portres_block *b, unsigned i, int fd, int family);
 int reclaim(portres_block *b, unsigned *freed);
+
+/* ------------------------------------------------------------- outbound.c */
+
+/* An associated socket's automatic port choice narrowed to [START,
+ * START+COUNT) where the kernel can (IP_LOCAL_PORT_RANGE); 0 or errno. */
+int confine_autobind(int fd, unsigned start, unsigned count);
 
 /* ----------------------------------------------------------------- bind.c */
 
