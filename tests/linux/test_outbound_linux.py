@@ -112,7 +112,7 @@ def test_plain_bind_to_port_zero_of_an_associated_socket_never_leaves_the_block(
         for bind_host in ("", host):
             with socket.socket(family, kind) as s:
                 portres.associate(s, res.token)
-                _assert_in_block_or_loud(res, s, lambda: s.bind((bind_host, 0)), {errno.EADDRINUSE})
+                _assert_in_block_or_loud(res, s, lambda h=bind_host: s.bind((h, 0)), {errno.EADDRINUSE})
 
 
 @needs_range
@@ -125,4 +125,3 @@ def test_the_range_is_the_blocks_and_portres_connect_still_works():
             portres.connect(s, srv.getsockname())
             assert s.getsockname()[1] in res.ports
             srv.accept()[0].close()
-
