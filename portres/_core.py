@@ -175,14 +175,15 @@ class Reservation:
     def closed(self) -> bool:
         return bool(self._res.closed)
 
-    def socket(self, family: int = socket.AF_INET, host: str = "") -> socket.socket:
+    def socket(self, family: int = socket.AF_INET, host: str = "", port: int = 0) -> socket.socket:
         """A new socket of this reservation's protocol, bound to a free port
-        of the block on HOST ("" = all addresses of FAMILY)."""
+        of the block on HOST ("" = all addresses of FAMILY), or to PORT when
+        it is not 0 (a port of the block)."""
         # Fast path (Linux): the socket is made here exactly as
         # socket.socket() makes it, then bound in the block by C with no
         # check (it is new) and no getsockname() to wrap a descriptor.
-        if (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6) \
-                and host.__class__ is str and _HAS_BIND_NEW:
+        if port.__class__ is int and port == 0 and _HAS_BIND_NEW and host.__class__ is str and \
+                (family is _AF_INET or family is _AF_INET6 or family is _INET or family is _INET6):
             res = self._res
             sock = None
             try:
@@ -207,14 +208,23 @@ class Reservation:
         if self._res.closed:
             raise ValueError(f"{self!r} is closed")
         family = check.family(family)
+        port = self._port_of_block(port)
         h, flowinfo, scope_id = _numeric_host(family, check.host(host))
         try:
-            fd, _port = self._res.socket(family, h, 0, flowinfo, scope_id)
+            fd, _port = self._res.socket(family, h, port, flowinfo, scope_id)
         except OSError as exc:
             uid = _socket_uid(-1) if is_code(exc, "EPERM") else None   # the new socket's: ours
-            raise _bind_error(exc, "binding a new socket from the reservation", self,
+            raise _bind_error(exc, "binding a new socket from the reservation", self, port,
                               sock_uid=uid) from None
         return socket.socket(family, self._type, 0, fd)
+
+    def _port_of_block(self, port: Any) -> int:
+        """PORT checked: 0 (any free port) or a port of this block."""
+        number = check.port(port)
+        if number and number not in self.ports:
+            raise ValueError(f"port {number} is outside the reserved block "
+                             f"{self.start}-{self.start + self.count - 1}")
+        return number
 
     def bind(self, sock: Any, host: str = "") -> int:
         """Bind the unbound SOCK to a free port of the block on HOST and

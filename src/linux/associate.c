@@ -57,7 +57,7 @@ int portres_associate(portres_socket s, uint64_t token)
         err = portres_fail(ENOENT, "associate_port_reservation");
     else if (type != sock_type_for(b->protocol))
         err = portres_fail(EPROTOTYPE, "associate_port_reservation");
-    else
+    else if (!(err = confine_autobind(s, b->start, b->count)))
         err = record_association(dev, ino, token, 0, 0);
     pthread_mutex_unlock(&registry_lock);
     return err;
@@ -78,6 +78,8 @@ int portres_associate_range(portres_socket s, int protocol, unsigned start, unsi
         return err;
     if (type != sock_type_for(protocol))
         return portres_fail(EPROTOTYPE, "associate_range");
+    if ((err = confine_autobind(s, start, count)))
+        return err;
     pthread_mutex_lock(&registry_lock);
     err = record_association(dev, ino, 0, start, count); /* token 0: no runtime block */
     pthread_mutex_unlock(&registry_lock);

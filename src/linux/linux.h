@@ -15,6 +15,7 @@
  *   reclaim.c       giving handed-out ports back (epoll items, destroy messages)
  *   bind.c          binding a caller's socket in a block
  *   associate.c     the raw calls: associate, release, bind
+ *   outbound.c      an associated socket's automatic port choice kept in its block
  *   inspect.c       the sockets on a range of ports
  *   overlapped.c    the overlapped shape (every operation completes at once)
  *
@@ -198,6 +199,12 @@ void handed_out(portres_block *b, unsigned i, int family);
  * counts them.  Block locked.  Returns 0, or errno when the ports could not
  * be checked (then nothing is freed that is not known to be free). */
 int reclaim(portres_block *b, unsigned *freed);
+
+/* ------------------------------------------------------------- outbound.c */
+
+/* An associated socket's automatic port choice narrowed to [START,
+ * START+COUNT) where the kernel can (IP_LOCAL_PORT_RANGE); 0 or errno. */
+int confine_autobind(int fd, unsigned start, unsigned count);
 
 /* ----------------------------------------------------------------- bind.c */
 
