@@ -21,8 +21,8 @@ find "$work/tests" -name __pycache__ -prune -exec rm -rf {} +
 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check --only-binary=:all: pytest hypothesis
 "$work/venv/bin/python" -m pip install -q --disable-pip-version-check "$root"
 unset PYTHON_GIL
+cd "$work"   # out of the source tree: import the installed build
 "$work/venv/bin/python" -c 'import sys, portres
 assert not sys._is_gil_enabled(), "importing portres turned the GIL on"
 print("free-threaded", sys.version.split()[0], "GIL off after import portres")'
-cd "$work"
 PORTRES_HAMMER_SECONDS=${PORTRES_HAMMER_SECONDS:-10} "$work/venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
