@@ -356,6 +356,16 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
     s = WSASocketW(family, type, ipproto, NULL, 0, PORTRES_WSA_FLAGS);
     if (s == INVALID_SOCKET)
         return PORTRES_FAIL_WSA("WSASocketW");
+    if (family == AF_INET6) {
+        /* The documented default of res.socket(AF_INET6) is dual-stack on
+         * both platforms; Windows' own default is IPv6-only. */
+        DWORD off = 0;
+        if (setsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (const char *)&off, sizeof off)) {
+            err = PORTRES_FAIL_WSA("setsockopt(IPV6_V6ONLY)");
+            closesocket(s);
+            return err;
+        }
+    }
     err = portres_block_bind(b, s, addr, addrlen, port);
     if (err) {
         closesocket(s);
