@@ -59,26 +59,43 @@ static int placeholder_behind(portres_block *b, unsigned i)
     return 0;
 }
 
-/* Bind FD to port index I of B, block locked.  APART: a UDP caller that
- * does not join the main placeholder's group (see placeholder_behind()). */
-static int bind_index(portres_block *b, int fd, struct sockaddr *sa, socklen_t len, unsigned i,
-                      int v6only, int wildcard, int apart)
+/* One bind request: the caller's socket, the address (its port set per
+ * try), the sides of a port it takes (NEED) and its UDP form. */
+struct request {
+    int fd;
+    struct sockaddr *sa;
+    socklen_t len;
+    unsigned need; /* SIDE4 | SIDE6 */
+    int v6only, wildcard, apart;
+    int flex; /* a fresh AF_INET6 socket: made V6ONLY on a port whose IPv4 side is taken */
+};
+
+/* Bind R's socket to port index I of B, block locked.  APART: a UDP caller
+ * that does not join the main placeholder's group (see
+ * placeholder_behind()); so is a V6ONLY one on a port that keeps its
+ * dual-stack placeholder (its IPv4 side is handed out: see layout_udp()). */
+static int bind_index(portres_block *b, const struct request *r, unsigned i)
 {
-    int err;
-    if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, sa->sa_family, v6only, wildcard)))
+    int err, family = r->sa->sa_family, apart = r->apart;
+    /* The IPv6 side alone is slot COUNT + I; anything taking IPv4 is slot I. */
+    unsigned slot = r->need & SIDE4 ? i : b->count + i;
+    if (b->protocol == PORTRES_UDP && (err = layout_udp(b, i, family, r->v6only, r->wildcard)))
         return err;
-    set_port(sa, b->start + i);
-    if ((err = track_handout(b, i, fd))) /* tracked from before the bind, or refused */
+    if (b->protocol == PORTRES_UDP && family == AF_INET6 && b->family == AF_INET6 && r->v6only
+        && r->wildcard && !(b->state[i] & PORT_PAIR))
+        apart = 1;
+    set_port(r->sa, b->start + i);
+    if ((err = track_handout(b, slot, r->fd))) /* tracked from before the bind, or refused */
         return err;
-    if (bind(fd, sa, len)) {
+    if (bind(r->fd, r->sa, r->len)) {
         err = lx_fail("bind");
-        untrack_handout(b, i, fd);
+        untrack_handout(b, slot, r->fd);
         return err;
     }
-    handed_out(b, i, sa->sa_family);
+    handed_out(b, slot, family);
     if (b->protocol == PORTRES_UDP
-        && (err = apart ? placeholder_behind(b, i)
-                        : steer_udp(b, i, sa->sa_family, v6only, wildcard)))
+        && (err =
+                apart ? placeholder_behind(b, i) : steer_udp(b, i, family, r->v6only, r->wildcard)))
         return err; /* rare (EMFILE, ENOMEM); the socket stays bound, see caller */
     return 0;
 }
@@ -97,71 +114,134 @@ static int owner_differs(const portres_block *b, unsigned i, int fd)
     return mine.st_uid != ph.st_uid ? portres_fail(EPERM, "bind") : 0;
 }
 
+/* R's socket becomes V6ONLY to take only port I's IPv6 side (R->flex, the
+ * IPv4 side is taken).  Returns 0 or errno. */
+static int take_v6_side(struct request *r)
+{
+    int err;
+    if (r->need == SIDE6)
+        return 0;
+    if ((err = set_int(r->fd, IPPROTO_IPV6, IPV6_V6ONLY, 1)))
+        return err;
+    r->need = SIDE6;
+    r->v6only = 1;
+    return 0;
+}
+
+/* Port index I refused R's bind with EADDRINUSE: a socket of our uid
+ * shares it by SO_REUSEPORT outside portres; leave R's sides of it to that
+ * socket until the next reclaim. */
+static void leave_taken(portres_block *b, const struct request *r, unsigned i)
+{
+    if (r->need & SIDE4)
+        b->state[i] =
+            (unsigned char)((b->state[i] & ~PORT_V6) | PORT_USED | (r->need & SIDE6 ? PORT_V6 : 0));
+    else if (b->state6)
+        b->state6[i] |= PORT_USED;
+}
+
+/* Try the ports of B from its cursor for R.  PARTIAL: the ports with one
+ * side taken whose other side R fits (else only wholly free ports).
+ * Returns 0 (bound), EADDRINUSE (no port fits), or another errno. */
+static int scan(portres_block *b, struct request *r, int partial)
+{
+    unsigned n, i;
+    int err = portres_fail(EADDRINUSE, "bind");
+    for (n = 0; n < b->count; n++) {
+        unsigned taken;
+        i = (b->cursor + n) % b->count;
+        taken = port_sides(b, i);
+        if (!partial ? taken != 0 : r->flex ? taken != SIDE4 : !taken || (taken & r->need))
+            continue;
+        if (partial && r->flex && (err = take_v6_side(r)))
+            return err;
+        err = bind_index(b, r, i);
+        if (err == EADDRINUSE && owner_differs(b, i, r->fd))
+            return EPERM; /* every port would refuse it: say why */
+        if (err == EADDRINUSE) {
+            leave_taken(b, r, i);
+            continue;
+        }
+        if (!err)
+            b->cursor = (i + 1) % b->count;
+        return err;
+    }
+    return err;
+}
+
+/* Bind to port index I of B, as R asks, reclaiming while a side R needs is
+ * taken.  A fresh AF_INET6 socket (R->flex) takes both sides when it can,
+ * else the IPv6 side (V6ONLY). */
+static int bind_port(portres_block *b, struct request *r, unsigned i)
+{
+    unsigned freed, taken;
+    int err, rerr = 0;
+    /* One reclaim may give back one side of the port and not (yet) the
+     * other: go on while each gives something back. */
+    while ((taken = port_sides(b, i)) & r->need) {
+        rerr = reclaim(b, &freed);
+        if (!freed)
+            break;
+    }
+    if (r->flex && taken == SIDE4 && (err = take_v6_side(r)))
+        return err;
+    if (taken & r->need)
+        return rerr ? rerr : portres_fail(EADDRINUSE, "bind"); /* could not tell: say why */
+    err = bind_index(b, r, i);
+    if (err == EADDRINUSE && owner_differs(b, i, r->fd))
+        err = EPERM;
+    return err;
+}
+
 /* Bind FD in B: a free port, or the port of ADDR when it is not 0.  Called
  * with B locked; the caller's SO_REUSEPORT is already set.  FRESH: FD is a
- * socket the binding just created (dual-stack, set by bind_in_block()). */
+ * socket the binding just created (dual-stack, set by bind_in_block()).
+ *
+ * A port-0 request takes a wholly free port first, reclaiming if there is
+ * none, and only then a port whose other side is taken (a V6ONLY socket
+ * beside an AF_INET one, or the other way round): a server opening
+ * 0.0.0.0 and [::] sockets on one port asks for that port. */
 static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, socklen_t addrlen,
                                 unsigned *port_out, int fresh)
 {
-    unsigned want = get_port(sa), n, i, pass, freed = 0;
-    int err, v6only, wildcard, apart = 0;
+    unsigned want = get_port(sa), freed = 0;
+    int err, family = sa->sa_family;
+    struct request r;
 
     if (b->closed)
         return portres_fail(EBADF, "bind");
     if (want && (want < b->start || want - b->start >= b->count))
         return portres_fail(EADDRNOTAVAIL, "bind");
-    /* Only a UDP layout depends on these (TCP placeholders never take a
-     * connection, whatever the caller's socket is). */
-    v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 || fresh
-                 ? 0
-                 : socket_v6only(fd, sa->sa_family);
-    wildcard = is_wildcard(sa);
-    if (b->protocol == PORTRES_UDP && sa->sa_family == AF_INET6 && b->family == AF_INET6) {
+    r.fd = fd;
+    r.sa = sa;
+    r.len = addrlen;
+    r.apart = 0;
+    /* (not on an IPv4-mapped address, which a V6ONLY socket cannot bind) */
+    r.flex = fresh && family == AF_INET6
+             && !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
+    r.v6only = family == AF_INET6 && !fresh && socket_v6only(fd, family);
+    r.need = family != AF_INET6 ? SIDE4 : r.v6only ? SIDE6 : SIDE4 | SIDE6;
+    r.wildcard = is_wildcard(sa);
+    if (b->protocol == PORTRES_UDP && family == AF_INET6 && b->family == AF_INET6) {
         if (is_v4mapped_any(sa)) /* ties with the dual-stack placeholder on IPv4 */
-            apart = wildcard = 1, v6only = 0;
-        else if (wildcard && !fresh)
-            apart = socket_has_device(fd);
+            r.apart = r.wildcard = 1, r.flex = 0;
+        else if (r.wildcard && !fresh)
+            r.apart = socket_has_device(fd);
     }
     if (want) {
-        i = want - b->start;
-        if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
-            return err; /* could not tell: say why, not "in use" */
-        err = (b->state[i] & PORT_USED)
-                  ? portres_fail(EADDRINUSE, "bind")
-                  : bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
-        if (err == EADDRINUSE && !(b->state[i] & PORT_USED) && owner_differs(b, i, fd))
-            err = EPERM;
+        err = bind_port(b, &r, want - b->start);
     } else {
-        err = portres_fail(EADDRINUSE, "bind");
-        for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
-            if (pass == 1) {
-                int rerr = reclaim(b, &freed);
-                if (!freed) {
-                    if (rerr)
-                        err = rerr; /* could not tell: say why, not "block full" */
-                    break;
-                }
-            }
-            for (n = 0; n < b->count; n++) {
-                i = (b->cursor + n) % b->count;
-                if (b->state[i] & PORT_USED)
-                    continue;
-                err = bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
-                if (err == EADDRINUSE && owner_differs(b, i, fd)) {
-                    err = EPERM; /* every port would refuse it: say why */
-                    break;
-                }
-                if (err == EADDRINUSE) {
-                    /* a socket of our uid shares the port by SO_REUSEPORT
-                     * outside portres: leave the port to it */
-                    b->state[i] |= PORT_USED;
-                    continue;
-                }
-                if (!err)
-                    b->cursor = (i + 1) % b->count;
-                break;
-            }
+        int rerr = 0;
+        err = scan(b, &r, 0);
+        if (err == EADDRINUSE) {
+            rerr = reclaim(b, &freed);
+            if (freed)
+                err = scan(b, &r, 0);
         }
+        if (err == EADDRINUSE && (r.flex || r.need != (SIDE4 | SIDE6)))
+            err = scan(b, &r, 1);
+        if (err == EADDRINUSE && rerr)
+            err = rerr; /* could not tell: say why, not "block full" */
     }
     if (!err)
         *port_out = get_port(sa);

@@ -161,7 +161,18 @@ int attach_ret(int fd, int optname, unsigned k)
  *
  * A pair is made with SO_REUSEPORT before bind so each forms a group at
  * once and is steered now; the layout is switched by binding the new
- * placeholders before closing the old, so the port is never unheld. */
+ * placeholders before closing the old, so the port is never unheld.
+ *
+ * Not while the port's IPv4 side is handed out (a V6ONLY caller beside an
+ * AF_INET socket): a new AF_INET placeholder would join that socket's
+ * group behind it ("return 1" would then pick the placeholder) or, on
+ * another address or device, go ahead of it in the port's hash chain (an
+ * AF_INET socket is added at the head) and take its datagrams.  The port
+ * keeps its dual-stack placeholder then, and bind_index() puts it behind
+ * the V6ONLY caller instead (placeholder_behind()).  A pair is only made
+ * on a port whose IPv4 side is free, so its AF_INET placeholder is always
+ * first in its group and in the chain, and an AF_INET caller joining it
+ * later is index 1, as steered. */
 int layout_udp(portres_block *b, unsigned i, int family, int v6only, int wildcard)
 {
     unsigned port = b->start + i;
@@ -172,6 +183,8 @@ int layout_udp(portres_block *b, unsigned i, int family, int v6only, int wildcar
     want_pair = v6only;
     if (want_pair == !!(b->state[i] & PORT_PAIR))
         return 0;
+    if (want_pair && (port_sides(b, i) & SIDE4))
+        return 0; /* see above: the dual-stack placeholder goes behind */
     shared_prog_check(0, 1);
     shared_prog_check(1, 1);
     if (want_pair) {

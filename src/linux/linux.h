@@ -95,6 +95,15 @@ enum {
     PORT_LOSSY = 128,  /* TRACKED, but its destroy message may never come */
 };
 
+/* The two hand-out sides of a port.  An AF_INET socket takes the IPv4
+ * side, a V6ONLY AF_INET6 socket the IPv6 side, a dual-stack AF_INET6 one
+ * both: so 0.0.0.0:p and a V6ONLY [::]:p are two hand-outs of port p, as a
+ * server listening on both has them.  Each hand-out is tracked in a slot:
+ * slot I (state[I], the sockets that take the IPv4 side, PORT_V6 when that
+ * is a dual-stack one holding both) or slot COUNT + I (state6[I], a V6ONLY
+ * socket); cookies[] and the epoll item data are by slot. */
+enum { SIDE4 = 1, SIDE6 = 2 };
+
 struct portres_block {
     pthread_mutex_t lock;
     struct portres_block *next; /* registry or unlisted list, under registry_lock */
@@ -102,19 +111,22 @@ struct portres_block {
     unsigned start, count;
     int protocol;
     int closed;
-    int family;      /* of the main placeholders */
-    unsigned cursor; /* next port index to try */
-    int *fds;        /* main placeholder per port */
-    int *fds4;       /* UDP PAIR mode: AF_INET placeholder, or -1 */
-    unsigned char *state;
-    uint64_t *cookies; /* per port: SO_COOKIE of the socket it was handed to */
-    int epfd;          /* release tracking (see reclaim.c), or -1 */
-    int infofd;        /* /proc/self/fdinfo/<epfd>, or -1 */
-    int diagfd;        /* NETLINK_SOCK_DIAG kept for confirming dumps, or -1 */
-    int destroyfd;     /* NETLINK_SOCK_DIAG in the destroy groups (reclaim.c), or -1 */
-    int destroy_state; /* reclaim.c: not set up, on, unavailable */
-    pid_t track_pid;   /* the process infofd describes */
-    int spare;         /* acquire: an unbound socket the next probe reuses, or -1 */
+    int family;            /* of the main placeholders */
+    unsigned cursor;       /* next port index to try */
+    int *fds;              /* main placeholder per port */
+    int *fds4;             /* UDP PAIR mode: AF_INET placeholder, or -1 */
+    unsigned char *state;  /* per port: the IPv4 side (or both), PORT_* */
+    unsigned char *state6; /* per port: the IPv6 side, USED TRACKED CLOSING
+                            * LOSSY V6 only; NULL before the first hand-out
+                            * (allocated with cookies, freed with them) */
+    uint64_t *cookies;     /* per slot: SO_COOKIE of the socket it was handed to */
+    int epfd;              /* release tracking (see reclaim.c), or -1 */
+    int infofd;            /* /proc/self/fdinfo/<epfd>, or -1 */
+    int diagfd;            /* NETLINK_SOCK_DIAG kept for confirming dumps, or -1 */
+    int destroyfd;         /* NETLINK_SOCK_DIAG in the destroy groups (reclaim.c), or -1 */
+    int destroy_state;     /* reclaim.c: not set up, on, unavailable */
+    pid_t track_pid;       /* the process infofd describes */
+    int spare;             /* acquire: an unbound socket the next probe reuses, or -1 */
 };
 
 struct association {
@@ -123,6 +135,23 @@ struct association {
     uint64_t token;
     unsigned range_start, range_count; /* a persistent block; 0 for runtime */
 };
+
+/* The state flags of hand-out slot S of B (see SIDE4). */
+static inline unsigned char *slot_state(portres_block *b, unsigned s)
+{
+    return s < b->count ? &b->state[s] : &b->state6[s - b->count];
+}
+
+/* The sides of port index I handed out now (SIDE4 | SIDE6 bits). */
+static inline unsigned port_sides(const portres_block *b, unsigned i)
+{
+    unsigned t = 0;
+    if (b->state[i] & PORT_USED)
+        t |= b->state[i] & PORT_V6 ? SIDE4 | SIDE6 : SIDE4;
+    if (b->state6 && (b->state6[i] & PORT_USED))
+        t |= SIDE6;
+    return t;
+}
 
 /* ------------------------------------------------------------ registry.c */
 
@@ -188,13 +217,14 @@ void bpf_atfork_child(void);
 /* Tracking descriptors set to -1 (acquire), closed (release, forked child). */
 void reclaim_init(portres_block *b);
 void reclaim_close(portres_block *b);
-/* Before the bind of the caller's FD to port index I: track it (its epoll
- * item, its cookie).  Returns 0, or errno: the hand-out is refused. */
-int track_handout(portres_block *b, unsigned i, int fd);
+/* Before the bind of the caller's FD in hand-out slot S (I, or COUNT + I
+ * for the IPv6 side of port index I): track it (its epoll item, its
+ * cookie).  Returns 0, or errno: the hand-out is refused. */
+int track_handout(portres_block *b, unsigned s, int fd);
 /* The bind after track_handout() failed: forget FD. */
-void untrack_handout(portres_block *b, unsigned i, int fd);
+void untrack_handout(portres_block *b, unsigned s, int fd);
 /* The bind after track_handout() succeeded; the socket is of FAMILY. */
-void handed_out(portres_block *b, unsigned i, int family);
+void handed_out(portres_block *b, unsigned s, int family);
 /* Return to the pool the handed-out ports whose socket is gone; *FREED
  * counts them.  Block locked.  Returns 0, or errno when the ports could not
  * be checked (then nothing is freed that is not known to be free). */

@@ -137,8 +137,10 @@ void reclaim_close(portres_block *b)
  * instance.  Returns 0 or errno (the call recorded). */
 static int start_tracking(portres_block *b)
 {
-    if (!b->cookies && !(b->cookies = calloc(b->count, sizeof *b->cookies)))
+    /* One allocation (freed with cookies): a cookie per slot, then state6. */
+    if (!b->cookies && !(b->cookies = calloc(b->count, 2 * sizeof *b->cookies + 1)))
         return portres_fail(ENOMEM, "calloc");
+    b->state6 = (unsigned char *)(b->cookies + 2 * (size_t)b->count);
     b->epfd = epoll_create1(EPOLL_CLOEXEC);
     if (b->epfd < 0)
         return lx_fail("epoll_create1");
@@ -146,7 +148,14 @@ static int start_tracking(portres_block *b)
     return 0;
 }
 
-int track_handout(portres_block *b, unsigned i, int fd)
+/* The hand-out slots of B now (the IPv6 sides exist once tracking has
+ * started). */
+static unsigned n_slots(const portres_block *b)
+{
+    return b->state6 ? 2 * b->count : b->count;
+}
+
+int track_handout(portres_block *b, unsigned s, int fd)
 {
     struct epoll_event ev;
     uint64_t cookie = 0;
@@ -157,33 +166,42 @@ int track_handout(portres_block *b, unsigned i, int fd)
     if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
         cookie = 0; /* before Linux 4.12: its release is confirmed by a dump */
     memset(&ev, 0, sizeof ev);
-    ev.data.u64 = i;
+    ev.data.u64 = s;
     if (epoll_ctl(b->epfd, EPOLL_CTL_ADD, fd, &ev))
         return lx_fail("epoll_ctl");
-    b->cookies[i] = cookie;
+    b->cookies[s] = cookie;
     return 0;
 }
 
-void untrack_handout(portres_block *b, unsigned i, int fd)
+void untrack_handout(portres_block *b, unsigned s, int fd)
 {
     epoll_ctl(b->epfd, EPOLL_CTL_DEL, fd, NULL);
-    b->cookies[i] = 0;
+    b->cookies[s] = 0;
 }
 
-void handed_out(portres_block *b, unsigned i, int family)
+void handed_out(portres_block *b, unsigned s, int family)
 {
-    b->state[i] =
-        (unsigned char)((b->state[i] & ~(PORT_V6 | PORT_CLOSING | PORT_LOSSY)) | PORT_USED
-                        | PORT_TRACKED | (family == AF_INET6 ? PORT_V6 : 0)
-                        | (b->cookies[i] && b->destroy_state == DESTROY_ON ? 0 : PORT_LOSSY));
+    unsigned char *st = slot_state(b, s);
+    *st = (unsigned char)((*st & ~(PORT_V6 | PORT_CLOSING | PORT_LOSSY)) | PORT_USED | PORT_TRACKED
+                          | (family == AF_INET6 ? PORT_V6 : 0)
+                          | (b->cookies[s] && b->destroy_state == DESTROY_ON ? 0 : PORT_LOSSY));
 }
 
-/* Port index I is back in the pool. */
-static void give_back(portres_block *b, unsigned i, unsigned *freed)
+/* Hand-out slot S is back in the pool. */
+static void give_back(portres_block *b, unsigned s, unsigned *freed)
 {
-    b->state[i] &= (unsigned char)~(PORT_USED | PORT_TRACKED | PORT_CLOSING | PORT_LOSSY);
-    b->cookies[i] = 0;
+    *slot_state(b, s) &= (unsigned char)~(PORT_USED | PORT_TRACKED | PORT_CLOSING | PORT_LOSSY);
+    b->cookies[s] = 0;
     (*freed)++;
+}
+
+/* Every tracked slot of B may have lost its destroy message. */
+static void all_lossy(portres_block *b)
+{
+    unsigned s;
+    for (s = 0; s < n_slots(b); s++)
+        if (*slot_state(b, s) & PORT_TRACKED)
+            *slot_state(b, s) |= PORT_LOSSY;
 }
 
 static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
@@ -196,9 +214,12 @@ static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
         return;
     i = port - b->start;
     /* Another socket on the port (a connection a listener accepted, a
-     * socket bound before) has another cookie. */
-    if ((b->state[i] & PORT_TRACKED) && cookie && b->cookies[i] == cookie)
+     * socket bound before, the other side's socket) has another cookie. */
+    if (cookie && (b->state[i] & PORT_TRACKED) && b->cookies[i] == cookie)
         give_back(b, i, a[1]);
+    else if (cookie && b->state6 && (b->state6[i] & PORT_TRACKED)
+             && b->cookies[b->count + i] == cookie)
+        give_back(b, b->count + i, a[1]);
 }
 
 /* Take in the destroy messages queued for B: the ports whose socket is
@@ -207,14 +228,11 @@ static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
 static void take_destroyed(portres_block *b, unsigned *freed)
 {
     void *ctx[2] = {b, freed};
-    unsigned i;
     if (b->destroyfd < 0)
         return;
     if (diag_destroyed(b->destroyfd, destroyed_cb, ctx) == 0)
         return;
-    for (i = 0; i < b->count; i++) /* ENOBUFS, or the socket failed */
-        if (b->state[i] & PORT_TRACKED)
-            b->state[i] |= PORT_LOSSY;
+    all_lossy(b); /* ENOBUFS, or the socket failed */
 }
 
 /* Tracked ports whose socket's file is released become CLOSING.  Returns
@@ -224,12 +242,12 @@ static int find_released(portres_block *b)
 {
     size_t cap, tracked = 0, items = 0, parsed = 0;
     ssize_t len;
-    unsigned i;
+    unsigned s, slots = n_slots(b);
     char *buf = NULL, *p;
     unsigned char *alive;
 
-    for (i = 0; i < b->count; i++)
-        tracked += (b->state[i] & (PORT_TRACKED | PORT_CLOSING)) == PORT_TRACKED;
+    for (s = 0; s < slots; s++)
+        tracked += (*slot_state(b, s) & (PORT_TRACKED | PORT_CLOSING)) == PORT_TRACKED;
     if (!tracked)
         return 0;
     if (getpid() != b->track_pid) /* a forked child: fdinfo would read the parent's table */
@@ -259,7 +277,7 @@ static int find_released(portres_block *b)
             break;
     }
     buf[len] = '\0';
-    alive = calloc((b->count + 7) / 8, 1);
+    alive = calloc((slots + 7) / 8, 1);
     if (!alive) {
         free(buf);
         return portres_fail(ENOMEM, "calloc");
@@ -271,7 +289,7 @@ static int find_released(portres_block *b)
         if (!data || (eol && data > eol))
             continue;
         v = strtoull(data + 6, &end, 16);
-        if (end == data + 6 || v >= b->count)
+        if (end == data + 6 || v >= slots)
             continue;
         alive[v / 8] |= (unsigned char)(1u << (v % 8));
         parsed++;
@@ -281,9 +299,9 @@ static int find_released(portres_block *b)
         free(alive);
         return portres_fail(EPROTO, "pread(/proc/self/fdinfo)");
     }
-    for (i = 0; i < b->count; i++)
-        if ((b->state[i] & PORT_TRACKED) && !((alive[i / 8] >> (i % 8)) & 1))
-            b->state[i] |= PORT_CLOSING;
+    for (s = 0; s < slots; s++)
+        if ((*slot_state(b, s) & PORT_TRACKED) && !((alive[s / 8] >> (s % 8)) & 1))
+            *slot_state(b, s) |= PORT_CLOSING;
     free(alive);
     return 0;
 }
@@ -323,30 +341,35 @@ static unsigned placeholders_taking_traffic(const portres_block *b, unsigned i, 
            + (family == AF_INET && b->fds4 && b->fds4[i] >= 0);
 }
 
-/* CLOSING ports whose socket is off the port (no socket of its family but
- * our placeholders takes its traffic) return to the block; *FREED counts
- * them.  Only the families of those sockets are dumped.  Returns 0 or
+/* CLOSING slots whose socket is off the port (no socket of its family but
+ * our placeholders takes the port's traffic) return to the block; *FREED
+ * counts them.  Only the families of those sockets are dumped.  The two
+ * slots of a port are never of one family (an AF_INET6 socket in slot I is
+ * dual-stack: it holds both sides, slot COUNT + I stays free), so the count
+ * of a family is the placeholders' and that one socket's.  Returns 0 or
  * errno (a dump failed). */
 static int confirm_by_dump(portres_block *b, unsigned *freed)
 {
     static const int families[2] = {AF_INET, AF_INET6};
-    unsigned *counts = malloc(b->count * sizeof *counts), i, f;
+    unsigned *counts = malloc(b->count * sizeof *counts), s, f, slots = n_slots(b);
     int err = 0;
     if (!counts)
         return portres_fail(ENOMEM, "malloc");
     for (f = 0; f < 2 && !err; f++) {
         unsigned char v6 = f ? PORT_V6 : 0, any = 0;
-        for (i = 0; i < b->count; i++)
-            any |= (b->state[i] & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6);
+        for (s = 0; s < slots; s++)
+            any |= (*slot_state(b, s) & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6);
         if (!any)
             continue;
         memset(counts, 0, b->count * sizeof *counts);
         if ((err = diag_count(b, families[f], STATES_TAKING_TRAFFIC(b->protocol), counts)))
             break;
-        for (i = 0; i < b->count; i++)
-            if ((b->state[i] & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6)
+        for (s = 0; s < slots; s++) {
+            unsigned i = s < b->count ? s : s - b->count;
+            if ((*slot_state(b, s) & (PORT_CLOSING | PORT_V6)) == (PORT_CLOSING | v6)
                 && counts[i] <= placeholders_taking_traffic(b, i, families[f]))
-                give_back(b, i, freed);
+                give_back(b, s, freed);
+        }
     }
     free(counts);
     return err;
@@ -372,9 +395,9 @@ int reclaim(portres_block *b, unsigned *freed)
     /* Ports another socket of our uid holds (its bind failed with
      * EADDRINUSE, so it was never ours to track): the next bind tries them
      * again.  Not counted: they are not known to be free. */
-    for (i = 0; i < b->count; i++)
-        if ((b->state[i] & (PORT_USED | PORT_TRACKED)) == PORT_USED)
-            b->state[i] &= (unsigned char)~PORT_USED;
+    for (i = 0; i < n_slots(b); i++)
+        if ((*slot_state(b, i) & (PORT_USED | PORT_TRACKED)) == PORT_USED)
+            *slot_state(b, i) &= (unsigned char)~PORT_USED;
     if (b->epfd < 0)
         return 0;
     if (b->destroy_state == DESTROY_NONE)
@@ -383,9 +406,9 @@ int reclaim(portres_block *b, unsigned *freed)
     if (*freed)
         return 0;
     err = find_released(b);
-    for (i = 0; i < b->count; i++) {
-        closing += (b->state[i] & PORT_CLOSING) != 0;
-        lossy += (b->state[i] & (PORT_CLOSING | PORT_LOSSY)) == (PORT_CLOSING | PORT_LOSSY);
+    for (i = 0; i < n_slots(b); i++) {
+        closing += (*slot_state(b, i) & PORT_CLOSING) != 0;
+        lossy += (*slot_state(b, i) & (PORT_CLOSING | PORT_LOSSY)) == (PORT_CLOSING | PORT_LOSSY);
     }
     if (!closing)
         return err;

@@ -105,9 +105,6 @@ def test_associated_bind_to_a_port_of_the_block_says_which_port_is_taken():
 # ------------------------------------------------------- IPv4 + IPv6
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2: per-family hand-out state not built yet; the second family is refused"
-)
 @needs_ipv6
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 @pytest.mark.parametrize("first", ["v4", "v6"])
@@ -147,9 +144,6 @@ def test_ipv4_and_ipv6_v6only_sockets_share_a_port_of_the_block(protocol, first)
                 assert other.getsockname()[1] == res.start
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2: per-family hand-out state not built yet; the second family is refused"
-)
 @needs_ipv6
 def test_a_fresh_ipv6_socket_next_to_an_ipv4_one_is_v6only():
     """res.socket(AF_INET6, port=p) beside a live AF_INET socket on p: the IPv4
@@ -184,9 +178,6 @@ def test_dual_stack_ipv6_and_ipv4_do_not_share_a_port(protocol):
                 assert info.value.errno == errno.EADDRINUSE
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2: per-family hand-out state not built yet; the second family is refused"
-)
 @needs_ipv6
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_each_family_of_a_shared_port_comes_back_when_its_socket_closes(protocol):
@@ -214,9 +205,6 @@ def test_each_family_of_a_shared_port_comes_back_when_its_socket_closes(protocol
             assert d.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 0
 
 
-@pytest.mark.xfail(
-    strict=True, reason="issue 13 item 2: per-family hand-out state not built yet; the second family is refused"
-)
 @needs_root
 @needs_ipv6
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
