@@ -208,3 +208,126 @@ def test_form_on_a_port_that_served_every_other_form(form):
             assert _check_from_block(res, before) == "bound"
             _check_from_block(res, form)
             assert _check_from_block(res, before) == "bound"
+
+
+# ----------------------------------------------------- IPv4 + IPv6 on one port
+#
+# An AF_INET socket and a V6ONLY AF_INET6 socket share the block's one port
+# (issue 13 item 2), bound in either order: every datagram to 127.0.0.1
+# reaches the first, every one to ::1 the second, none a placeholder; and it
+# stays so when either of them closes and another takes its side.
+
+SIDE4 = {
+    "v4-any": ("0.0.0.0", None),
+    "v4-loopback": ("127.0.0.1", None),
+    "v4-any@lo": ("0.0.0.0", "lo"),
+}
+SIDE6 = {
+    "v6only-any": ("::", None),
+    "v6only-loopback": ("::1", None),
+    "v6only-any@lo": ("::", "lo"),
+}
+N_SHARED = 100
+
+
+def _side_socket(family, host, device, res):
+    s = socket.socket(family, socket.SOCK_DGRAM)
+    if family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    if device is not None:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    # A block of one port: the second socket's port-0 request takes the
+    # side its family leaves free.
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            assert res.bind(s, host) == res.start
+            return s
+        except OSError as exc:  # a closed socket's side is given back once it is off the port
+            if exc.errno != errno.EADDRINUSE or time.monotonic() > deadline:
+                s.close()
+                raise
+            time.sleep(0.005)
+
+
+def _both_get_theirs(s4, s6, port):
+    """Send N_SHARED datagrams to 127.0.0.1:PORT and to [::1]:PORT, in
+    batches; S4 must get every IPv4 one, S6 every IPv6 one."""
+    got = {"127.0.0.1": 0, "::1": 0}
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx4,
+        socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as tx6,
+    ):
+        for _batch in range(N_SHARED // 25):
+            for i in range(25):
+                tx4.sendto(b"4%d" % i, ("127.0.0.1", port))
+                tx6.sendto(b"6%d" % i, ("::1", port))
+            got["127.0.0.1"] += count_received(s4, 25, deadline=1.0, timeout=0.05)
+            got["::1"] += count_received(s6, 25, deadline=1.0, timeout=0.05)
+    assert got == {"127.0.0.1": N_SHARED, "::1": N_SHARED}
+
+
+def _shared_params():
+    out = []
+    for n4, (_h4, d4) in SIDE4.items():
+        for n6, (_h6, d6) in SIDE6.items():
+            for first in ("v4", "v6"):
+                marks = [needs_device] if d4 or d6 else []
+                out.append(pytest.param(n4, n6, first, marks=marks, id=f"{n4}+{n6}-{first}-first"))
+    return out
+
+
+def _has_ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+
+
+@linux_forms
+@needs_ipv6
+@pytest.mark.parametrize("form4,form6,first", _shared_params())
+def test_ipv4_and_v6only_sockets_on_one_port_each_get_every_datagram_of_their_family(form4, form6, first):
+    (h4, d4), (h6, d6) = SIDE4[form4], SIDE6[form6]
+    with portres.acquire(1, protocol="udp") as res:
+        if first == "v4":
+            s4 = _side_socket(socket.AF_INET, h4, d4, res)
+            s6 = _side_socket(socket.AF_INET6, h6, d6, res)
+        else:
+            s6 = _side_socket(socket.AF_INET6, h6, d6, res)
+            s4 = _side_socket(socket.AF_INET, h4, d4, res)
+        try:
+            _both_get_theirs(s4, s6, res.start)
+        finally:
+            s4.close()
+            s6.close()
+
+
+@linux_forms
+@needs_ipv6
+@pytest.mark.parametrize("first", ["v4", "v6"])
+@pytest.mark.parametrize("replaced", ["v4", "v6"])
+def test_one_side_replaced_again_and_again_keeps_the_other_sides_delivery(first, replaced):
+    """The socket on one side of a shared port closes and a new one takes
+    that side, five times: the socket on the other side keeps getting every
+    datagram of its family, and each new socket gets every one of its own."""
+    with portres.acquire(1, protocol="udp") as res:
+        socks = {}
+        for fam in (first, "v6" if first == "v4" else "v4"):
+            family, host = (socket.AF_INET, "0.0.0.0") if fam == "v4" else (socket.AF_INET6, "::")
+            socks[fam] = _side_socket(family, host, None, res)
+        try:
+            _both_get_theirs(socks["v4"], socks["v6"], res.start)
+            for _round in range(5):
+                socks[replaced].close()
+                family, host = (socket.AF_INET, "0.0.0.0") if replaced == "v4" else (socket.AF_INET6, "::")
+                socks[replaced] = _side_socket(family, host, None, res)
+                _both_get_theirs(socks["v4"], socks["v6"], res.start)
+        finally:
+            for s in socks.values():
+                s.close()
