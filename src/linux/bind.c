@@ -219,9 +219,14 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
     /* (not on an IPv4-mapped address, which a V6ONLY socket cannot bind) */
     r.flex = fresh && family == AF_INET6
              && !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr);
-    r.v6only = family == AF_INET6 && !fresh && socket_v6only(fd, family);
-    r.need = family != AF_INET6 ? SIDE4 : r.v6only ? SIDE6 : SIDE4 | SIDE6;
     r.wildcard = is_wildcard(sa);
+    /* The kernel makes an AF_INET6 socket bound to an IPv6 address (not
+     * IPv4-mapped) V6ONLY: it takes the IPv6 side alone. */
+    r.v6only =
+        family == AF_INET6
+        && ((!r.wildcard && !IN6_IS_ADDR_V4MAPPED(&((const struct sockaddr_in6 *)sa)->sin6_addr))
+            || (!fresh && socket_v6only(fd, family)));
+    r.need = family != AF_INET6 ? SIDE4 : r.v6only ? SIDE6 : SIDE4 | SIDE6;
     if (b->protocol == PORTRES_UDP && family == AF_INET6 && b->family == AF_INET6) {
         if (is_v4mapped_any(sa)) /* ties with the dual-stack placeholder on IPv4 */
             r.apart = r.wildcard = 1, r.flex = 0;

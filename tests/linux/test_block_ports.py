@@ -219,3 +219,17 @@ def test_a_shared_port_stays_held_against_other_uids(protocol):
         finally:
             s4.close()
             s6.close()
+
+
+@needs_ipv6
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_an_ipv6_socket_on_an_ipv6_address_takes_the_ipv6_side_only(protocol):
+    """The kernel makes an AF_INET6 socket bound to an IPv6 address (::1)
+    IPV6_V6ONLY: the port's IPv4 side stays free for an AF_INET socket."""
+    with portres.acquire(1, protocol=protocol) as res, res.socket(socket.AF_INET6, "::1") as s6:
+        assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        with res.socket(socket.AF_INET) as s4:
+            assert s4.getsockname()[1] == s6.getsockname()[1] == res.start
+        with pytest.raises(OSError) as info:  # its IPv6 side is taken
+            res.socket(socket.AF_INET6)
+        assert info.value.errno == errno.EADDRINUSE

@@ -342,9 +342,11 @@ def test_fuzz_overlapped_pending(ops):
 class ReservationMachine(RuleBasedStateMachine):
     """Random sequences of acquire / socket / bind / associate+bind / close
     / release / reuse of dead tokens, against a model: a live block hands
-    out each of its ports exactly once (a closed socket gives its port
-    back), refuses the next socket with EADDRINUSE when all are out, and a
-    closed block refuses everything."""
+    out each side of its ports exactly once (IPv4 to an AF_INET socket,
+    IPv6 to a V6ONLY one, both to a dual-stack one; a new res.socket(AF_INET6)
+    is made V6ONLY on a port whose IPv4 side is out; a closed socket gives
+    its sides back), refuses the next socket with EADDRINUSE when no port
+    has the sides it needs, and a closed block refuses everything."""
 
     reservations = Bundle("reservations")
     sockets = Bundle("sockets")
@@ -353,32 +355,51 @@ class ReservationMachine(RuleBasedStateMachine):
         super().__init__()
         self.before = FdGuard().__enter__()
         self.all = []
-        self.bound = {}  # id(res) -> {port: socket}
+        self.bound = {}  # id(res) -> [socket, ...]
         self.owner = {}  # socket -> res
 
     @rule(target=reservations, count=st.integers(1, 6), protocol=st.sampled_from(["tcp", "udp"]))
     def acquire(self, count, protocol):
         res = portres.acquire(count, protocol=protocol)
         self.all.append(res)
-        self.bound[id(res)] = {}
+        self.bound[id(res)] = []
         return res
 
-    def _live(self, res):
-        return {p: s for p, s in self.bound[id(res)].items() if s.fileno() >= 0}
+    @staticmethod
+    def _sides(s):
+        if s.family == socket.AF_INET:
+            return {4}
+        return {6} if s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) else {4, 6}
 
-    def _expect_take(self, res, taker, family):
-        live = self._live(res)
+    def _taken(self, res):
+        """port -> the sides its live sockets hold."""
+        taken = {}
+        for s in self.bound[id(res)]:
+            if s.fileno() >= 0:
+                taken.setdefault(s.getsockname()[1], set()).update(self._sides(s))
+        return taken
+
+    def _expect_take(self, res, taker, need, fresh6=False):
+        """NEED: the sides the new socket takes; FRESH6: a new AF_INET6
+        socket of res.socket(), which may take the IPv6 side alone."""
+        taken = self._taken(res)
         outcome, got = run("machine.take", taker)
         if res.closed:
             assert got is None and outcome in ("ValueError", "OSError:EBADF", "OSError:ENOENT"), outcome
             return None
-        if len(live) == res.count:
+        fits = [p for p in res.ports if not taken.get(p, set()) & ({6} if fresh6 else need)]
+        if not fits:
             assert outcome == "OSError:EADDRINUSE", outcome
             return None
         assert outcome == "ok", outcome
         sock, port = got
-        assert port in res.ports and port not in live, (port, sorted(live))
-        self.bound[id(res)][port] = sock
+        assert port in fits, (port, taken)
+        sides = self._sides(sock)
+        if fresh6:  # dual-stack where the IPv4 side is free, V6ONLY beside an IPv4 socket
+            assert sides == {6} if 4 in taken.get(port, set()) else sides in ({6}, {4, 6}), (port, taken, sides)
+        else:
+            assert sides == need, (sides, need)
+        self.bound[id(res)].append(sock)
         self.owner[sock] = res
         return sock
 
@@ -395,7 +416,8 @@ class ReservationMachine(RuleBasedStateMachine):
             s = res.socket(family, h)
             return s, s.getsockname()[1]
 
-        got = self._expect_take(res, take, family)
+        need = {4} if family == socket.AF_INET else {4, 6}
+        got = self._expect_take(res, take, need, fresh6=family == socket.AF_INET6)
         return multiple() if got is None else got
 
     @rule(
@@ -416,7 +438,7 @@ class ReservationMachine(RuleBasedStateMachine):
                 portres.associate_nowait(s, res.token).result(1)
             return s, portres.bind(s, ("", 0))
 
-        got = self._expect_take(res, take, family)
+        got = self._expect_take(res, take, self._sides(s))
         if got is None:
             s.close()
             return multiple()
@@ -448,15 +470,20 @@ class ReservationMachine(RuleBasedStateMachine):
             assert outcome in ("skip", "OSError:ENOENT")
 
     @invariant()
-    def ports_unique_within_blocks(self):
+    def sides_unique_within_blocks(self):
         for res in self.all:
-            live = self._live(res)
-            for port, s in live.items():
-                assert s.getsockname()[1] == port and port in res.ports
+            held = {}
+            for s in self.bound[id(res)]:
+                if s.fileno() >= 0:
+                    port = s.getsockname()[1]
+                    assert port in res.ports
+                    for side in self._sides(s):
+                        assert (port, side) not in held, (port, side)
+                        held[port, side] = s
 
     def teardown(self):
         for res in self.all:
-            for s in self.bound[id(res)].values():
+            for s in self.bound[id(res)]:
                 s.close()
             res.close()
         self.before.__exit__(None, None, None)
