@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import _portres
 from . import _validate as check
@@ -178,17 +178,49 @@ def _verify(pid: int, protocol: str, start: int, count: int,
     for _family, _state, port, _uid, inode in rows:
         if inode:  # TIME_WAIT and not-yet-accepted connections have none
             per_port.setdefault(port, []).append(inode)
+    handed = _handed_out(pid)
     in_use: List[int] = []
     for port in range(start, start + count):
         mine = [i for i in per_port.get(port, ()) if inodes.get(i, (0, 0))[0] == pid]
         if not mine:
             return None
-        # The placeholder is one socket; any other socket on the port was
-        # bound from the block (by this process or one it passed it to).
-        if len(per_port[port]) > 1:
+        # Handed out: a socket on the port that the block tracks (by this
+        # process or one it passed it to).  Counting sockets cannot tell:
+        # a port may be held by one placeholder or two (UDP, after a V6ONLY
+        # socket), and share two sockets (IPv4 and IPv6).
+        if any(i in handed for i in per_port[port]):
             in_use.append(port)
     return {"pid": pid, "process": _process_name(pid), "protocol": protocol, "start": start,
             "count": count, "end": start + count - 1, "in_use": in_use}
+
+
+def _handed_out(pid: int) -> Set[int]:
+    """The inodes of the sockets PID's blocks have handed out and that are
+    still open somewhere: the block tracks each one by an item in its epoll
+    instance (src/linux/reclaim.c), which /proc/PID/fdinfo of that epoll
+    lists with the socket's inode ("tfd: ... ino:<hex>") until the socket's
+    file is released, in any process.  A placeholder is never in one.  Other
+    epoll instances of PID list sockets too, but only the caller's own: a
+    socket of theirs on a port of the block was bound from it."""
+    out: Set[int] = set()
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = f.read()
+        except OSError:
+            continue  # closed meanwhile
+        for line in info.splitlines():
+            if line.startswith("tfd:"):
+                for word in line.split():
+                    if word.startswith("ino:"):
+                        out.add(int(word[4:], 16))
+    return out
 
 
 def holders(protocol: str, port: int) -> Iterable[Dict[str, Any]]:

@@ -1,0 +1,93 @@
+"""list_runtime()'s in_use (and `portres check`'s "handed out") is what the
+block has handed out now: a port whose socket closed reads free again, on
+whatever layout of placeholders holds it (a UDP port that served a V6ONLY
+socket is held by two of them), and a port shared by an AF_INET and a V6ONLY
+socket reads handed out while either is open."""
+
+import os
+import socket
+
+import pytest
+
+import portres
+from tests.support import LINUX
+
+pytestmark = pytest.mark.skipif(not LINUX, reason="the runtime marker and the block's tracking are Linux's")
+
+
+def _has_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
+KINDS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+
+
+def _in_use(res):
+    found = [r for r in portres.list_runtime(protocol=res.protocol) if r.pid == os.getpid() and r.start == res.start]
+    assert len(found) == 1, found
+    return found[0].in_use
+
+
+def _v6only(res):
+    s = socket.socket(socket.AF_INET6, KINDS[res.protocol])
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    res.bind(s, "::")
+    return s
+
+
+@needs_ipv6
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_a_port_that_served_a_v6only_socket_reads_free_once_it_closed(protocol):
+    with portres.acquire(2, protocol=protocol) as res:
+        s = _v6only(res)
+        port = s.getsockname()[1]
+        assert _in_use(res) == (port,)
+        s.close()
+        assert _in_use(res) == ()
+        with res.socket(port=port):  # and handed out again, it reads so
+            assert _in_use(res) == (port,)
+        assert _in_use(res) == ()
+
+
+@needs_ipv6
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_a_shared_port_reads_handed_out_while_either_side_is(protocol):
+    with portres.acquire(2, protocol=protocol) as res:
+        s6 = _v6only(res)
+        port = s6.getsockname()[1]
+        s4 = res.socket(socket.AF_INET, port=port)
+        assert _in_use(res) == (port,)
+        s4.close()
+        assert _in_use(res) == (port,)
+        s4 = res.socket(socket.AF_INET, port=port)
+        s6.close()
+        assert _in_use(res) == (port,)
+        s4.close()
+        assert _in_use(res) == ()
+
+
+def test_a_socket_passed_on_keeps_its_port_handed_out():
+    """The socket's copy in another process (here a forked child, the
+    parent's closed) still holds the port: it reads handed out."""
+    with portres.acquire(1) as res:
+        s = res.socket()
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child keeps s until told to go
+            os.close(w)
+            os.read(r, 1)
+            os._exit(0)
+        os.close(r)
+        try:
+            s.close()
+            assert _in_use(res) == (res.start,)
+        finally:
+            os.close(w)
+            os.waitpid(pid, 0)
+        assert _in_use(res) == ()
