@@ -12,7 +12,7 @@ import pytest
 import portres
 from tests.support import LINUX, needs_root, other_uid_binds
 
-pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour (docs/platforms.md rows 26-27)")
+pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour (docs/platforms.md rows 33-34)")
 
 
 def _has_ipv6():
