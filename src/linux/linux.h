@@ -38,8 +38,9 @@
  * (a "return 0" filter), and a group a caller's socket joins is steered to
  * the caller (a "return 1" reuseport selector: the placeholder, first in
  * the group, is index 0); see attach_ret() (bpf.c) for how the two programs
- * are shared.  See steer_udp() for the one case that needs a different
- * placeholder layout.  A port handed out returns to the block when the
+ * are shared.  See layout_udp() for the cases that need a different
+ * placeholder layout (a V6ONLY caller, a port shared by an AF_INET and a
+ * V6ONLY socket).  A port handed out returns to the block when the
  * caller's socket is released: see reclaim.c.
  *
  * The hot paths make the system calls a plain program would, and no more

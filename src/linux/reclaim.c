@@ -17,9 +17,11 @@
  *    waited on).  An epoll item belongs to the open file description, not
  *    to a descriptor: dup(), fork() and SCM_RIGHTS copies keep it, and the
  *    kernel removes it when the file is released, in any process.
- *    /proc/self/fdinfo/<epfd> lists the live items, the port index as their
- *    data: one pread(), O(live sockets of the block).  A port whose item is
- *    there is in use, in any state.
+ *    /proc/self/fdinfo/<epfd> lists the live items, the hand-out slot as
+ *    their data (the port index, or COUNT + index for a port's IPv6 side:
+ *    see SIDE4 in linux.h): one pread(), O(live sockets of the block).  Each
+ *    side of a port is tracked and given back on its own, by the same rules.
+ *    A slot whose item is there is in use, in any state.
  *  - the socket's cookie (SO_COOKIE, unique for the kernel's lifetime), and
  *    a NETLINK_SOCK_DIAG socket of the block that has joined the destroy
  *    groups of the block's protocol (SKNLGRP_INET{,6}_{TCP,UDP}_DESTROY; no
