@@ -80,7 +80,8 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
                   f"portres.acquire() before dropping privileges, or acquire after the drop")
     elif is_code(exc, "EADDRINUSE"):
         detail = (f"port {port} of {blk} is already bound by another socket from the block "
-                  f"(a port is handed to one socket at a time, whatever its family)" if port
+                  f"(each side of a port, IPv4 and IPv6, is handed to one socket at a time; a "
+                  f"dual-stack socket takes both)" if port
                   else _no_free_port(res, blk))
     elif is_code(exc, "EISCONN"):
         detail = _already_bound(fd, "associate it with the reservation before bind()")

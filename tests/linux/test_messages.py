@@ -37,11 +37,12 @@ def test_bind_outside_the_block_names_the_block_once(res):
     assert msg.count("reserved block") == 1
 
 
-def test_ipv6_socket_on_the_ipv4_sockets_port_says_one_socket_per_port(res):
+def test_dual_stack_socket_on_the_ipv4_sockets_port_says_it_takes_both_sides(res):
     # before: "port p of the block the reserved block is already handed out"
     s4 = res.socket()
     port = s4.getsockname()[1]
     s6 = socket.socket(socket.AF_INET6)
+    s6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # dual-stack: it needs the IPv4 side too
     portres.associate(s6, res.token)
     with pytest.raises(OSError) as info:
         portres.bind(s6, ("::", port))
@@ -50,7 +51,7 @@ def test_ipv6_socket_on_the_ipv4_sockets_port_says_one_socket_per_port(res):
     msg = str(info.value)
     assert info.value.errno == errno.EADDRINUSE and info.value.filename == "bind"
     assert f"port {port} of the reserved block the socket is associated with is already bound by another " in msg
-    assert "whatever its family" in msg and msg.count("reserved block") == 1
+    assert "a dual-stack socket takes both" in msg and msg.count("reserved block") == 1
 
 
 def test_no_free_port_when_every_socket_is_closed_names_the_closing_connections():
