@@ -1,14 +1,16 @@
-"""Check that, under concurrent use by several threads, a port of a block is
-never handed out while the socket it was last handed to is still open.
+"""Check that, under concurrent use by several threads, a side of a port of a
+block (IPv4: an AF_INET socket; IPv6: a V6ONLY AF_INET6 one; a dual-stack
+socket takes both) is never handed out while the socket it was last handed
+to is still open.
 Prints the duplicates seen (none so far); exit status 1 if any.
 
     python stress/double_handout.py [tcp|udp] [threads] [seconds]
 
 Each thread takes sockets from one shared 8-port reservation (res.socket()
 and res.bind(), every family and V6ONLY form), keeps up to 4, and closes
-them; a port is recorded as live from the moment it is handed out until just
-before its socket is closed, so a port handed out while recorded live is a
-double hand-out.
+them; a port's side is recorded as live from the moment it is handed out
+until just before its socket is closed, so a side handed out while recorded
+live is a double hand-out.
 """
 
 import random
@@ -31,9 +33,15 @@ def main() -> int:
     dups: list = []
     stop = time.monotonic() + seconds
 
+    def sides(s: socket.socket) -> list:
+        if s.family == socket.AF_INET:
+            return [4]
+        return [6] if s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) else [4, 6]
+
     def forget(s: socket.socket) -> None:
         with lock:
-            live.pop(s.getsockname()[1], None)
+            for side in sides(s):
+                live.pop((s.getsockname()[1], side), None)
         s.close()
 
     def worker(seed: int) -> None:
@@ -62,9 +70,10 @@ def main() -> int:
                     continue
                 port = s.getsockname()[1]
                 with lock:
-                    if port in live:
-                        dups.append((port, live[port], (s.family.name, s.getsockname()[0])))
-                    live[port] = (s.family.name, s.getsockname()[0])
+                    for side in sides(s):
+                        if (port, side) in live:
+                            dups.append((port, side, live[port, side], (s.family.name, s.getsockname()[0])))
+                        live[port, side] = (s.family.name, s.getsockname()[0])
                 mine.append(s)
                 if len(mine) > 3:
                     forget(mine.pop(0))

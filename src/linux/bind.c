@@ -183,6 +183,7 @@ static int bind_port(portres_block *b, struct request *r, unsigned i)
         if (!freed)
             break;
     }
+    taken = port_sides(b, i); /* a reclaim also drops the sides left to others */
     if (r->flex && taken == SIDE4 && (err = take_v6_side(r)))
         return err;
     if (taken & r->need)

@@ -34,11 +34,12 @@ def test_processes_and_threads_never_get_the_same_port():
     assert out["sockets_bound"] == 4 * 8 * 8 * out["rounds"]
 
 
-def test_one_reservation_shared_by_16_threads_hands_out_each_port_once():
+def test_one_reservation_shared_by_16_threads_hands_out_each_port_side_once():
     out = cl.shared_block_each_port_once(count=512, threads=16, rounds=4)
     assert out["errors"] == []
     for r in out["rounds"]:
-        assert r["handed"] == r["distinct"] == 512 and r["all_of_the_block"], r
+        # each side of a port once (IPv4, IPv6; a dual-stack socket takes both)
+        assert r["handed"] == r["distinct"] >= 512 and r["all_of_the_block"], r
         assert sum(1 for n in r["per_thread"] if n) > 1  # the threads really raced
 
 

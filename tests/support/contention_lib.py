@@ -397,11 +397,20 @@ def ports_held_by_workers(processes: int, threads: int, rounds: int) -> dict:
 # -------------------------------------------------------- one block, 16 threads
 
 
+def _sides(s: socket.socket) -> List[int]:
+    """The sides of its port a socket of a block holds."""
+    if s.family == socket.AF_INET:
+        return [4]
+    return [6] if s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) else [4, 6]
+
+
 def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
     """THREADS threads take ports from ONE reservation of COUNT ports at once
-    (res.socket, res.bind, associate + bind) until it is full; every port
-    must be handed out exactly once.  Then each thread closes a random half
-    of its sockets and all race again for the freed ports."""
+    (res.socket, res.bind, associate + bind) until it is full; every side of
+    a port (IPv4: an AF_INET socket, IPv6: a V6ONLY one, both: a dual-stack
+    one) must be handed out at most once, and every port at least once.
+    Then each thread closes a random half of its sockets and all race again
+    for the freed ports."""
     import portres
 
     res = portres.acquire(count)
@@ -444,12 +453,13 @@ def shared_block_each_port_once(count: int, threads: int, rounds: int) -> dict:
             for t in ts:
                 t.join()
             ports = [s.getsockname()[1] for socks in got for s in socks]
+            sides = [(s.getsockname()[1], side) for socks in got for s in socks for side in _sides(s)]
             figures.append(
                 {
                     "round": r,
-                    "handed": len(ports),
-                    "distinct": len(set(ports)),
-                    "all_of_the_block": sorted(ports) == list(res.ports),
+                    "handed": len(sides),
+                    "distinct": len(set(sides)),
+                    "all_of_the_block": sorted(set(ports)) == list(res.ports),
                     "per_thread": [len(s) for s in got],
                 }
             )
