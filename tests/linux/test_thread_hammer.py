@@ -1,9 +1,9 @@
 """Threads hammer shared reservations at once: binding from them, acquiring
 and closing blocks, associating sockets by token, releasing blocks other
-threads are using.  No port is ever live on two sockets, no descriptor is
-leaked, nothing crashes.  Runs on every build; on a free-threaded build
-(3.13t, the GIL off) the threads really run in parallel in the C code
-(.ci/run runs the suite there too)."""
+threads are using.  No side of a port (IPv4, IPv6) is ever live on two
+sockets, no descriptor is leaked, nothing crashes.  Runs on every build; on
+a free-threaded build (3.13t, the GIL off) the threads really run in
+parallel in the C code (.ci/run runs the suite there too)."""
 
 from __future__ import annotations
 
@@ -31,8 +31,17 @@ THREADS = 8
 EXPECTED = {errno.EADDRINUSE, errno.ENOENT, errno.EBADF}
 
 
+def _sides(sock: socket.socket) -> tuple:
+    """The sides of its port a socket of a block holds: IPv4 (AF_INET), IPv6
+    (a V6ONLY AF_INET6 socket), both (a dual-stack one)."""
+    if sock.family == socket.AF_INET:
+        return (4,)
+    return (6,) if sock.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) else (4, 6)
+
+
 class Live:
-    """(protocol, port) -> the socket live on it, checked on every hand-out."""
+    """(protocol, port, side) -> the socket live on it, checked on every
+    hand-out."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -40,19 +49,21 @@ class Live:
         self.twice: list = []
 
     def add(self, proto: str, sock: socket.socket) -> None:
-        key = (proto, sock.getsockname()[1])
+        keys = [(proto, sock.getsockname()[1], side) for side in _sides(sock)]
         with self.lock:
-            if key in self.socks:
-                self.twice.append(key)
-            self.socks[key] = sock
+            for key in keys:
+                if key in self.socks:
+                    self.twice.append(key)
+                self.socks[key] = sock
 
     def close(self, proto: str, sock: socket.socket) -> None:
         # closed under the lock: a port is handed out again only after its
         # socket is closed, so a hand-out that finds the key here is live twice
-        key = (proto, sock.getsockname()[1])
+        keys = [(proto, sock.getsockname()[1], side) for side in _sides(sock)]
         with self.lock:
-            if self.socks.get(key) is sock:
-                del self.socks[key]
+            for key in keys:
+                if self.socks.get(key) is sock:
+                    del self.socks[key]
             sock.close()
 
 
