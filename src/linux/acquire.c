@@ -138,10 +138,10 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
     w->taken = reserved_port_map(&err);
     if (err)
         return err;
-    errno = 0; /* set again only by a failed open/read, not by a short file */
+    errno = 0; /* set again only by a failed open/pread, which records itself */
     if (read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2) != 2) {
         free(w->taken);
-        return portres_fail(errno ? errno : EIO, "read(ip_local_port_range)");
+        return errno ? errno : portres_fail(EIO, "pread(ip_local_port_range)"); /* short */
     }
     w->lo = (unsigned)range[0];
     w->hi = (unsigned)range[1];

@@ -147,6 +147,18 @@ int portres_release(portres_socket s, uint64_t token)
     return 0;
 }
 
+/* The association of the socket (DEV, INO) is spent once it is bound, from
+ * a runtime block or a persistent one alike. */
+static void forget_association(dev_t dev, ino_t ino)
+{
+    size_t i;
+    pthread_mutex_lock(&registry_lock);
+    i = find_association(dev, ino);
+    if (i < n_associations)
+        associations[i] = associations[--n_associations];
+    pthread_mutex_unlock(&registry_lock);
+}
+
 int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
 {
     struct sockaddr_storage ss;
@@ -167,13 +179,8 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
         if ((err = range_still_reserved(start, count)))
             return err;
         err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
-        if (!err) {
-            pthread_mutex_lock(&registry_lock);
-            i = find_association(dev, ino);
-            if (i < n_associations)
-                associations[i] = associations[--n_associations];
-            pthread_mutex_unlock(&registry_lock);
-        }
+        if (!err)
+            forget_association(dev, ino);
         return err;
     }
     if (i < n_associations)
@@ -185,13 +192,8 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
             return err;
         }
         err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
-        if (!err) { /* the association is spent once the socket is bound */
-            pthread_mutex_lock(&registry_lock);
-            i = find_association(dev, ino);
-            if (i < n_associations)
-                associations[i] = associations[--n_associations];
-            pthread_mutex_unlock(&registry_lock);
-        }
+        if (!err)
+            forget_association(dev, ino);
         return err;
     }
     pthread_mutex_unlock(&registry_lock);

@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from tests.support import LINUX, child_env
+from tests.support import LINUX, child_env, in_child
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="the memfd marker is the Linux backend's")
 
@@ -39,27 +39,6 @@ def marker_lines(fd: int) -> list:
     with open(f"/proc/self/fd/{fd}", "rb") as f:
         data = f.read()
     return [raw for raw in data.rstrip(b"\0").split(b"\n") if raw.strip()]
-
-
-def in_child(fn) -> dict:
-    """Run FN in a forked child; its JSON-able result."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            out = {"result": fn()}
-        except BaseException as exc:  # reported to the parent, which fails the test
-            out = {"error": repr(exc)}
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    out = json.loads(data.decode() or '{"error": "no output"}')
-    assert "error" not in out, out["error"]
-    return out["result"]
 
 
 def test_one_marker_made_with_the_first_block_and_kept():

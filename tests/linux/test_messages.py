@@ -12,7 +12,7 @@ import time
 import pytest
 
 import portres
-from tests.support import LINUX, ROOT
+from tests.support import LINUX, ROOT, in_child
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="the Linux backend's errnos and calls")
 
@@ -254,36 +254,21 @@ def test_a_taken_port_of_a_given_block_names_bind_and_the_port():
     assert " or reserved" not in msg
 
 
-def _emfile_in_child() -> dict:
-    import json
+def _acquire_past_the_descriptor_limit() -> dict:
     import resource
 
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-            try:
-                portres.acquire(200)
-                out = {"error": "no EMFILE"}
-            except OSError as exc:
-                out = {"errno": exc.errno, "filename": exc.filename, "msg": str(exc.strerror)}
-        except BaseException as exc:  # reported to the parent, which fails the test
-            out = {"error": repr(exc)}
-        os.write(w, json.dumps(out).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r, "rb") as f:
-        data = f.read()
-    os.waitpid(pid, 0)
-    return json.loads(data.decode() or '{"error": "no output"}')
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    try:
+        portres.acquire(200)
+    except OSError as exc:
+        return {"errno": exc.errno, "filename": exc.filename, "msg": str(exc.strerror)}
+    return {"error": "no EMFILE"}
 
 
 def test_emfile_names_socket_and_the_descriptor_limit():
     # A real EMFILE: a forked child whose hard RLIMIT_NOFILE is 64 asks for
     # 200 placeholders; socket() fails and the message says why.
-    out = _emfile_in_child()
+    out = in_child(_acquire_past_the_descriptor_limit)
     assert "error" not in out, out
     assert out["errno"] == errno.EMFILE and out["filename"] == "socket"
     assert out["msg"] == (
