@@ -91,6 +91,8 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
         detail = f"port {port} is outside {blk}"
     elif is_code(exc, "EOPNOTSUPP"):
         detail = _not_tcp_udp(fd)
+    elif is_code(exc, "ENOTSOCK"):
+        detail = f"descriptor {fd} is not a socket" if fd >= 0 else "not a socket"
     elif is_code(exc, "EAFNOSUPPORT"):
         detail = "the address family does not match the socket's"
     elif is_code(exc, "EBADF") and res is not None and res.closed:
@@ -492,6 +494,7 @@ def release(sock: Any, token: int) -> None:
         _portres.release_port_reservation(fd, token)
     except OSError as exc:
         unknown = is_code(exc, "ENOENT")
-        detail = f"no reservation with token {token:#x} is held by this process" if unknown else None
+        detail = (f"no reservation with token {token:#x} is held by this process" if unknown
+                  else f"descriptor {fd} is not a socket" if is_code(exc, "ENOTSOCK") else None)
         raise explain(exc, "releasing the reservation", detail,
                       "ENOENT: no such reservation" if unknown else None) from None

@@ -275,3 +275,14 @@ def test_emfile_names_socket_and_the_descriptor_limit():
         "reserving 200 TCP ports failed: the process cannot open one socket per port: raise the "
         "hard RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports (Too many open files)"
     )
+
+
+def test_release_on_a_file_names_the_descriptor_not_a_call(res):
+    # fstat() succeeds on a file: the refusal is portres's (not a socket)
+    with open("/dev/null", "rb") as f, pytest.raises(OSError) as info:
+        fd = f.fileno()
+        portres.release(f, res.token)
+    msg = str(info.value)
+    assert info.value.errno == errno.ENOTSOCK and info.value.filename == "portres.release"
+    assert f"releasing the reservation refused by portres: descriptor {fd} is not a socket (ENOTSOCK)" in msg
+    assert not res.closed
