@@ -107,9 +107,9 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
     int err, v6only, wildcard, apart = 0;
 
     if (b->closed)
-        return portres_fail(EBADF, "bind");
+        return portres_refuse(EBADF);
     if (want && (want < b->start || want - b->start >= b->count))
-        return portres_fail(EADDRNOTAVAIL, "bind");
+        return portres_refuse(EADDRNOTAVAIL);
     /* Only a UDP layout depends on these (TCP placeholders never take a
      * connection, whatever the caller's socket is). */
     v6only = b->protocol != PORTRES_UDP || sa->sa_family != AF_INET6 || fresh
@@ -127,12 +127,12 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
         if ((b->state[i] & PORT_USED) && (err = reclaim(b, &freed)) && (b->state[i] & PORT_USED))
             return err; /* could not tell: say why, not "in use" */
         err = (b->state[i] & PORT_USED)
-                  ? portres_fail(EADDRINUSE, "bind")
+                  ? portres_refuse(EADDRINUSE)
                   : bind_index(b, fd, sa, addrlen, i, v6only, wildcard, apart);
         if (err == EADDRINUSE && !(b->state[i] & PORT_USED) && owner_differs(b, i, fd))
             err = EPERM;
     } else {
-        err = portres_fail(EADDRINUSE, "bind");
+        err = portres_refuse(EADDRINUSE);
         for (pass = 0; pass < 2 && err == EADDRINUSE; pass++) {
             if (pass == 1) {
                 int rerr = reclaim(b, &freed);
@@ -183,7 +183,7 @@ int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr, socklen
     if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in)) {
         if (registry_held)
             pthread_mutex_unlock(&registry_lock);
-        return portres_fail(EINVAL, "bind");
+        return portres_refuse(EINVAL);
     }
     memcpy(&ss, addr, addrlen);
     /* A socket portres makes is dual-stack whatever net.ipv6.bindv6only
@@ -220,12 +220,16 @@ int check_bindable(portres_block *b, int fd, const struct sockaddr *addr)
     int err = portres_socket_info(fd, &family, &type, &bound);
     if (err)
         return err;
+    /* The type first: a raw socket's getsockname() port is its protocol,
+     * not a bind. */
+    if ((family != AF_INET && family != AF_INET6) || (type != SOCK_STREAM && type != SOCK_DGRAM))
+        return portres_refuse(EOPNOTSUPP);
     if (bound)
-        return portres_fail(EISCONN, "bind");
+        return portres_refuse(EISCONN);
     if (type != sock_type_for(b->protocol))
-        return portres_fail(EPROTOTYPE, "bind");
+        return portres_refuse(EPROTOTYPE);
     if (family != addr->sa_family)
-        return portres_fail(EAFNOSUPPORT, "bind");
+        return portres_refuse(EAFNOSUPPORT);
     return 0;
 }
 
@@ -247,9 +251,9 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
 {
     int fd, err;
     if (family != addr->sa_family)
-        return portres_fail(EAFNOSUPPORT, "bind");
+        return portres_refuse(EAFNOSUPPORT);
     if (portres_block_closed(b))
-        return portres_fail(EBADF, "bind");
+        return portres_refuse(EBADF);
     fd = new_socket(family, sock_type_for(b->protocol), 1);
     if (fd < 0)
         return errno; /* recorded by new_socket() */
@@ -299,7 +303,7 @@ int portres_block_set_owner(portres_block *b, unsigned uid)
     int err = 0;
     pthread_mutex_lock(&b->lock);
     if (b->closed)
-        err = portres_fail(EBADF, "fchown");
+        err = portres_refuse(EBADF);
     for (i = 0; !err && i < b->count; i++) {
         if (b->fds[i] >= 0 && fchown(b->fds[i], (uid_t)uid, (gid_t)-1))
             err = lx_fail("fchown");

@@ -608,15 +608,20 @@ static void test_associate_release_bytes(void)
     check(err == 0 && n_calls == 0, "block_close again: no call, returns 0", "err %d calls %d", err,
           n_calls);
     s = new_socket(AF_INET, SOCK_STREAM);
+    portres_error_clear();
     err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin), &port);
-    check(err == WSAEBADF && n_calls == 0, "block_bind on a closed block: WSAEBADF, no call",
+    check(err == WSAEBADF && n_calls == 0 && portres_error_call() == portres_refused,
+          "block_bind on a closed block: WSAEBADF, no call, recorded as portres's refusal",
           "err %d", err);
     closesocket(s);
     {
         SOCKET out = 12345;
+        portres_error_clear();
         err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
-        check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0,
-              "block_socket on a closed block: WSAEBADF, no socket", "err %d", err);
+        check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0
+                  && portres_error_call() == portres_refused,
+              "block_socket on a closed block: WSAEBADF, no socket, portres's refusal", "err %d",
+              err);
     }
     portres_block_free(b);
     check(heap_live == 0, "block_free: no backend heap block left", "%ld live", (long)heap_live);
