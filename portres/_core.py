@@ -90,6 +90,10 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
         detail = f"the socket's type does not match the reservation's protocol ({proto})"
     elif is_code(exc, "EADDRNOTAVAIL") and port:
         detail = f"port {port} is outside {blk}"
+    elif is_code(exc, "EOPNOTSUPP"):
+        detail = _not_tcp_udp(fd)
+    elif is_code(exc, "ENOTSOCK"):
+        detail = f"descriptor {fd} is not a socket" if fd >= 0 else "not a socket"
     elif is_code(exc, "EAFNOSUPPORT"):
         detail = "the address family does not match the socket's"
     elif is_code(exc, "EBADF") and res is not None and res.closed:
@@ -132,6 +136,24 @@ def _no_free_port(res: "Optional[Reservation]", blk: str) -> str:
     return (f"no free port left in {blk}: {len(closing)} of its {res.count} ports still have a "
             f"closing connection in the kernel ({states}) and the others have a socket bound "
             f"from the block; close one, or acquire a larger block")
+
+
+def _not_tcp_udp(fd: int) -> str:
+    """Why a socket cannot take a port of a reservation (EOPNOTSUPP): its
+    family or type, as the kernel reports them."""
+    try:
+        family, sock_type, _bound = _portres.socket_info(fd)
+    except OSError:
+        return "not a TCP or UDP socket over IPv4 or IPv6"
+    if family in check.FAMILIES and sock_type in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+        # Both are right: the refusal is the system's (a Windows provider
+        # that lacks the IOCTL), not a rule of ours.
+        return "the socket's provider does not support port reservations"
+    if family not in check.FAMILIES:
+        return (f"not an IPv4 or IPv6 socket (family {family}); only AF_INET and AF_INET6 "
+                f"sockets take a port of a reservation")
+    return (f"not a TCP or UDP socket (socket type {sock_type}); only stream and datagram "
+            f"sockets take a port of a reservation")
 
 
 def _already_bound(fd: int, hint: str = "associate it before bind()") -> str:
@@ -332,9 +354,12 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
     detail = None
     conflict = getattr(exc, "conflict_port", 0)
     if is_code(exc, "EADDRINUSE"):
-        if start:
-            at = f"port {conflict}" if conflict else "a port"
-            detail = f"{at} of the block {start}-{start + count - 1} is in use or reserved"
+        if start and conflict:   # the backend knows which port (Linux)
+            detail = (f"port {conflict} of the block {start}-{start + count - 1} is already bound "
+                      f"by another socket (`portres check {conflict}` names it)")
+        elif start:   # the system does not say which port, nor why (Windows)
+            detail = (f"a port of the block {start}-{start + count - 1} is in use or reserved "
+                      f"(the system does not say which)")
         else:
             detail = "no free block of that size in the ephemeral port range"
             # --- r10-feat: name the TIME_WAIT sockets that crowd the range ---
@@ -421,8 +446,7 @@ def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:
     if is_code(exc, "EACCES") and backend.ASSOCIATE_DENIED:
         return explain(exc, what, backend.ASSOCIATE_DENIED)
     if is_code(exc, "EOPNOTSUPP"):
-        return explain(exc, what, "not a TCP/UDP socket (AF_INET or AF_INET6, stream or "
-                       "datagram), or the provider lacks support")
+        return explain(exc, what, _not_tcp_udp(fd))
     return explain(exc, what)
 
 
@@ -471,6 +495,7 @@ def release(sock: Any, token: int) -> None:
         _portres.release_port_reservation(fd, token)
     except OSError as exc:
         unknown = is_code(exc, "ENOENT")
-        detail = f"no reservation with token {token:#x} is held by this process" if unknown else None
+        detail = (f"no reservation with token {token:#x} is held by this process" if unknown
+                  else f"descriptor {fd} is not a socket" if is_code(exc, "ENOTSOCK") else None)
         raise explain(exc, "releasing the reservation", detail,
                       "ENOENT: no such reservation" if unknown else None) from None

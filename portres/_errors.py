@@ -9,9 +9,22 @@ condition_code, CODES, HINTS)."""
 
 from __future__ import annotations
 
+import errno as _errno
 from typing import Optional
 
 from ._platform import backend
+
+# When portres refuses by a rule of its own, before any system call (a
+# closed block, a port outside the block, a socket of the wrong type...),
+# the C layer names no call: the binding puts the package operation refused
+# in `filename` instead (src/portres.h, "Errors"), one of these.
+_REFUSING = ("portres.", "Reservation.")
+
+
+def refused(exc: OSError) -> bool:
+    """Whether EXC is portres's own refusal rather than a failed system call."""
+    name = exc.filename
+    return isinstance(name, str) and name.startswith(_REFUSING)
 
 
 def explain(exc: OSError, what: str, detail: Optional[str] = None,
@@ -19,12 +32,17 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None,
     """Return a new OSError of the same kind whose message is
     "WHAT failed: DETAIL (system message); hint", with EXC's errno,
     winerror and filename (the call that failed).  SYSTEM replaces the
-    system message where it would mislead (ENOENT's "No such file")."""
+    system message where it would mislead (ENOENT's "No such file").  A
+    refusal by portres's own rule (refused()) reads "WHAT refused by
+    portres: DETAIL (ERRNO NAME)"; its filename is the operation refused."""
     code = backend.error_code(exc)
-    parts = [f"{what} failed"]
+    rule = refused(exc)
+    # A rule of ours: say portres refused it, and give the code's name, not
+    # the system's sentence for a call that was never made.
+    parts = [f"{what} refused by portres" if rule else f"{what} failed"]
     if detail:
         parts.append(f": {detail}")
-    shown = system or exc.strerror
+    shown = system or (_errno.errorcode.get(exc.errno or 0) if rule else None) or exc.strerror
     parts.append(f" ({shown})" if shown else "")
     hint = backend.HINTS.get(code) if code is not None else None
     if hint and not detail:

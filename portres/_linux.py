@@ -89,25 +89,17 @@ SERVER_REUSEADDR = True
 # ------------------------------------------------------ runtime listing
 #
 # Each process marks its blocks in a memfd the kernel ties to its lifetime;
-# listing checks every marked block against the sockets the kernel holds
-# (portres._runtime_linux).
-
-_marker: Any = None  # portres._runtime_linux, once a block has been held
+# the C registry writes it (src/linux/marker.c), so nothing is done here at
+# acquire or close.  Listing checks every marked block against the sockets
+# the kernel holds (portres._runtime_linux).
 
 
 def runtime_opened(res: Any) -> None:
-    global _marker
-    if _marker is None:
-        from . import _runtime_linux
-
-        _marker = _runtime_linux
-    _marker.opened(res)
+    pass  # the C registry marks the block (src/linux/marker.c)
 
 
 def runtime_closed(res: Any) -> None:
-    # No import here: __del__ may call this at interpreter shutdown.
-    if _marker is not None:
-        _marker.closed(res)
+    pass  # the C registry clears its line
 
 
 def runtime_reservations(protocol: Optional[str]) -> List[Dict[str, Any]]:

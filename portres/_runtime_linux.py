@@ -2,22 +2,22 @@
 
 Each process that holds a block keeps one marker: a memfd named "portres"
 (close-on-exec), one fixed-width line per live block ("tcp 41000     4").
-The kernel ties it to the process: it is in /proc/<pid>/fd while the process
-lives and is gone with it, so no entry outlives its process.  What the marker
-says is never trusted alone: a block is listed only when the kernel shows a
-socket of that very process on every port of the block (NETLINK_SOCK_DIAG
-for the sockets, /proc/<pid>/fd for whose they are); a block released or
-collected without its line being cleared is dropped by that check.
+The C registry writes it (src/linux/marker.c): the memfd is made with the
+first block and then kept, mapped MAP_SHARED, so a line costs plain stores
+under the registry's lock and no system call; a forked child unmaps and
+closes its copy.  The kernel ties the memfd to the process: it is in
+/proc/<pid>/fd while the process lives and is gone with it, so no entry
+outlives its process.
 
-Writing the marker costs one pwrite per acquire and per close (a slot per
-block, reused), never a scan; the marker is made with the first block held
-and closed with the last, so a process holding nothing keeps no descriptor.
+This module is the reader.  What a marker says is never trusted alone: a
+block is listed only when the kernel shows a socket of that very process on
+every port of the block (NETLINK_SOCK_DIAG for the sockets, /proc/<pid>/fd
+for whose they are); a torn or stale line is dropped by that check.
 """
 
 from __future__ import annotations
 
 import os
-import threading
 from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from . import _portres
@@ -25,71 +25,12 @@ from . import _validate as check
 
 MARKER = "portres"
 _LINK = f"/memfd:{MARKER} (deleted)"
-_WIDTH = 24  # bytes per line, "\n" included: "tcp 65535 65535" fits
-
-_lock = threading.Lock()
-_fd: Optional[int] = None
-_slots: Dict[int, int] = {}  # id(Reservation) -> slot
-_free: List[int] = []
-_next = 0
+WIDTH = 24  # bytes per line, "\n" included (marker.c's MARKER_LINE)
 
 
-def _forget_after_fork() -> None:
-    # The child shares the parent's memfd but not its blocks (the registry
-    # drops them at fork): let the child start its own.
-    global _fd, _next, _lock
-    _lock = threading.Lock()
-    if _fd is not None:
-        try:
-            os.close(_fd)
-        except OSError:
-            pass
-    _fd, _next = None, 0
-    _slots.clear()
-    _free.clear()
-
-
-os.register_at_fork(after_in_child=_forget_after_fork)
-
-
-def _line(protocol: str, start: int, count: int) -> bytes:
-    return f"{protocol} {start:5d} {count:5d}".ljust(_WIDTH - 1).encode() + b"\n"
-
-
-def opened(res: Any) -> None:
-    """Note RES (a live Reservation) in this process's marker."""
-    global _fd, _next
-    with _lock:
-        try:
-            if _fd is None:
-                _fd = os.memfd_create(MARKER, os.MFD_CLOEXEC)
-            slot = _free.pop() if _free else _next
-            if slot == _next:
-                _next += 1
-            os.pwrite(_fd, _line(res.protocol, res.start, res.count), slot * _WIDTH)
-        except OSError:
-            return  # listing is best effort; the reservation itself holds
-        _slots[id(res)] = slot
-
-
-def closed(res: Any) -> None:
-    """Clear RES's line; with the last block, close the marker (a process
-    holding nothing keeps no descriptor of portres's)."""
-    global _fd, _next
-    with _lock:
-        slot = _slots.pop(id(res), None)
-        if slot is None or _fd is None:
-            return
-        if not _slots:
-            fd, _fd, _next = _fd, None, 0
-            _free.clear()
-            os.close(fd)
-            return
-        try:
-            os.pwrite(_fd, b" " * (_WIDTH - 1) + b"\n", slot * _WIDTH)
-        except OSError:
-            pass
-        _free.append(slot)
+def line(protocol: str, start: int, count: int) -> bytes:
+    """A marker line as marker.c writes it."""
+    return f"{protocol} {start:5d} {count:5d}".ljust(WIDTH - 1).encode() + b"\n"
 
 
 # ------------------------------------------------------------------ reading
@@ -133,7 +74,7 @@ def _scan() -> Tuple[Dict[int, Tuple[int, int]], Dict[int, List[Tuple[str, int, 
 def _read_marker(pid: int, fd: str) -> List[Tuple[str, int, int]]:
     try:
         with open(f"/proc/{pid}/fd/{fd}", "rb") as f:
-            data = f.read(1 << 20)
+            data = f.read()
     except OSError:
         return []
     out = []
@@ -232,4 +173,4 @@ def inode_owners() -> Dict[int, Tuple[int, int]]:
     return _scan()[0]
 
 
-__all__: List[str] = ["closed", "holders", "inode_owners", "opened", "runtime_reservations"]
+__all__: List[str] = ["holders", "inode_owners", "line", "runtime_reservations"]

@@ -40,7 +40,7 @@ static PyObject *acquire_port_reservation(PyObject *module, PyObject *args, PyOb
                                         start, count, NULL);
     PORTRES_CALL(err, portres_block_acquire(protocol, start, count, &block, &conflict));
     if (err) {
-        portres_raise_backend_error(err, portres_op_call(PORTRES_OP_ACQUIRE));
+        portres_raise_backend_error(err, portres_op_call(PORTRES_OP_ACQUIRE), "portres.acquire");
         if (conflict) {
             PyObject *type, *value, *tb, *port;
             PyErr_Fetch(&type, &value, &tb);
@@ -74,7 +74,7 @@ static PyObject *token_ioctl(PyObject *module, PyObject *args, PyObject *kwargs,
     PORTRES_CALL(err, op == PORTRES_OP_ASSOCIATE ? portres_associate(s, token)
                                                  : portres_release(s, token));
     if (err)
-        return portres_raise_backend_error(err, portres_op_call(op));
+        return portres_raise_backend_error(err, portres_op_call(op), portres_op_name(op));
     Py_RETURN_NONE;
 }
 
@@ -133,7 +133,7 @@ static PyObject *associate_range(PyObject *module, PyObject *args, PyObject *kwa
      * as for every backend call. */
     PORTRES_CALL(err, portres_associate_range(s, protocol, (unsigned)start, (unsigned)count));
     if (err)
-        return portres_raise_backend_error(err, "associate_range");
+        return portres_raise_backend_error(err, "associate_range", "portres.associate");
     Py_RETURN_NONE;
 }
 #endif
@@ -161,7 +161,7 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     PORTRES_CALL(err, portres_port_sockets(protocol, lo, hi, &items, &n));
     if (err)
-        return portres_raise_backend_error(err, "port_sockets");
+        return portres_raise_backend_error(err, "port_sockets", NULL);
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
         PyObject *t;
@@ -229,7 +229,7 @@ static PyObject *reserved_ports(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED
 
     PORTRES_CALL(err, portres_reserved_ports(&runs, &n));
     if (err)
-        return portres_raise_backend_error(err, "open");
+        return portres_raise_backend_error(err, "open", NULL);
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
         PyObject *t = Py_BuildValue("(II)", runs[i].first, runs[i].last);
@@ -266,7 +266,7 @@ static PyObject *bind_socket(PyObject *Py_UNUSED(module), PyObject *args, PyObje
         return NULL;
     PORTRES_CALL(err, portres_bind(s, (struct sockaddr *)&ss, len, &bound));
     if (err)
-        return portres_raise_backend_error(err, "bind");
+        return portres_raise_backend_error(err, "bind", "portres.bind");
     return PyLong_FromUnsignedLong(bound);
 }
 
@@ -282,7 +282,7 @@ static PyObject *socket_info(PyObject *Py_UNUSED(module), PyObject *arg)
         return NULL;
     PORTRES_CALL(err, portres_socket_info(s, &family, &type, &port));
     if (err)
-        return portres_raise_backend_error(err, "getsockname");
+        return portres_raise_backend_error(err, "getsockname", NULL);
     return Py_BuildValue("(iiI)", family, type, port);
 }
 
@@ -328,7 +328,8 @@ static PyObject *create_persistent_port_reservation(PyObject *Py_UNUSED(module),
         return NULL;
     PORTRES_CALL(err, portres_persistent_create(protocol, start, count, &token));
     if (err)
-        return portres_raise_backend_error(err, "create_persistent_port_reservation");
+        return portres_raise_backend_error(err, "create_persistent_port_reservation",
+                                           "portres.create_persistent");
     return PyLong_FromUnsignedLongLong(token);
 }
 
@@ -347,7 +348,8 @@ static PyObject *lookup_persistent_port_reservation(PyObject *Py_UNUSED(module),
         return NULL;
     PORTRES_CALL(err, portres_persistent_lookup(protocol, start, count, &token));
     if (err)
-        return portres_raise_backend_error(err, "lookup_persistent_port_reservation");
+        return portres_raise_backend_error(err, "lookup_persistent_port_reservation",
+                                           "portres.lookup_persistent");
     return PyLong_FromUnsignedLongLong(token);
 }
 
@@ -366,7 +368,8 @@ static PyObject *delete_persistent_port_reservation(PyObject *Py_UNUSED(module),
         return NULL;
     PORTRES_CALL(err, portres_persistent_delete(protocol, start, count));
     if (err)
-        return portres_raise_backend_error(err, "delete_persistent_port_reservation");
+        return portres_raise_backend_error(err, "delete_persistent_port_reservation",
+                                           "portres.delete_persistent");
     Py_RETURN_NONE;
 }
 
@@ -394,7 +397,8 @@ static PyObject *list_persistent_port_reservations(PyObject *Py_UNUSED(module), 
     if (err) {
         if (out_of_memory(err))
             return PyErr_NoMemory();
-        return portres_raise_backend_error(err, "list_persistent_port_reservations");
+        return portres_raise_backend_error(err, "list_persistent_port_reservations",
+                                           "portres.list_persistent");
     }
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
@@ -441,7 +445,7 @@ static PyObject *port_sockets(PyObject *Py_UNUSED(module), PyObject *args)
     if (err) {
         if (out_of_memory(err))
             return PyErr_NoMemory();
-        return portres_raise_backend_error(err, "port_sockets");
+        return portres_raise_backend_error(err, "port_sockets", NULL);
     }
     list = PyList_New((Py_ssize_t)n);
     for (i = 0; list && i < n; i++) {
@@ -476,7 +480,7 @@ static PyObject *windows_build(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(
     int err;
     PORTRES_CALL(err, portres_windows_build(&major, &minor, &build));
     if (err)
-        return portres_raise_backend_error(err, "RtlGetVersion");
+        return portres_raise_backend_error(err, "RtlGetVersion", NULL);
     return Py_BuildValue("(kkk)", major, minor, build);
 }
 

@@ -72,6 +72,21 @@ const char *portres_op_call(int op)
     }
 }
 
+const char *portres_op_name(int op)
+{
+    switch (op) {
+    case PORTRES_OP_ACQUIRE:
+        return "portres.acquire";
+    case PORTRES_OP_ASSOCIATE:
+    case PORTRES_OP_ASSOCIATE_RANGE:
+        return "portres.associate";
+    case PORTRES_OP_RELEASE:
+        return "portres.release";
+    default:
+        return "portres_ov_start";
+    }
+}
+
 /* What a failure is called when the backend recorded no call (portres.h,
  * "Errors"): each platform's own. */
 #ifdef _WIN32
@@ -138,7 +153,7 @@ static int wait_done(OverlappedObject *self, long long timeout_ms, int check_sig
         int rc;
         PORTRES_CALL(rc, portres_ov_wait_event(self->ov, slice));
         if (rc > 0) {
-            portres_raise_backend_error(rc, CALL_WAIT);
+            portres_raise_backend_error(rc, CALL_WAIT, NULL);
             return -1;
         }
         if (reap(self))
@@ -236,7 +251,8 @@ static PyObject *result_locked_value(OverlappedObject *self)
     portres_error_clear();
     err = portres_ov_error(self->ov);
     if (err)
-        return portres_raise_backend_error(err, portres_op_call(self->op));
+        return portres_raise_backend_error(err, portres_op_call(self->op),
+                                           portres_op_name(self->op));
     if (self->op == PORTRES_OP_ACQUIRE) {
         if (!self->reservation) {
             portres_block *block = portres_ov_take_block(self->ov);
@@ -303,7 +319,7 @@ static PyObject *Overlapped_cancel(PyObject *op, PyObject *Py_UNUSED(ignored))
         err = portres_ov_cancel(self->ov);
     ov_unlock(self, &released);
     if (err)
-        return portres_raise_backend_error(err, CALL_CANCEL);
+        return portres_raise_backend_error(err, CALL_CANCEL, NULL);
     Py_RETURN_NONE;
 }
 
@@ -448,7 +464,7 @@ PyObject *portres_start_overlapped(PyObject *module, int op, portres_socket s, u
     int err;
     PORTRES_CALL(err, portres_ov_start(op, s, token, protocol, start, count, &ov));
     if (err)
-        return portres_raise_backend_error(err, portres_op_call(op));
+        return portres_raise_backend_error(err, portres_op_call(op), portres_op_name(op));
     return new_overlapped(st, ov, op, owner);
 }
 
@@ -459,6 +475,6 @@ PyObject *portres_start_pending_overlapped(PyObject *module, int cancel_error)
     int err;
     PORTRES_CALL(err, portres_ov_start_pending(cancel_error, &ov));
     if (err)
-        return portres_raise_backend_error(err, portres_op_call(-1));
+        return portres_raise_backend_error(err, portres_op_call(-1), portres_op_name(-1));
     return new_overlapped(st, ov, -1, NULL);
 }

@@ -36,7 +36,7 @@ static int module_exec(PyObject *module)
 
     PORTRES_CALL(err, portres_backend_init());
     if (err) {
-        portres_raise_backend_error(err, "portres_backend_init");
+        portres_raise_backend_error(err, "portres_backend_init", NULL);
         return -1;
     }
     st->PortReservation_Type =

@@ -95,7 +95,7 @@ static PyObject *PortReservation_bind(PyObject *op, PyObject *args, PyObject *kw
         return NULL;
     PORTRES_CALL(err, portres_block_bind(self->block, s, (struct sockaddr *)&ss, len, &bound));
     if (err)
-        return portres_raise_backend_error(err, "bind");
+        return portres_raise_backend_error(err, "bind", "Reservation.bind");
     return PyLong_FromUnsignedLong(bound);
 }
 
@@ -123,7 +123,7 @@ static PyObject *PortReservation_socket(PyObject *op, PyObject *args, PyObject *
     PORTRES_CALL(
         err, portres_block_socket(self->block, family, (struct sockaddr *)&ss, len, &s, &bound));
     if (err)
-        return portres_raise_backend_error(err, "bind");
+        return portres_raise_backend_error(err, "bind", "Reservation.socket");
 #ifdef _WIN32
     return Py_BuildValue("(KI)", (unsigned long long)s, bound);
 #else
@@ -178,7 +178,7 @@ static PyObject *PortReservation_bind_new(PyObject *op, PyObject *const *args, P
         return NULL;
     PORTRES_CALL(err, portres_block_bind_new(self->block, s, (struct sockaddr *)&ss, len, &bound));
     if (err)
-        return portres_raise_backend_error(err, "bind");
+        return portres_raise_backend_error(err, "bind", "Reservation.socket");
     return PyLong_FromUnsignedLong(bound);
 }
 
@@ -200,7 +200,7 @@ static PyObject *PortReservation_set_owner(PyObject *op, PyObject *arg)
     }
     PORTRES_CALL(err, portres_block_set_owner(self->block, (unsigned)uid));
     if (err)
-        return portres_raise_backend_error(err, "fchown");
+        return portres_raise_backend_error(err, "fchown", "portres.acquire(owner=)");
     Py_RETURN_NONE;
 }
 
@@ -226,7 +226,8 @@ static PyObject *PortReservation_close(PyObject *op, PyObject *Py_UNUSED(ignored
     int err;
     PORTRES_CALL(err, portres_block_close(self->block));
     if (err)
-        return portres_raise_backend_error(err, portres_op_call(PORTRES_OP_RELEASE));
+        return portres_raise_backend_error(err, portres_op_call(PORTRES_OP_RELEASE),
+                                           "Reservation.close");
     Py_RETURN_NONE;
 }
 

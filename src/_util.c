@@ -25,9 +25,11 @@ PyObject *portres_raise_os_error(int err, const char *call)
 #endif
 }
 
-PyObject *portres_raise_backend_error(int err, const char *fallback)
+PyObject *portres_raise_backend_error(int err, const char *fallback, const char *op)
 {
     const char *call = portres_error_call();
+    if (call == portres_refused)
+        call = op ? op : fallback;
     return portres_raise_os_error(err, call ? call : fallback);
 }
 

@@ -50,8 +50,10 @@ PyObject *portres_type_error(const char *what, PyObject *obj);
 PyObject *portres_raise_os_error(int err, const char *call);
 
 /* The OSError of a backend failure: ERR with the call the backend recorded
- * (portres.h, "Errors"); FALLBACK only if it recorded none. Returns NULL. */
-PyObject *portres_raise_backend_error(int err, const char *fallback);
+ * (portres.h, "Errors"); FALLBACK only if it recorded none.  A refusal by a
+ * rule of portres's (portres_refuse) names OP, the package operation
+ * refused ("portres.bind"; FALLBACK when OP is NULL). Returns NULL. */
+PyObject *portres_raise_backend_error(int err, const char *fallback, const char *op);
 
 /* Call a backend function with the GIL released, its error record
  * cleared first: PORTRES_CALL(err, portres_bind(...)). */
@@ -111,6 +113,9 @@ PyObject *portres_start_pending_overlapped(PyObject *module, int cancel_error);
 /* The IOCTL each operation stands for, for messages (on Linux, the
  * package function: no Windows call is named there). */
 const char *portres_op_call(int op);
+/* The package function each operation is, for a refusal by portres's own
+ * rule (portres.h, "Errors"): "portres.associate"... */
+const char *portres_op_name(int op);
 
 /* _calls.c: the module's functions, one per backend call. */
 extern PyMethodDef portres_module_functions[];

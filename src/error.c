@@ -13,6 +13,15 @@
 
 static PORTRES_THREAD_LOCAL const char *failed_call;
 
+/* Compared by address: the one record that names no call. */
+const char portres_refused[] = "refused by portres";
+
+int portres_refuse(int code)
+{
+    failed_call = portres_refused;
+    return code;
+}
+
 int portres_fail(int code, const char *call)
 {
     failed_call = call;

@@ -14,9 +14,13 @@
  * "sendto(NETLINK_SOCK_DIAG)", "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)",
  * "RegOpenKeyExW"...  portres_error_call() reads it back (in the same
  * thread, right after the failure; the binding raises OSError with it as
- * `filename`).  Where the backend refuses by itself (a full block, a
- * closed block) the call named is the one it stands in for (bind,
- * WSAIoctl(...)).  Like errno, a success leaves the record as it was.
+ * `filename`).  Where the backend refuses by a rule of its own, before or
+ * instead of any system call (a closed block, a port outside the block, a
+ * port already handed out, a socket of the wrong type, an unknown token),
+ * it records portres_refuse(code) instead: no call is named, and the
+ * binding names the package operation that was refused ("portres.bind",
+ * "Reservation.bind"...; portres/_errors.py then says portres refused it).
+ * Like errno, a success leaves the record as it was.
  *
  * Arguments are validated by the caller (the binding, src/_util.c) before
  * any call; the backends do not repeat the block rules (the Windows
@@ -47,6 +51,10 @@ enum portres_protocol { PORTRES_TCP = 0, PORTRES_UDP = 1 };
 /* Record CALL (a static string) as the call that failed in this thread;
  * returns CODE, so a backend writes `return portres_fail(err, "bind");`. */
 int portres_fail(int code, const char *call);
+/* A refusal by a rule of portres's (see the top of this file): records
+ * portres_refused as the call; returns CODE. */
+int portres_refuse(int code);
+extern const char portres_refused[];
 /* The call recorded by the last failure in this thread (NULL if none). */
 const char *portres_error_call(void);
 /* Forget the record: the binding clears it before a call. */

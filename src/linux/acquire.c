@@ -138,15 +138,16 @@ static int wildcard_start(struct wildcard *w, portres_block *b, unsigned *offset
     w->taken = reserved_port_map(&err);
     if (err)
         return err;
+    errno = 0; /* set again only by a failed open/pread, which records itself */
     if (read_proc_ints("/proc/sys/net/ipv4/ip_local_port_range", range, 2) != 2) {
         free(w->taken);
-        return portres_fail(errno ? errno : EIO, "read(ip_local_port_range)");
+        return errno ? errno : portres_fail(EIO, "pread(ip_local_port_range)"); /* short */
     }
     w->lo = (unsigned)range[0];
     w->hi = (unsigned)range[1];
     if (w->lo < 1 || w->hi > 65535 || w->lo > w->hi || w->hi - w->lo + 1 < w->count) {
         free(w->taken);
-        return portres_fail(EADDRINUSE, "bind");
+        return portres_refuse(EADDRINUSE);
     }
     if (!(w->ports = malloc(w->count * sizeof *w->ports))) {
         free(w->taken);

@@ -19,7 +19,7 @@ static int socket_identity(int fd, dev_t *dev, ino_t *ino)
     if (fstat(fd, &st))
         return lx_fail("fstat");
     if (!S_ISSOCK(st.st_mode))
-        return portres_fail(ENOTSOCK, "fstat");
+        return portres_refuse(ENOTSOCK);
     *dev = st.st_dev;
     *ino = st.st_ino;
     return 0;
@@ -35,9 +35,9 @@ static int check_associable(int fd, int *type, dev_t *dev, ino_t *ino)
         return err;
     /* Only TCP/UDP over IP can be associated, as on Windows (WSAEOPNOTSUPP). */
     if ((family != AF_INET && family != AF_INET6) || (*type != SOCK_STREAM && *type != SOCK_DGRAM))
-        return portres_fail(EOPNOTSUPP, "associate_port_reservation");
+        return portres_refuse(EOPNOTSUPP);
     if (bound)
-        return portres_fail(EISCONN, "associate_port_reservation");
+        return portres_refuse(EISCONN);
     return socket_identity(fd, dev, ino);
 }
 
@@ -54,9 +54,9 @@ int portres_associate(portres_socket s, uint64_t token)
     for (b = registry; b && b->token != token; b = b->next)
         ;
     if (!b) /* a persistent token is the package's to resolve (portres_associate_range) */
-        err = portres_fail(ENOENT, "associate_port_reservation");
+        err = portres_refuse(ENOENT);
     else if (type != sock_type_for(b->protocol))
-        err = portres_fail(EPROTOTYPE, "associate_port_reservation");
+        err = portres_refuse(EPROTOTYPE);
     else if (!(err = confine_autobind(s, b->start, b->count)))
         err = record_association(dev, ino, token, 0, 0);
     pthread_mutex_unlock(&registry_lock);
@@ -73,11 +73,11 @@ int portres_associate_range(portres_socket s, int protocol, unsigned start, unsi
     int type = 0, err;
     if (start < 1 || count < 1 || start > 65535 || count > 65535 || start + count - 1 > 65535
         || (protocol != PORTRES_TCP && protocol != PORTRES_UDP))
-        return portres_fail(EINVAL, "associate_range");
+        return portres_refuse(EINVAL);
     if ((err = check_associable(s, &type, &dev, &ino)))
         return err;
     if (type != sock_type_for(protocol))
-        return portres_fail(EPROTOTYPE, "associate_range");
+        return portres_refuse(EPROTOTYPE);
     if ((err = confine_autobind(s, start, count)))
         return err;
     pthread_mutex_lock(&registry_lock);
@@ -97,7 +97,7 @@ static int range_still_reserved(unsigned start, unsigned count)
         return err;
     for (p = start; p < start + count && !err; p++)
         if (!in_map(map, p))
-            err = portres_fail(ENOENT, "bind"); /* refused, as outside the block */
+            err = portres_refuse(ENOENT); /* refused, as outside the block */
     free(map);
     return err;
 }
@@ -111,11 +111,11 @@ static int bind_in_range(int fd, const struct sockaddr *addr, socklen_t addrlen,
     struct sockaddr_storage ss;
     unsigned want, i;
     if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in))
-        return portres_fail(EINVAL, "bind");
+        return portres_refuse(EINVAL);
     memcpy(&ss, addr, addrlen);
     want = get_port(addr);
     if (want && (want < start || want - start >= count))
-        return portres_fail(EADDRNOTAVAIL, "bind");
+        return portres_refuse(EADDRNOTAVAIL);
     for (i = want ? want - start : 0; i < count; i++) {
         set_port((struct sockaddr *)&ss, start + i);
         if (bind(fd, (struct sockaddr *)&ss, addrlen) == 0) {
@@ -141,10 +141,22 @@ int portres_release(portres_socket s, uint64_t token)
         ;
     if (!b) {
         pthread_mutex_unlock(&registry_lock);
-        return portres_fail(ENOENT, "release_port_reservation");
+        return portres_refuse(ENOENT);
     }
     close_block_registry_held(b);
     return 0;
+}
+
+/* The association of the socket (DEV, INO) is spent once it is bound, from
+ * a runtime block or a persistent one alike. */
+static void forget_association(dev_t dev, ino_t ino)
+{
+    size_t i;
+    pthread_mutex_lock(&registry_lock);
+    i = find_association(dev, ino);
+    if (i < n_associations)
+        associations[i] = associations[--n_associations];
+    pthread_mutex_unlock(&registry_lock);
 }
 
 int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, unsigned *port)
@@ -167,13 +179,8 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
         if ((err = range_still_reserved(start, count)))
             return err;
         err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
-        if (!err) {
-            pthread_mutex_lock(&registry_lock);
-            i = find_association(dev, ino);
-            if (i < n_associations)
-                associations[i] = associations[--n_associations];
-            pthread_mutex_unlock(&registry_lock);
-        }
+        if (!err)
+            forget_association(dev, ino);
         return err;
     }
     if (i < n_associations)
@@ -185,13 +192,8 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
             return err;
         }
         err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
-        if (!err) { /* the association is spent once the socket is bound */
-            pthread_mutex_lock(&registry_lock);
-            i = find_association(dev, ino);
-            if (i < n_associations)
-                associations[i] = associations[--n_associations];
-            pthread_mutex_unlock(&registry_lock);
-        }
+        if (!err)
+            forget_association(dev, ino);
         return err;
     }
     pthread_mutex_unlock(&registry_lock);

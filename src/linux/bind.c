@@ -146,7 +146,7 @@ static void leave_taken(portres_block *b, const struct request *r, unsigned i)
 static int scan(portres_block *b, struct request *r, int partial)
 {
     unsigned n, i;
-    int err = portres_fail(EADDRINUSE, "bind");
+    int err = portres_refuse(EADDRINUSE);
     for (n = 0; n < b->count; n++) {
         unsigned taken;
         i = (b->cursor + n) % b->count;
@@ -187,7 +187,7 @@ static int bind_port(portres_block *b, struct request *r, unsigned i)
     if (r->flex && taken == SIDE4 && (err = take_v6_side(r)))
         return err;
     if (taken & r->need)
-        return rerr ? rerr : portres_fail(EADDRINUSE, "bind"); /* could not tell: say why */
+        return rerr ? rerr : portres_refuse(EADDRINUSE); /* could not tell: say why */
     err = bind_index(b, r, i);
     if (err == EADDRINUSE && owner_differs(b, i, r->fd))
         err = EPERM;
@@ -210,9 +210,9 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
     struct request r;
 
     if (b->closed)
-        return portres_fail(EBADF, "bind");
+        return portres_refuse(EBADF);
     if (want && (want < b->start || want - b->start >= b->count))
-        return portres_fail(EADDRNOTAVAIL, "bind");
+        return portres_refuse(EADDRNOTAVAIL);
     r.fd = fd;
     r.sa = sa;
     r.len = addrlen;
@@ -269,7 +269,7 @@ int bind_in_block(portres_block *b, int fd, const struct sockaddr *addr, socklen
     if (addrlen > (socklen_t)sizeof ss || addrlen < (socklen_t)sizeof(struct sockaddr_in)) {
         if (registry_held)
             pthread_mutex_unlock(&registry_lock);
-        return portres_fail(EINVAL, "bind");
+        return portres_refuse(EINVAL);
     }
     memcpy(&ss, addr, addrlen);
     /* A socket portres makes is dual-stack whatever net.ipv6.bindv6only
@@ -306,12 +306,16 @@ int check_bindable(portres_block *b, int fd, const struct sockaddr *addr)
     int err = portres_socket_info(fd, &family, &type, &bound);
     if (err)
         return err;
+    /* The type first: a raw socket's getsockname() port is its protocol,
+     * not a bind. */
+    if ((family != AF_INET && family != AF_INET6) || (type != SOCK_STREAM && type != SOCK_DGRAM))
+        return portres_refuse(EOPNOTSUPP);
     if (bound)
-        return portres_fail(EISCONN, "bind");
+        return portres_refuse(EISCONN);
     if (type != sock_type_for(b->protocol))
-        return portres_fail(EPROTOTYPE, "bind");
+        return portres_refuse(EPROTOTYPE);
     if (family != addr->sa_family)
-        return portres_fail(EAFNOSUPPORT, "bind");
+        return portres_refuse(EAFNOSUPPORT);
     return 0;
 }
 
@@ -333,9 +337,9 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
 {
     int fd, err;
     if (family != addr->sa_family)
-        return portres_fail(EAFNOSUPPORT, "bind");
+        return portres_refuse(EAFNOSUPPORT);
     if (portres_block_closed(b))
-        return portres_fail(EBADF, "bind");
+        return portres_refuse(EBADF);
     fd = new_socket(family, sock_type_for(b->protocol), 1);
     if (fd < 0)
         return errno; /* recorded by new_socket() */
@@ -385,7 +389,7 @@ int portres_block_set_owner(portres_block *b, unsigned uid)
     int err = 0;
     pthread_mutex_lock(&b->lock);
     if (b->closed)
-        err = portres_fail(EBADF, "fchown");
+        err = portres_refuse(EBADF);
     for (i = 0; !err && i < b->count; i++) {
         if (b->fds[i] >= 0 && fchown(b->fds[i], (uid_t)uid, (gid_t)-1))
             err = lx_fail("fchown");

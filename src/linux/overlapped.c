@@ -83,7 +83,7 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
         err = portres_associate_range(s, protocol, start, count);
         break;
     default:
-        return portres_fail(EINVAL, "portres_ov_start");
+        return portres_refuse(EINVAL);
     }
     if (err) /* an immediate failure, as WSAIoctl's non-pending error */
         return err;

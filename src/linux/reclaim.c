@@ -252,8 +252,8 @@ static int find_released(portres_block *b)
         tracked += (*slot_state(b, s) & (PORT_TRACKED | PORT_CLOSING)) == PORT_TRACKED;
     if (!tracked)
         return 0;
-    if (getpid() != b->track_pid) /* a forked child: fdinfo would read the parent's table */
-        return portres_fail(ECHILD, "pread(/proc/self/fdinfo)");
+    if (getpid() != b->track_pid)      /* a forked child: fdinfo would read the parent's table */
+        return portres_refuse(ECHILD); /* nothing read: the rule refuses */
     if (b->infofd < 0) {
         char path[64];
         snprintf(path, sizeof path, "/proc/self/fdinfo/%d", b->epfd);

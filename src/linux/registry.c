@@ -1,12 +1,13 @@
 /*
  * linux/registry.c - the process-wide state: tokens, live blocks, associations
  * (all under registry_lock; no persistent tokens: those are the package's),
- * closing a block, fork(),
- * one-time setup.
+ * the runtime marker's lines (marker.c), closing a block, fork(), one-time
+ * setup.
  */
 #ifdef __linux__
 
 #include "linux.h"
+#include "marker.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -108,6 +109,7 @@ void register_block(portres_block *b)
     }
     b->next = registry;
     registry = b;
+    marker_add(b); /* plain stores once the marker exists (marker.c) */
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -144,6 +146,7 @@ void close_block_registry_held(portres_block *b)
     int listed = unlink_from(&registry, b);
 
     if (listed) {
+        marker_remove(b);
         b->next = unlisted;
         unlisted = b;
     }
@@ -235,6 +238,7 @@ static void atfork_child(void)
     registry = NULL;
     unlisted = NULL;
     n_associations = 0;
+    marker_atfork_child();
     bpf_atfork_child();
     pthread_mutex_unlock(&registry_lock);
 }

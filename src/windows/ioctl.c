@@ -33,7 +33,7 @@ int protocol_type(int protocol, int *type, int *ipproto)
         *ipproto = IPPROTO_UDP;
         return 0;
     default:
-        return portres_fail(WSAEINVAL, "WSASocketW");
+        return portres_refuse(WSAEINVAL); /* no socket made */
     }
 }
 
@@ -232,7 +232,7 @@ int acquire_args(int protocol, unsigned start, unsigned count, int *type, int *i
 {
     if (start > 65535u || count == 0 || count > 65535u || (start != 0 && start + count - 1 > 65535u)
         || protocol_type(protocol, type, ipproto))
-        return portres_fail(WSAEINVAL, PORTRES_CALL_ACQUIRE);
+        return portres_refuse(WSAEINVAL);
     return 0;
 }
 
@@ -250,7 +250,7 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     if (conflict_port != NULL)
         *conflict_port = 0;
     if (out == NULL)
-        return portres_fail(WSAEFAULT, PORTRES_CALL_ACQUIRE);
+        return portres_refuse(WSAEFAULT);
     *out = NULL;
     err = acquire_args(protocol, start, count, &type, &ipproto);
     if (err)
@@ -317,7 +317,7 @@ static int block_bind_locked(portres_block *b, SOCKET s, const struct sockaddr *
     int err;
 
     if (b->closed)
-        return portres_fail(PORTRES_ERROR_CLOSED, "bind");
+        return portres_refuse(PORTRES_ERROR_CLOSED);
     /* The association must precede bind(); bind() then takes a port of
      * the block, or fails when none is left [ASC]. */
     err = portres_associate(s, b->token);
@@ -344,12 +344,12 @@ int portres_block_socket(portres_block *b, int family, const struct sockaddr *ad
     SOCKET s;
 
     if (out == NULL)
-        return portres_fail(WSAEFAULT, "WSASocketW");
+        return portres_refuse(WSAEFAULT);
     *out = INVALID_SOCKET;
     if (addr == NULL || addr->sa_family != family)
-        return portres_fail(WSAEAFNOSUPPORT, "WSASocketW");
+        return portres_refuse(WSAEAFNOSUPPORT);
     if (portres_block_closed(b))
-        return portres_fail(PORTRES_ERROR_CLOSED, "bind");
+        return portres_refuse(PORTRES_ERROR_CLOSED);
     err = protocol_type(b->protocol, &type, &ipproto);
     if (err)
         return err;

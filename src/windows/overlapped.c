@@ -195,7 +195,7 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     int type = 0, ipproto = 0, err;
 
     if (out == NULL)
-        return portres_fail(WSAEFAULT, "WSAIoctl");
+        return portres_refuse(WSAEFAULT);
     *out = NULL;
     switch (op) {
     case PORTRES_OP_ACQUIRE:
@@ -209,7 +209,7 @@ int portres_ov_start(int op, portres_socket s, uint64_t token, int protocol, uns
     case PORTRES_OP_RELEASE:
         break;
     default:
-        return portres_fail(WSAEINVAL, "WSAIoctl");
+        return portres_refuse(WSAEINVAL);
     }
 
     /* Everything is allocated before the IOCTL, which must find its
@@ -300,7 +300,7 @@ int portres_ov_start_pending(int cancel_error, portres_overlapped **out)
     /* For the tests of the wait machinery (the binding's
      * _pending_overlapped): the object and its event, no IOCTL. */
     if (out == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, "portres_ov_start_pending");
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     *out = NULL;
     ov = (portres_overlapped *)calloc(1, sizeof(*ov));
     if (ov == NULL)

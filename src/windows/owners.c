@@ -237,11 +237,11 @@ int portres_port_sockets(int protocol, unsigned lo, unsigned hi, portres_port_so
     const char *call = protocol == PORTRES_TCP ? "GetExtendedTcpTable" : "GetExtendedUdpTable";
 
     if (out == NULL || n == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, call);
+        return portres_refuse(ERROR_INVALID_PARAMETER); /* no table read */
     *out = NULL;
     *n = 0;
     if ((protocol != PORTRES_TCP && protocol != PORTRES_UDP) || lo > hi || hi > 65535u)
-        return portres_fail(ERROR_INVALID_PARAMETER, call);
+        return portres_refuse(ERROR_INVALID_PARAMETER); /* no table read */
 
     for (f = 0; f < 2 && !err; f++) {
         err = fetch_table(protocol, (ULONG)families[f], &table, &size);
@@ -281,7 +281,7 @@ int portres_process_name(unsigned long pid, char **utf8, size_t *len)
     int err = 0, n;
 
     if (utf8 == NULL || len == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, "OpenProcess");
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     *utf8 = NULL;
     *len = 0;
     /* [OPR]: NULL on failure, GetLastError() says why (ERROR_ACCESS_DENIED,

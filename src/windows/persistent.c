@@ -53,11 +53,11 @@ int portres_persistent_create(int protocol, unsigned start, unsigned count, uint
     ULONG err;
 
     if (token == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, persistent_call('c', protocol));
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     *token = 0;
     err = (ULONG)persistent_args(protocol, start, count);
     if (err)
-        return portres_fail((int)err, persistent_call('c', protocol));
+        return portres_refuse((int)err); /* bad arguments: nothing was called */
     /* [CPT], [CPU]: StartPort network order, NumberOfPorts host order,
      * Token [out] PULONG64. */
     if (protocol == PORTRES_TCP)
@@ -78,11 +78,11 @@ int portres_persistent_lookup(int protocol, unsigned start, unsigned count, uint
     ULONG err;
 
     if (token == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, persistent_call('l', protocol));
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     *token = 0;
     err = (ULONG)persistent_args(protocol, start, count);
     if (err)
-        return portres_fail((int)err, persistent_call('l', protocol));
+        return portres_refuse((int)err); /* bad arguments: nothing was called */
     /* [LPT], [LPU]: START and COUNT must match those of the creation;
      * ERROR_NOT_FOUND otherwise. */
     if (protocol == PORTRES_TCP)
@@ -101,7 +101,7 @@ int portres_persistent_delete(int protocol, unsigned start, unsigned count)
 
     err = (ULONG)persistent_args(protocol, start, count);
     if (err)
-        return portres_fail((int)err, persistent_call('d', protocol));
+        return portres_refuse((int)err); /* bad arguments: nothing was called */
     /* [DPT], [DPU]: no token; ERROR_NOT_FOUND if no such block. */
     if (protocol == PORTRES_TCP)
         err = DeletePersistentTcpPortReservation(htons((u_short)start), (USHORT)count);
@@ -300,11 +300,11 @@ int portres_persistent_list(int protocol, portres_port_block **blocks, size_t *n
     int err;
 
     if (blocks == NULL || n == NULL)
-        return portres_fail(ERROR_INVALID_PARAMETER, "RegOpenKeyExW");
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     *blocks = NULL;
     *n = 0;
     if (protocol != PORTRES_TCP && protocol != PORTRES_UDP)
-        return portres_fail(ERROR_INVALID_PARAMETER, "RegOpenKeyExW");
+        return portres_refuse(ERROR_INVALID_PARAMETER);
     if ((err = store_open(protocol, &key)) || key == NULL)
         return err;
     err = store_read(key, protocol, &l);

@@ -71,7 +71,7 @@ def test_socket_port_handed_out_already_is_eaddrinuse_with_a_true_message():
             with pytest.raises(OSError) as info:
                 res.socket(port=res.start)
             exc = info.value
-            assert exc.errno == errno.EADDRINUSE and exc.filename == "bind"
+            assert exc.errno == errno.EADDRINUSE and exc.filename == "Reservation.socket"  # handed out: no bind() made
             assert (
                 f"port {res.start} of the reserved block {res.start}-{res.start + 1} is already bound by another socket"
                 in str(exc)

@@ -40,11 +40,12 @@ def test_bind_on_a_closed_descriptor_names_fstat():
     _assert_linux_call(info.value, "fstat")
 
 
-def test_associate_of_an_unknown_token_names_the_function_portres_emulates():
+def test_associate_of_an_unknown_token_names_the_operation_portres_refused():
+    # no system call fails: the registry has no such token (src/portres.h, "Errors")
     with socket.socket() as s, pytest.raises(OSError) as info:
         _portres.associate_port_reservation(s.fileno(), 12345)
     assert info.value.errno == errno.ENOENT
-    _assert_linux_call(info.value, "associate_port_reservation")
+    _assert_linux_call(info.value, "portres.associate")
 
 
 def test_a_taken_block_names_bind_through_the_package_too():
@@ -60,13 +61,13 @@ def test_a_taken_block_names_bind_through_the_package_too():
         assert explained.value.filename == "bind"
 
 
-def test_a_full_block_names_bind():
+def test_a_full_block_names_the_refused_operation():
     with portres.acquire(1) as res, socket.socket() as a, socket.socket() as b:
         res.bind(a, "127.0.0.1")
         with pytest.raises(OSError) as info:
             res.bind(b, "127.0.0.1")
         assert info.value.errno == errno.EADDRINUSE
-        assert info.value.filename == "bind"
+        assert info.value.filename == "Reservation.bind"  # every port handed out: no bind() made
 
 
 def test_reserved_ports_is_the_sysctl_parsed_once():

@@ -71,17 +71,19 @@ def try_all_binds(ports, sock_type: int) -> dict:
     }
 
 
-def as_uid(uid: int, fn, *args):
-    """Run fn(*args) in a forked child running as UID; return its JSON result."""
+def in_child(fn, *args, uid: "Optional[int]" = None):
+    """Run fn(*args) in a forked child (running as UID if given); return its
+    JSON result.  An exception in the child fails the caller."""
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:  # child
         code = 1
         try:
             os.close(r)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
             data = json.dumps({"result": fn(*args)}).encode()
             with os.fdopen(w, "wb") as f:
                 f.write(data)
@@ -99,8 +101,14 @@ def as_uid(uid: int, fn, *args):
     os.waitpid(pid, 0)
     out = json.loads(data.decode() or '{"error": "no output"}')
     if "error" in out:
-        raise AssertionError(f"child as uid {uid} failed: {out['error']}")
+        who = f"child as uid {uid}" if uid is not None else "forked child"
+        raise AssertionError(f"{who} failed: {out['error']}")
     return out["result"]
+
+
+def as_uid(uid: int, fn, *args):
+    """Run fn(*args) in a forked child running as UID; return its JSON result."""
+    return in_child(fn, *args, uid=uid)
 
 
 def other_uid_binds(ports, sock_type: int) -> dict:

@@ -180,6 +180,7 @@ typedef struct {
     HANDLE hevent; /* overlapped->hEvent at call time */
     LPWSAOVERLAPPED_COMPLETION_ROUTINE routine;
     int bound_err; /* getsockname() error on S at call time (0: bound) */
+    int v6only;    /* IPV6_V6ONLY of S at call time; -1: not an IPv6 socket */
     int forwarded;
     int rc;
     int err; /* WSAGetLastError() when rc != 0 */
@@ -239,6 +240,11 @@ int WSAAPI portres_test_WSAIoctl(SOCKET s, DWORD dwIoControlCode, LPVOID lpvInBu
     r.hevent = lpOverlapped != NULL ? lpOverlapped->hEvent : NULL;
     r.routine = lpCompletionRoutine;
     r.bound_err = getsockname(s, (struct sockaddr *)&ss, &len) == 0 ? 0 : WSAGetLastError();
+    {
+        DWORD v = 0;
+        int vlen = (int)sizeof(v);
+        r.v6only = getsockopt(s, IPPROTO_IPV6, IPV6_V6ONLY, (char *)&v, &vlen) == 0 ? (int)v : -1;
+    }
 
     if (dwIoControlCode == SIO_ACQUIRE_PORT_RESERVATION) {
         mode = mode_acquire;
@@ -556,6 +562,36 @@ static void test_associate_release_bytes(void)
               "block_socket: family/address mismatch -> WSAEAFNOSUPPORT", "err %d", err);
     }
 
+    /* res.socket(AF_INET6) is dual-stack (docs/platforms.md row 26): the
+     * binding clears IPV6_V6ONLY, whose Windows default is 1, before the
+     * associate and the bind; the option is read back from the real
+     * socket. */
+    {
+        struct sockaddr_in6 sin6;
+        SOCKET out = INVALID_SOCKET;
+        DWORD v6only = 1;
+        int optlen = (int)sizeof(v6only);
+        memset(&sin6, 0, sizeof(sin6));
+        sin6.sin6_family = AF_INET6;
+        sin6.sin6_addr = in6addr_any;
+        reset_records();
+        err =
+            portres_block_socket(b, AF_INET6, (struct sockaddr *)&sin6, sizeof(sin6), &out, &port);
+        check(err == 0 && out != INVALID_SOCKET && n_calls == 1 && records[0].s == out
+                  && records[0].code == 0x98000066UL && records[0].bound_err == WSAEINVAL
+                  && records[0].v6only == 0,
+              "block_socket(AF_INET6): ASSOCIATE on the new socket while it is unbound and "
+              "already dual-stack, then bind",
+              "err %d calls %d", err, n_calls);
+        check(out != INVALID_SOCKET
+                  && getsockopt(out, IPPROTO_IPV6, IPV6_V6ONLY, (char *)&v6only, &optlen) == 0
+                  && v6only == 0,
+              "block_socket(AF_INET6): the socket is dual-stack (IPV6_V6ONLY reads 0)",
+              "v6only %lu, error %d", (unsigned long)v6only, WSAGetLastError());
+        if (out != INVALID_SOCKET)
+            closesocket(out);
+    }
+
     reset_records();
     err = portres_block_close(b);
     check(err == 0 && n_calls == 1 && records[0].code == 0x98000065UL && records[0].s == acq,
@@ -572,15 +608,20 @@ static void test_associate_release_bytes(void)
     check(err == 0 && n_calls == 0, "block_close again: no call, returns 0", "err %d calls %d", err,
           n_calls);
     s = new_socket(AF_INET, SOCK_STREAM);
+    portres_error_clear();
     err = portres_block_bind(b, s, (struct sockaddr *)&sin, sizeof(sin), &port);
-    check(err == WSAEBADF && n_calls == 0, "block_bind on a closed block: WSAEBADF, no call",
+    check(err == WSAEBADF && n_calls == 0 && portres_error_call() == portres_refused,
+          "block_bind on a closed block: WSAEBADF, no call, recorded as portres's refusal",
           "err %d", err);
     closesocket(s);
     {
         SOCKET out = 12345;
+        portres_error_clear();
         err = portres_block_socket(b, AF_INET, (struct sockaddr *)&sin, sizeof(sin), &out, &port);
-        check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0,
-              "block_socket on a closed block: WSAEBADF, no socket", "err %d", err);
+        check(err == WSAEBADF && out == INVALID_SOCKET && n_calls == 0
+                  && portres_error_call() == portres_refused,
+              "block_socket on a closed block: WSAEBADF, no socket, portres's refusal", "err %d",
+              err);
     }
     portres_block_free(b);
     check(heap_live == 0, "block_free: no backend heap block left", "%ld live", (long)heap_live);

@@ -103,3 +103,45 @@ def test_defect_10_the_gate_reads_the_real_build(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         _windows.check_build()
+
+
+# ------------------------------------------------ the C message audit
+# A refusal by a rule of portres's (src/portres.h, "Errors") names the
+# operation refused, not a Win32 call, and reads "refused by portres".
+
+
+def test_a_closed_block_on_windows_is_refused_by_portres_not_by_bind(windows):
+    # before: filename "bind", though the backend refused without a call
+    exc = win_error(10009, "The file handle supplied is not valid.", "Reservation.bind")
+    res = SimpleNamespace(start=50000, count=4, closed=True, protocol="tcp", _res=SimpleNamespace())
+    out = _core._bind_error(exc, "binding the socket from the reservation", res)
+    assert out.filename == "Reservation.bind" and out.winerror == 10009 and out.errno == errno.EBADF
+    assert out.strerror == (
+        "binding the socket from the reservation refused by portres: the reservation is closed (EBADF)"
+    )
+
+
+def test_a_taken_block_on_windows_says_the_system_does_not_name_the_port(windows):
+    # Windows gives no conflicting port: the message says so instead of guessing one
+    exc = win_error(10048, "Only one usage of each socket address is normally permitted.",
+                    "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)")  # fmt: skip
+    out = _core._acquire_error(exc, "tcp", 50000, 4)
+    assert out.filename == "WSAIoctl(SIO_ACQUIRE_PORT_RESERVATION)" and out.winerror == 10048
+    assert out.strerror.startswith(
+        "reserving 4 TCP ports failed: a port of the block 50000-50003 is in use or reserved "
+        "(the system does not say which)"
+    )
+    assert "refused by portres" not in out.strerror
+
+
+def test_the_ioctls_eopnotsupp_on_a_tcp_socket_blames_the_provider_only(windows):
+    # before: "not a TCP/UDP socket ..., or the provider lacks support" for any
+    # socket; the socket is checked, and a TCP one leaves the provider
+    exc = win_error(10045, "The attempted operation is not supported.", "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)")
+    with socket.socket() as s:
+        out = _core._associate_error(exc, 0x1234, s.fileno())
+    assert out.filename == "WSAIoctl(SIO_ASSOCIATE_PORT_RESERVATION)" and out.winerror == 10045
+    assert out.strerror.startswith(
+        "associating the socket with the reservation failed: the socket's provider does not support port reservations ("
+    )
+    assert " or " not in out.strerror.split(" (")[0]
