@@ -45,7 +45,8 @@ if os.environ.get("PORTRES_BENCH_PATH"):
     sys.path.insert(0, os.environ["PORTRES_BENCH_PATH"])
 ns = time.perf_counter_ns
 QUICK = False
-SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import")  # import: issue 14
+SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import",  # import: issue 14
+            "connect")  # connect: issue 13
 
 
 # ----------------------------------------------------------------- helpers
@@ -314,6 +315,35 @@ def section_reuse(helper):
         finally:
             if child is not None:
                 release_elsewhere(child)
+    return {"rows": rows}
+
+
+def section_connect(helper):
+    """Connect churn (issue 13): Reservation.connect() from a block of 4
+    against socket.create_connection(), to one local listener; a cycle is
+    connect, accept, the first side closes, the other reads EOF and closes
+    (bench/connect_churn.py's churn(), which also runs alone, on Windows
+    too).  When the client closes first its port is in TIME_WAIT towards
+    the listener, and the next connect from that port takes it over."""
+    import connect_churn
+
+    import portres
+
+    rows = []
+    M = n(2000, 4)
+    reps = n(9, 2)
+    with socket.socket() as srv, portres.acquire(4) as res:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(128)
+        for closes_first in ("server", "client"):
+            def run(connect, closes_first=closes_first):
+                return 1e9 / connect_churn.churn(srv, connect, M, closes_first)
+
+            a, b = paired(lambda: run(res.connect), lambda: run(socket.create_connection), reps)
+            rows.append(row(f"connect churn, block of 4, the {closes_first} closes first", a, b,
+                            "socket.create_connection() (an ephemeral port)",
+                            f"per cycle: connect, accept, both closed; {M} cycles per batch",
+                            unit="per cycle"))
     return {"rows": rows}
 
 
@@ -830,6 +860,7 @@ SECTION_FUNCS = {
     "call": section_call,
     "crowded": section_crowded,
     "memory": section_memory,
+    "connect": section_connect,  # issue 13
 }
 
 
