@@ -141,10 +141,8 @@ def _parser() -> argparse.ArgumentParser:
         "reservation, a listener or connection (with its process), a privileged port, "
         "TIME_WAIT; and whether the port is in the ephemeral range.")
     check.add_argument("port", type=_port_or_range, help="the port to check, or a range A-B")
-    # --- r10-feat: portres run (portres/_run.py) ---
     from . import _run
     _run.add_parser(sub, [common])
-    # --- end r10-feat ---
     return parser
 
 
@@ -297,13 +295,13 @@ COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _cmd_run(args: argparse.Namespace) -> int:   # r10-feat
+def _cmd_run(args: argparse.Namespace) -> int:
     from . import _run
 
     return _run.command(args)
 
 
-COMMANDS["run"] = _cmd_run   # r10-feat
+COMMANDS["run"] = _cmd_run
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -269,13 +269,11 @@ class Reservation:
             raise _bind_error(exc, "binding the socket from the reservation", self, 0, fd,
                               sock_uid=uid) from None
 
-    # --- r10-feat: outbound (portres/_connect.py) ---
     def connect(self, address: Any, *, host: str = "",
                 timeout: Optional[float] = None) -> "_Socket":
         """A new socket bound from the block on HOST, connected to ADDRESS
         (TCP) or with ADDRESS as its default peer (UDP)."""
         return _connect.reservation_connect(self, address, host=host, timeout=timeout)
-    # --- end r10-feat ---
 
     def close(self) -> None:
         """Release the reservation.  Idempotent."""
@@ -362,12 +360,10 @@ def _acquire_error(exc: OSError, protocol: str, start: int, count: int) -> OSErr
                       f"(the system does not say which)")
         else:
             detail = "no free block of that size in the ephemeral port range"
-            # --- r10-feat: name the TIME_WAIT sockets that crowd the range ---
             from ._timewait import time_wait_note
             note = time_wait_note(protocol)
             if note:
                 detail += "; " + note
-            # --- end r10-feat ---
     elif is_code(exc, "EMFILE"):
         detail = ("the process cannot open one socket per port: raise the hard "
                   "RLIMIT_NOFILE (ulimit -Hn) or reserve fewer ports")
@@ -426,10 +422,8 @@ async def associate_async(sock: Any, token: int) -> None:
     """Associate without blocking the event loop: asyncio (proactor or
     selector loop), trio, or anyio on either.  Cancelling the task cancels
     the I/O."""
-    # --- r10-feat: any event loop (portres/_async.py) ---
     from ._async import wait_any
     await wait_any(associate_nowait(sock, token))
-    # --- end r10-feat ---
 
 
 def _associate_error(exc: OSError, token: int, fd: int = -1) -> OSError:

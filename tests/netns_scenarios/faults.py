@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 import portres
 from portres import _persistent_linux as pl
-from tests.support import faults_lib
+from tests.support import faults_lib, import_all_portres
 
 from . import kernel_text, simulate_reboot, sysctl
 
@@ -135,6 +135,7 @@ def nearly_full(span: int, seed: int) -> Dict[str, Any]:
     pid = os.fork()
     if pid == 0:
         try:
+            import_all_portres()  # before the uid switch (lazy imports)
             os.setgroups([])
             os.setgid(65534)
             os.setuid(65534)

@@ -12,6 +12,7 @@ import time
 from typing import Any, Dict, List
 
 import portres
+from tests.support import import_all_portres
 
 from . import sysctl
 
@@ -22,6 +23,7 @@ def autobind_of_another_uid() -> Dict[str, Any]:
     udp = portres.acquire(10, protocol="udp")
     r, w = os.pipe()
     if os.fork() == 0:
+        import_all_portres()  # before the uid switch (lazy imports)
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)

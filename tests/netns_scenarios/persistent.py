@@ -13,6 +13,7 @@ import sys
 from typing import Any, Dict, Optional
 
 import portres
+from tests.support import import_all_portres
 
 from . import simulate_reboot, sysctl
 
@@ -91,6 +92,7 @@ def concurrent_creators() -> Dict[str, Any]:
 def unprivileged_create() -> Dict[str, str]:
     r, w = os.pipe()
     if os.fork() == 0:
+        import_all_portres()  # before the uid switch (lazy imports)
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)
@@ -174,10 +176,12 @@ def cli(*args: str, user: Optional[int] = None) -> Dict[str, Any]:
     import portres.__main__
     import portres._check
     import portres._persistent_linux  # noqa: F401 (imported before the uid switch)
+    import portres._run  # noqa: F401 (the parser imports it; the checkout may be unreadable to USER)
 
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
+        import_all_portres()  # before the uid switch (lazy imports)
         os.setgroups([])
         os.setgid(user)
         os.setuid(user)

@@ -8,6 +8,7 @@ import socket
 from typing import Dict, List
 
 import portres
+from tests.support import import_all_portres
 
 from . import sysctl
 
@@ -17,6 +18,7 @@ def persistent_ports_kept_from_autobind() -> Dict[str, List[int]]:
     portres.create_persistent(43000, 5)
     r, w = os.pipe()
     if os.fork() == 0:
+        import_all_portres()  # before the uid switch (lazy imports)
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)

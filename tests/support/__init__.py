@@ -71,6 +71,22 @@ def try_all_binds(ports, sock_type: int) -> dict:
     }
 
 
+def import_all_portres() -> None:
+    """Import every module of the package that this platform can, before a
+    child drops to another uid: portres imports some modules only when first
+    needed (import cost), and a checkout or site-packages the root test
+    process can read may be closed to that uid."""
+    import importlib
+    import pkgutil
+
+    import portres
+
+    for info in pkgutil.iter_modules(portres.__path__):
+        if info.name == "_windows":  # the other platform's backend (uids are Linux's here)
+            continue
+        importlib.import_module(f"portres.{info.name}")
+
+
 def in_child(fn, *args, uid: "Optional[int]" = None):
     """Run fn(*args) in a forked child (running as UID if given); return its
     JSON result.  An exception in the child fails the caller."""
@@ -81,6 +97,7 @@ def in_child(fn, *args, uid: "Optional[int]" = None):
         try:
             os.close(r)
             if uid is not None:
+                import_all_portres()
                 os.setgroups([])
                 os.setgid(uid)
                 os.setuid(uid)

@@ -148,6 +148,9 @@ class Prober:
                 os.close(self._go_w)
                 os.close(self._res_r)
                 if uid is not None:
+                    from tests.support import import_all_portres
+
+                    import_all_portres()  # before the uid switch (lazy imports)
                     os.setgroups([])
                     os.setgid(uid)
                     os.setuid(uid)
