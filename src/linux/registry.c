@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
@@ -29,6 +30,7 @@ int have_ipv6 = -1;
 static void atfork_prepare(void);
 static void atfork_parent(void);
 static void atfork_child(void);
+static void key_tokens(void);
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 /* Once per process (pthread_once: threads may acquire their first blocks at
@@ -41,6 +43,7 @@ static void init_once_fn(void)
     if (fd >= 0)
         close(fd);
     __atomic_store_n(&have_ipv6, fd >= 0, __ATOMIC_RELEASE);
+    key_tokens();
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
@@ -50,16 +53,34 @@ int portres_backend_init(void)
     return 0;
 }
 
+/* Tokens: a keyed bijection (the splitmix64 finalizer) of a counter, so
+ * no two tokens of a process are equal and none costs a system call; the
+ * key comes from getrandom() once (at init), and again in a forked child, whose
+ * tokens are then unrelated to its parent's.  A token means nothing
+ * outside its process (the registry is the process's), so it need not be
+ * secret; it only must not repeat, nor look like another process's. */
+static uint64_t token_key, token_counter;
+
+static void key_tokens(void)
+{
+    uint64_t k = 0;
+    if (getrandom(&k, sizeof k, 0) != (ssize_t)sizeof k)
+        k = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&k ^ (uint64_t)time(NULL);
+    token_key = k;
+    token_counter = 0;
+}
+
 uint64_t new_token(void)
 {
-    uint64_t t = 0;
-    while (t == 0) {
-        if (getrandom(&t, sizeof t, 0) != (ssize_t)sizeof t) {
-            static uint64_t counter;
-            t = ((uint64_t)getpid() << 32) ^ (uint64_t)(uintptr_t)&t ^ ++counter;
-        }
-    }
-    return t;
+    uint64_t z;
+    do { /* keyed by portres_backend_init(), before any block */
+        z = token_key
+            + 0x9e3779b97f4a7c15ULL * (__atomic_add_fetch(&token_counter, 1, __ATOMIC_RELAXED));
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+        z ^= z >> 31;
+    } while (z == 0);
+    return z;
 }
 
 /* Unlink B from the list at *HEAD, if it is there; registry_lock held. */
@@ -238,6 +259,7 @@ static void atfork_child(void)
     registry = NULL;
     unlisted = NULL;
     n_associations = 0;
+    key_tokens(); /* the child's tokens owe nothing to its parent's */
     marker_atfork_child();
     bpf_atfork_child();
     pthread_mutex_unlock(&registry_lock);
