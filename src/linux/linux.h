@@ -49,8 +49,9 @@
  * a block of N ports is N x (socket(), bind(), SO_REUSEPORT), released with
  * close_range(2).
  *
- * Tokens are random 64-bit values kept in a process-wide registry, and an
- * association (portres_associate) is kept by socket inode until the bind.
+ * Tokens are 64-bit values that never repeat in a process (registry.c),
+ * kept in a process-wide registry, and an association (portres_associate)
+ * is kept by socket inode until the bind.
  *
  * Errors: every failure returns an errno and records the failing call with
  * portres_fail() / lx_fail() (portres.h, "Errors").

@@ -129,11 +129,13 @@ def test_a_foreign_writer_racing_create_and_delete_never_loses_its_port(env):
     164 of 300 with stress/persistent_race.py).  One window is left that no
     program can close: a foreign write landing between the pread and the
     pwrite of a delete (a few microseconds) is lost.  stress/persistent_race.py
-    measures it over 1,000s of trials (RELIABILITY.md); here one loss in 200
-    is tolerated so that the test does not fail by that chance, while the
-    old code's tens of losses fail it."""
+    measures it over 1,000s of trials (RELIABILITY.md: 2 in 13,000 on an
+    idle machine).  How often a write lands there grows with the machine's
+    load: 3 in 200 were seen with the C checks compiling alongside.  So the
+    bound sits far from both: up to 12 losses in 200 (6%) pass, the old
+    code's 48 (24%) fail."""
     out = run_in_netns("persistent_truth.foreign_race", 200, 12, env=env, timeout=600)
-    assert out["trials"] == 200 and out["lost"] <= 1, out
+    assert out["trials"] == 200 and out["lost"] <= 12, out
 
 
 def test_stale_writes_of_the_whole_list_are_undone_and_new_entries_kept(env):
