@@ -19,12 +19,38 @@
  *       per socket: socket(AF_INET, SOCK_STREAM|SOCK_CLOEXEC) and
  *       bind(127.0.0.1:0); with shared_start != 0 instead SO_REUSEPORT and
  *       bind(0.0.0.0:shared_start+i) (a port held by a placeholder).
- *   bare_cycle(n, shared_port, track) -> ns
- *       n x (socket(AF_INET, SOCK_STREAM), bind, close): bind(127.0.0.1:0),
- *       or with shared_port SO_REUSEPORT + bind(0.0.0.0:shared_port) (a port
- *       a placeholder holds) and, with track, epoll_ctl(ADD) of the socket
- *       into an epoll instance first (the kernel side of res.socket() +
- *       close() on a block that tracks releases).
+ *   floor_cycle(n, type, port, nports, step)
+ *           -> (ns, drained, yielded, polled, missed, overrun)
+ *       the reuse cycle of a block (res.socket() + close()) in C, built up
+ *       step by step (the floor section of bench/run.py); n x an AF_INET
+ *       socket of TYPE, then per STEP, each adding to the one before:
+ *         'a' bind(127.0.0.1:0) + close(): the plain cycle (no port, block);
+ *         'b' SO_REUSEPORT + bind(0.0.0.0:port + k) instead, k < nports in
+ *             turn, ports the caller's block holds by its placeholders;
+ *         'c' + getsockopt(SO_COOKIE) before the bind;
+ *         'd' + epoll_ctl(ADD) into the block's epoll instance before the
+ *             bind (no events asked; the kernel removes it at close);
+ *         'e' + the block's destroy listener (sockdiag.c's own
+ *             diag_destroy_listener(): the same groups and cBPF port
+ *             filter); a port is taken again once its last socket's
+ *             message is in (the cookie matches), from the cursor as
+ *             bind.c scan() takes them; when none is, the listener is
+ *             drained (diag_destroyed()), and if that gives none back,
+ *             not waited for: every port counts as given back;
+ *         'f' + waiting then for a message as reclaim.c wait_destroyed()
+ *             does: sched_yield() and a drain twice, then poll() and a
+ *             drain for at most CLOSING_WAIT_MS;
+ *         'g' + the fdinfo read reclaim.c find_released() makes before it
+ *             waits (reclaim()'s own path).
+ *       The epoll instance, listener and fdinfo descriptor are made before
+ *       the timed loop and closed after it (a block makes them once).  The
+ *       counts say how each reclaim ended (from 'e' on: every port of the
+ *       block handed out, none known free, as bind.c scan() then
+ *       reclaim() see it): the message was in at
+ *       the first drain, after sched_yield(), after poll(); it was not
+ *       (not waited for, or CLOSING_WAIT_MS passed); the listener overran
+ *       (ENOBUFS).  From 'f' on the last two pay reclaim()'s fallback, a
+ *       dump of the sockets that take the block's traffic.
  *   diag_dump(tcp, lo, hi) -> (ns, sockets)
  *       the kernel's price of mapping a port range: one NETLINK_SOCK_DIAG
  *       dump per family (AF_INET, AF_INET6) of the TCP (tcp=1) or UDP
@@ -33,7 +59,8 @@
  *       compiled in); timed inside C.
  *   udp_floor(n) -> ns
  *       the C floor of a UDP acquire(1): n x (socket(AF_INET6, SOCK_DGRAM),
- *       bind([::]:0), SO_REUSEPORT, a drop filter, close()).  The filter is
+ *       IPV6_V6ONLY=0, bind([::]:0), SO_REUSEPORT, a drop filter, close()),
+ *       by the loop floor_cycle() uses.  The filter is
  *       an eBPF "return 0" loaded once per call and attached by reference
  *       (SO_ATTACH_BPF) where the process may load one, the one-instruction
  *       cBPF form otherwise, as the backend does.
@@ -50,6 +77,10 @@
 #include <Python.h>
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -65,6 +96,10 @@
 
 #include "portres.h"
 #include "linux/sockdiag.h"
+
+#ifndef SO_COOKIE
+#define SO_COOKIE 57
+#endif
 
 static long long now_ns(void)
 {
@@ -189,45 +224,307 @@ static PyObject *bare_socket_bind(PyObject *self, PyObject *args)
     return Py_BuildValue("(LL)", t1 - t0, t2 - t1);
 }
 
-static PyObject *bare_cycle(PyObject *self, PyObject *args)
+/* One socket's cycle in a C loop, the steps in the order the backend makes
+ * them (bind.c bind_in_block() then reclaim.c track_handout(): SO_REUSEPORT,
+ * the cookie, the epoll item, the bind; placeholders.c: IPV6_V6ONLY first,
+ * SO_REUSEPORT and the drop filter after a placeholder's bind).  One loop
+ * for every cycle baseline, so that they differ only in the steps set. */
+struct cycle {
+    int family, type;
+    struct sockaddr_storage addr; /* the port is set per cycle when nports */
+    socklen_t addrlen;
+    unsigned port, nports; /* nports: bind port + k, k < nports (ports placeholders hold) */
+    unsigned cursor;       /* the next k, as a block's cursor */
+    int v6only_zero;       /* IPV6_V6ONLY = 0 before the bind */
+    int reuseport;         /* SO_REUSEPORT: 0 no, 1 before the bind, 2 after it */
+    int cookie;            /* SO_COOKIE read before the bind */
+    int ep;                /* an epoll instance: an item added before the bind, or -1 */
+    int filter;            /* a drop filter after the bind: prog >= 0 by reference, else cBPF */
+    int prog;
+    int destroyfd;     /* the block's destroy listener, or -1 */
+    int wait;          /* 1: wait for a reused port's message as wait_destroyed() does */
+    int infofd;        /* /proc/self/fdinfo/<ep>: read before that wait (2), or -1 */
+    uint64_t *cookies; /* per port: the cookie of the socket whose message is awaited */
+    int diagfd;        /* the block's netlink socket for dumps, or -1 */
+    unsigned freed;    /* ports given back by the current reclaim */
+    long how[5];       /* per reclaim: HOW_* */
+};
+
+/* How a reclaim ended: its port's message was in at the first drain, after
+ * sched_yield(), after poll(); it was not (not waited for, or
+ * CLOSING_WAIT_MS passed: a dump); the listener overran (a dump). */
+enum { HOW_DRAINED, HOW_YIELDED, HOW_POLLED, HOW_MISSED, HOW_OVERRUN };
+
+/* bench/run.py names the steps of the floor section by these letters. */
+enum {
+    STEP_PLAIN = 'a',
+    STEP_SHARED,
+    STEP_COOKIE,
+    STEP_EPOLL,
+    STEP_LISTEN,
+    STEP_WAIT,
+    STEP_FDINFO
+};
+
+static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
 {
-    int n, shared, track, i, one = 1, err = 0, ep = -1;
-    long long t0, t1;
-    struct sockaddr_in a;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "iii", &n, &shared, &track))
-        return NULL;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = shared ? htonl(INADDR_ANY) : htonl(INADDR_LOOPBACK);
-    a.sin_port = htons((uint16_t)shared);
-    if (track && (ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    Py_BEGIN_ALLOW_THREADS
-    t0 = now_ns();
+    struct cycle *c = ctx;
+    unsigned port = ntohs(m->id.idiag_sport);
+    uint64_t cookie = (uint64_t)m->id.idiag_cookie[0] | (uint64_t)m->id.idiag_cookie[1] << 32;
+    if (port >= c->port && port - c->port < c->nports && cookie
+        && c->cookies[port - c->port] == cookie) {
+        c->cookies[port - c->port] = 0; /* reclaim.c destroyed_cb(): its own socket's message */
+        c->freed++;
+    }
+}
+
+/* reclaim.c find_released(), which a reclaim makes when no message gave a
+ * port back: one pread() of the epoll instance's fdinfo into a buffer
+ * sized for the tracked sockets, each item's data parsed into a bitmap. */
+static int read_fdinfo(struct cycle *c, unsigned tracked)
+{
+    size_t cap = 512 + 128 * (size_t)tracked;
+    char *buf = malloc(cap + 1), *p;
+    unsigned char *alive = calloc((c->nports + 7) / 8, 1);
+    ssize_t len = buf && alive ? pread(c->infofd, buf, cap, 0) : -1;
+    int err = len < 0 ? (buf && alive ? errno : ENOMEM) : 0;
+    if (!err) {
+        buf[len] = '\0';
+        for (p = buf; (p = strstr(p, "tfd:"));) {
+            char *data = strstr(p, " data:"), *end, *eol = strchr(p, '\n');
+            unsigned long long v;
+            p += 4;
+            if (!data || (eol && data > eol))
+                continue;
+            v = strtoull(data + 6, &end, 16);
+            if (end != data + 6 && v < c->nports)
+                alive[v / 8] |= (unsigned char)(1u << (v % 8));
+        }
+    }
+    free(buf);
+    free(alive);
+    return err;
+}
+
+static void count_one(const struct inet_diag_msg *m, void *ctx)
+{
+    (void)m;
+    (*(long *)ctx)++;
+}
+
+/* What reclaim() does when no message can give the port back (the wait
+ * timed out, or the listener overran: ENOBUFS, every port LOSSY):
+ * confirm_by_dump(), a dump of the AF_INET sockets that take the block's
+ * traffic (TCP listeners, every UDP socket) on its kept netlink socket;
+ * the closed sockets are off their ports by then, so all are given back.
+ * Without the wait (step e) nothing is dumped: all are given back as they
+ * are, and the block's next sweep drains again. */
+static int confirm_by_dump(struct cycle *c, int how)
+{
+    long count = 0;
+    int err = 0;
+    c->how[how]++;
+    if (c->wait)
+        err = diag_dump_on(&c->diagfd, c->type == SOCK_DGRAM ? PORTRES_UDP : PORTRES_TCP, AF_INET,
+                           c->port, c->port + c->nports - 1, c->type == SOCK_DGRAM ? ~0u : 1u << 10,
+                           count_one, &count);
+    memset(c->cookies, 0, c->nports * sizeof *c->cookies);
+    return err;
+}
+
+/* reclaim.c take_destroyed(): 0, or 1 when messages were lost (ENOBUFS),
+ * or -errno. */
+static int drain(struct cycle *c)
+{
+    int err = diag_destroyed(c->destroyfd, destroyed_cb, c);
+    return !err ? 0 : err == ENOBUFS ? 1 : -err;
+}
+
+/* Every port of the block was handed out and none is known free:
+ * reclaim() drains the listener (take_destroyed()) and, with wait, reads
+ * fdinfo (find_released(), step g) and waits for a message that gives a
+ * port back as wait_destroyed() does, then falls back to the dump.
+ * Returns 0 or errno. */
+static int reclaim(struct cycle *c)
+{
+    struct timespec t0, t;
+    long left = CLOSING_WAIT_MS;
+    int tries, err;
+    c->freed = 0;
+    if ((err = drain(c)))
+        return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
+    if (c->freed) {
+        c->how[HOW_DRAINED]++;
+        return 0;
+    }
+    if (!c->wait) /* the block's ports count as given back: one drain per sweep */
+        return confirm_by_dump(c, HOW_MISSED);
+    if (c->wait == 2 && (err = read_fdinfo(c, 1)))
+        return err;
+    for (tries = 0; tries < 2 && !c->freed; tries++) {
+        sched_yield();
+        if ((err = drain(c)))
+            return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
+    }
+    if (c->freed) {
+        c->how[HOW_YIELDED]++;
+        return 0;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!c->freed && left > 0) {
+        struct pollfd p = {c->destroyfd, POLLIN, 0};
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            return errno;
+        if ((err = drain(c)))
+            return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left =
+            CLOSING_WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+    }
+    if (c->freed) {
+        c->how[HOW_POLLED]++;
+        return 0;
+    }
+    return confirm_by_dump(c, HOW_MISSED);
+}
+
+/* The port index the next cycle binds: without a listener the next in
+ * turn; with one, as bind.c scan() does, the first port from the cursor
+ * whose last socket's message is in, after a reclaim when there is none.
+ * Returns 0 or errno. */
+static int next_port(struct cycle *c, unsigned *k)
+{
+    unsigned n, round;
+    int err;
+    if (c->destroyfd < 0) {
+        *k = c->cursor;
+    } else {
+        for (round = 0;; round++) {
+            for (n = 0; n < c->nports && c->cookies[(c->cursor + n) % c->nports]; n++)
+                ;
+            if (n < c->nports)
+                break;
+            if (round || (err = reclaim(c))) /* (a reclaim leaves one free) */
+                return round ? EAGAIN : err;
+        }
+        *k = (c->cursor + n) % c->nports;
+    }
+    c->cursor = (*k + 1) % c->nports;
+    return 0;
+}
+
+/* N cycles of C; *NS is their time.  Returns 0 or errno. */
+static int run_cycles(struct cycle *c, int n, long long *ns)
+{
+    struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, 0);
+    struct sock_fprog cprog = {1, &insn};
+    int i, one = 1, zero = 0, err = 0;
+    long long t0 = now_ns();
     for (i = 0; i < n && !err; i++) {
         struct epoll_event ev;
-        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
+        uint64_t cookie = 0;
+        socklen_t len = sizeof cookie;
+        unsigned k = 0;
+        int fd;
+        if (c->nports && (err = next_port(c, &k)))
+            break;
+        if ((fd = socket(c->family, c->type | SOCK_CLOEXEC, 0)) < 0) {
             err = errno;
             break;
         }
+        if (c->nports)
+            ((struct sockaddr_in *)&c->addr)->sin_port = htons((uint16_t)(c->port + k));
         memset(&ev, 0, sizeof ev);
-        if ((shared && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
-            || bind(fd, (struct sockaddr *)&a, sizeof a)
-            || (track && epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev)))
+        ev.data.u64 = k;
+        if ((c->v6only_zero && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero))
+            || (c->reuseport == 1 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+            || (c->cookie && getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len))
+            || (c->ep >= 0 && epoll_ctl(c->ep, EPOLL_CTL_ADD, fd, &ev))
+            || bind(fd, (struct sockaddr *)&c->addr, c->addrlen)
+            || (c->reuseport == 2 && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one))
+            || (c->filter
+                && (c->prog >= 0
+                        ? setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &c->prog, sizeof c->prog)
+                        : setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &cprog, sizeof cprog))))
             err = errno;
+        else if (c->destroyfd >= 0)
+            c->cookies[k] = cookie;
         close(fd);
     }
-    t1 = now_ns();
-    Py_END_ALLOW_THREADS
-    if (ep >= 0)
-        close(ep);
+    *ns = now_ns() - t0;
+    return err;
+}
+
+/* floor_cycle(n, type, port, nports, step): see the top comment. */
+static PyObject *floor_cycle(PyObject *self, PyObject *args)
+{
+    int n, type, port, nports, step, err = 0, have6;
+    long long ns = 0;
+    struct cycle c;
+    struct sockaddr_in *a = (struct sockaddr_in *)&c.addr;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iiiiC", &n, &type, &port, &nports, &step))
+        return NULL;
+    if (step < STEP_PLAIN || step > STEP_FDINFO || nports < 1 || nports > 1024
+        || (step > STEP_PLAIN && (port < 1 || port + nports - 1 > 65535)))
+        return PyErr_Format(PyExc_ValueError, "bad step %c or block %d+%d", step, port, nports);
+    memset(&c, 0, sizeof c);
+    c.family = AF_INET;
+    c.type = type;
+    c.addrlen = sizeof *a;
+    a->sin_family = AF_INET;
+    a->sin_addr.s_addr = htonl(step == STEP_PLAIN ? INADDR_LOOPBACK : INADDR_ANY);
+    c.ep = c.destroyfd = c.infofd = c.diagfd = c.prog = -1;
+    if (step > STEP_PLAIN) {
+        c.port = (unsigned)port;
+        c.nports = (unsigned)nports;
+        c.reuseport = 1;
+    }
+    c.cookie = step >= STEP_COOKIE;
+    c.wait = step >= STEP_WAIT ? 1 + (step == STEP_FDINFO) : 0;
+    /* Set up as a block does once (its first hand-out, its first
+     * reclaim): not timed, about 20 us in all. */
+    if (step >= STEP_EPOLL && (c.ep = epoll_create1(EPOLL_CLOEXEC)) < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (step >= STEP_LISTEN) {
+        int fd6 = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0); /* registry.c: have_ipv6 */
+        have6 = fd6 >= 0;
+        if (fd6 >= 0)
+            close(fd6);
+        c.destroyfd = diag_destroy_listener(type == SOCK_DGRAM ? PORTRES_UDP : PORTRES_TCP, have6,
+                                            c.port, c.port + c.nports - 1);
+        if (c.destroyfd < 0)
+            err = -c.destroyfd;
+        c.cookies = calloc((size_t)nports, sizeof *c.cookies);
+        if (!err && !c.cookies)
+            err = ENOMEM;
+    }
+    if (!err && step == STEP_FDINFO) {
+        char path[64];
+        snprintf(path, sizeof path, "/proc/self/fdinfo/%d", c.ep);
+        if ((c.infofd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            err = errno;
+    }
+    if (!err) {
+        Py_BEGIN_ALLOW_THREADS
+        err = run_cycles(&c, n, &ns);
+        Py_END_ALLOW_THREADS
+    }
+    if (c.ep >= 0)
+        close(c.ep);
+    if (c.destroyfd >= 0)
+        close(c.destroyfd);
+    if (c.infofd >= 0)
+        close(c.infofd);
+    if (c.diagfd >= 0)
+        close(c.diagfd);
+    free(c.cookies);
     if (err) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return PyLong_FromLongLong(t1 - t0);
+    return Py_BuildValue("(Llllll)", ns, c.how[HOW_DRAINED], c.how[HOW_YIELDED], c.how[HOW_POLLED],
+                         c.how[HOW_MISSED], c.how[HOW_OVERRUN]);
 }
 
 /* The project's own dump code (src/linux/sockdiag.c, compiled in by
@@ -288,43 +585,32 @@ static int load_drop(void)
 
 static PyObject *udp_floor(PyObject *self, PyObject *args)
 {
-    int n, i, one = 1, zero = 0, err = 0, prog;
-    long long t0, t1;
-    struct sockaddr_in6 a;
-    struct sock_filter insn = BPF_STMT(BPF_RET | BPF_K, 0);
-    struct sock_fprog cprog = {1, &insn};
+    int n, err;
+    long long ns = 0;
+    struct cycle c;
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c.addr;
     (void)self;
     if (!PyArg_ParseTuple(args, "i", &n))
         return NULL;
-    memset(&a, 0, sizeof a);
-    a.sin6_family = AF_INET6;
-    a.sin6_addr = in6addr_any;
-    prog = load_drop();
+    memset(&c, 0, sizeof c);
+    c.family = a->sin6_family = AF_INET6;
+    c.type = SOCK_DGRAM;
+    c.addrlen = sizeof *a;
+    a->sin6_addr = in6addr_any;
+    c.v6only_zero = c.filter = 1;
+    c.reuseport = 2;
+    c.ep = c.destroyfd = c.infofd = c.diagfd = -1;
+    c.prog = load_drop();
     Py_BEGIN_ALLOW_THREADS
-    t0 = now_ns();
-    for (i = 0; i < n && !err; i++) {
-        int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            err = errno;
-            break;
-        }
-        if (setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero)
-            || bind(fd, (struct sockaddr *)&a, sizeof a)
-            || setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one)
-            || (prog >= 0 ? setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &prog, sizeof prog)
-                          : setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &cprog, sizeof cprog)))
-            err = errno;
-        close(fd);
-    }
-    t1 = now_ns();
+    err = run_cycles(&c, n, &ns);
     Py_END_ALLOW_THREADS
-    if (prog >= 0)
-        close(prog);
+    if (c.prog >= 0)
+        close(c.prog);
     if (err) {
         errno = err;
         return PyErr_SetFromErrno(PyExc_OSError);
     }
-    return PyLong_FromLongLong(t1 - t0);
+    return PyLong_FromLongLong(ns);
 }
 
 static PyObject *probe_acquire(PyObject *self, PyObject *args)
@@ -401,7 +687,7 @@ static PyObject *probe_acquire(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"udp_floor", udp_floor, METH_VARARGS, "The C floor of a UDP acquire(1), n times."},
     {"probe_acquire", probe_acquire, METH_VARARGS, "A C loop probing a range with binds."},
-    {"bare_cycle", bare_cycle, METH_VARARGS, "socket+bind+close cycles in C."},
+    {"floor_cycle", floor_cycle, METH_VARARGS, "The reuse cycle in C, step by step."},
     {"diag_dump", time_diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},
     {"noop", (PyCFunction)(void (*)(void))noop, METH_FASTCALL, "Do nothing."},
     {"bare_hold", bare_hold, METH_VARARGS, "Bind N placeholder-like sockets, then close them."},

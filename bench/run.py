@@ -45,7 +45,8 @@ if os.environ.get("PORTRES_BENCH_PATH"):
     sys.path.insert(0, os.environ["PORTRES_BENCH_PATH"])
 ns = time.perf_counter_ns
 QUICK = False
-SECTIONS = ("socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import",  # import: issue 14
+SECTIONS = ("socket", "reuse", "floor", "acquire", "peers", "call", "crowded", "memory",
+            "import",  # import: issue 14
             "connect")  # connect: issue 13
 
 
@@ -185,12 +186,12 @@ def section_socket(helper):
 
     M = n(5000, 4)
 
-    def c_cycle_tracked():
+    def c_cycle_tracked():   # the floor section's step d
         with portres.acquire(1) as res:
-            return helper.bare_cycle(M, res.start, 1) / M
+            return helper.floor_cycle(M, socket.SOCK_STREAM, res.start, 1, "d")[0] / M
 
     def c_cycle_plain():
-        return helper.bare_cycle(M, 0, 0) / M
+        return helper.floor_cycle(M, socket.SOCK_STREAM, 0, 1, "a")[0] / M
 
     a, b = paired(c_cycle_tracked, c_cycle_plain, n(15, 2))
     rows.append(row("kernel floor, cycle with release tracking (C)", a, b,
@@ -312,6 +313,79 @@ def section_reuse(helper):
                     rows.append(row(f"reuse cycle, {proto}, block of {block}, {where}", a, b,
                                     "socket() + bind(0) + close()",
                                     f"per cycle: res.socket() + close(), {M} per block"))
+        finally:
+            if child is not None:
+                release_elsewhere(child)
+    return {"rows": rows}
+
+
+# What each step of the floor section adds to the one before (the C loop
+# of _benchhelp.c floor_cycle(), which mirrors src/linux/bind.c and
+# reclaim.c); "a" alone is the plain cycle every row is divided by.
+FLOOR_STEPS = {
+    "a": "plain: socket() + bind(127.0.0.1:0) + close() (against itself: the noise)",
+    "b": "shared port: SO_REUSEPORT + bind(0.0.0.0:P), P held by the block's placeholder",
+    "c": "+ SO_COOKIE read before the bind",
+    "d": "+ epoll item added before the bind (removed by the kernel at close)",
+    "e": "+ the block's destroy listener (groups + cBPF port filter), drained, not waited for",
+    "f": "+ waiting for the closed socket's destroy message (sched_yield, poll <= CLOSING_WAIT_MS)",
+    "g": "+ the fdinfo read reclaim() makes before that wait (its own path)",
+}
+
+
+def section_floor(helper):
+    """The reuse cycle of section reuse, in C, built up from the plain cycle
+    one guarantee-bearing step at a time (bench/_benchhelp.c floor_cycle()),
+    TCP and UDP, each step against the plain cycle of the same protocol,
+    alternately, in one process.  The ports are held by a real block
+    (portres.acquire(): its placeholders, dual-stack, SO_REUSEPORT, the UDP
+    drop filter); the C loop does what res.socket() + close() make the
+    kernel do, without the Python layer and the block's bookkeeping.  The
+    floor of the issue 11 target: step f for a block of 1 (it waits for
+    each message), step e for a block of 16 (its messages are in by the
+    time a port comes round again).  With at least 16k sockets in other
+    network namespaces too, for the floor steps."""
+    import portres
+
+    rows = []
+    M = n(5000, 4)
+    reps = n(15, 2)
+    elsewhere = n(16384, 64)
+    types = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+    plan = {"idle": [(1, st) for st in "abcdefg"] + [(16, st) for st in "defg"],
+            "crowded": [(1, st) for st in "abdefg"] + [(16, st) for st in "ef"]}
+    for load in ("idle", "crowded"):
+        child = hold_elsewhere(elsewhere) if load == "crowded" else None
+        if load == "crowded" and child is None:
+            break
+        where = "idle" if load == "idle" else f"{elsewhere} + {elsewhere} sockets in other netns"
+        try:
+            for proto in ("tcp", "udp"):
+                typ = types[proto]
+                for block, step in plan[load]:
+                    how = [0, 0, 0, 0, 0]
+
+                    def stepped(block=block, step=step, proto=proto, typ=typ, how=how):
+                        if step == "a":
+                            return helper.floor_cycle(M, typ, 0, 1, "a")[0] / M
+                        with portres.acquire(block, protocol=proto) as res:
+                            t, *counts = helper.floor_cycle(M, typ, res.start, block, step)
+                        for i, c in enumerate(counts):
+                            how[i] += c
+                        return t / M
+
+                    def plain(typ=typ):
+                        return helper.floor_cycle(M, typ, 0, 1, "a")[0] / M
+
+                    a, b = paired(stepped, plain, reps)
+                    r = row(f"floor {step}, {proto}, block of {block}, {where}", a, b,
+                            "C: socket() + bind(127.0.0.1:0) + close()", FLOOR_STEPS[step],
+                            unit="per cycle")
+                    r.update(step=step, proto=proto, block=block, load=load)
+                    if sum(how):   # how the reuses found their message (warm-up rounds included)
+                        r["messages"] = dict(zip(("drained", "after_yield", "after_poll", "missed", "overrun"),
+                                                 how))
+                    rows.append(r)
         finally:
             if child is not None:
                 release_elsewhere(child)
@@ -855,6 +929,7 @@ SECTION_FUNCS = {
     "import": section_import,  # issue 14
     "socket": section_socket,
     "reuse": section_reuse,
+    "floor": section_floor,
     "acquire": section_acquire,
     "peers": section_peers,
     "call": section_call,

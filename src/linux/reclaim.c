@@ -87,11 +87,6 @@
 #define SO_COOKIE 57
 #endif
 
-/* How long a reclaim that found nothing else waits for a CLOSING port's
- * destroy message before it asks a dump.  The message normally comes
- * within microseconds; a few milliseconds on a loaded machine. */
-#define CLOSING_WAIT_MS 5
-
 /* The destroy listener: not set up yet, set up, or unavailable (the kernel
  * refused the groups: CLOSING ports go to the dump). */
 enum { DESTROY_NONE = 0, DESTROY_ON = 1, DESTROY_OFF = 2 };

@@ -34,6 +34,12 @@ int diag_dump(int protocol, int family, unsigned lo, unsigned hi, uint32_t state
  * needed.  Returns the descriptor or -errno (the call recorded). */
 int diag_destroy_listener(int protocol, int with_ipv6, unsigned lo, unsigned hi);
 
+/* How long a reclaim that found nothing else waits for a CLOSING port's
+ * destroy message before it asks a dump (reclaim.c; here so that bench/
+ * waits as long).  The message normally comes within microseconds; a few
+ * milliseconds on a loaded machine. */
+#define CLOSING_WAIT_MS 5
+
 /* Call CB for each message queued on FD (a destroy listener) without
  * waiting.  Returns 0 once the queue is empty, or errno: ENOBUFS when the
  * queue overran and messages were lost. */
