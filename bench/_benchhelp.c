@@ -37,18 +37,19 @@
  *             bind.c scan() takes them; when none is, the listener is
  *             drained (diag_destroyed()), and if that gives none back,
  *             not waited for: every port counts as given back;
- *         'f' + waiting then for a message as reclaim.c wait_destroyed()
- *             does: sched_yield() and a drain twice, then poll() and a
- *             drain for at most CLOSING_WAIT_MS;
+ *         'f' + waiting then for a message by reclaim.c's own wait
+ *             (sockdiag.c diag_wait_destroyed(): sched_yield() and a drain
+ *             twice, then poll() and a drain for at most CLOSING_WAIT_MS),
+ *             and reclaim()'s fallback when none comes (a dump);
  *         'g' + the fdinfo read reclaim.c find_released() makes before it
  *             waits (reclaim()'s own path).
  *       The epoll instance, listener and fdinfo descriptor are made before
  *       the timed loop and closed after it (a block makes them once).  The
- *       counts say how each reclaim ended (from 'e' on: every port of the
- *       block handed out, none known free, as bind.c scan() then
- *       reclaim() see it): the message was in at
- *       the first drain, after sched_yield(), after poll(); it was not
- *       (not waited for, or CLOSING_WAIT_MS passed); the listener overran
+ *       counts say how each reclaim ended (from 'e' on; a reclaim is when
+ *       every port of the block is handed out and none known free, as
+ *       bind.c scan() then reclaim() see it): a message was in at the
+ *       first drain, after sched_yield(), after poll(); none was (not
+ *       waited for, or CLOSING_WAIT_MS passed); the listener overran
  *       (ENOBUFS).  From 'f' on the last two pay reclaim()'s fallback, a
  *       dump of the sockets that take the block's traffic.
  *   diag_dump(tcp, lo, hi) -> (ns, sockets)
@@ -78,8 +79,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
-#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -224,6 +223,12 @@ static PyObject *bare_socket_bind(PyObject *self, PyObject *args)
     return Py_BuildValue("(LL)", t1 - t0, t2 - t1);
 }
 
+static void count_cb(const struct inet_diag_msg *m, void *ctx)
+{
+    (void)m;
+    (*(long *)ctx)++;
+}
+
 /* One socket's cycle in a C loop, the steps in the order the backend makes
  * them (bind.c bind_in_block() then reclaim.c track_handout(): SO_REUSEPORT,
  * the cookie, the epoll item, the bind; placeholders.c: IPV6_V6ONLY first,
@@ -247,6 +252,7 @@ struct cycle {
     uint64_t *cookies; /* per port: the cookie of the socket whose message is awaited */
     int diagfd;        /* the block's netlink socket for dumps, or -1 */
     unsigned freed;    /* ports given back by the current reclaim */
+    int lossy, err;    /* the current reclaim's drains: messages lost, another error */
     long how[5];       /* per reclaim: HOW_* */
 };
 
@@ -279,14 +285,17 @@ static void destroyed_cb(const struct inet_diag_msg *m, void *ctx)
 }
 
 /* reclaim.c find_released(), which a reclaim makes when no message gave a
- * port back: one pread() of the epoll instance's fdinfo into a buffer
- * sized for the tracked sockets, each item's data parsed into a bitmap. */
+ * port back: getpid(), one pread() of the epoll instance's fdinfo into a
+ * buffer sized for the tracked sockets, each item's data parsed into a
+ * bitmap. */
 static int read_fdinfo(struct cycle *c, unsigned tracked)
 {
     size_t cap = 512 + 128 * (size_t)tracked;
     char *buf = malloc(cap + 1), *p;
     unsigned char *alive = calloc((c->nports + 7) / 8, 1);
-    ssize_t len = buf && alive ? pread(c->infofd, buf, cap, 0) : -1;
+    ssize_t len;
+    (void)getpid(); /* its check for a forked child */
+    len = buf && alive ? pread(c->infofd, buf, cap, 0) : -1;
     int err = len < 0 ? (buf && alive ? errno : ENOMEM) : 0;
     if (!err) {
         buf[len] = '\0';
@@ -306,12 +315,6 @@ static int read_fdinfo(struct cycle *c, unsigned tracked)
     return err;
 }
 
-static void count_one(const struct inet_diag_msg *m, void *ctx)
-{
-    (void)m;
-    (*(long *)ctx)++;
-}
-
 /* What reclaim() does when no message can give the port back (the wait
  * timed out, or the listener overran: ENOBUFS, every port LOSSY):
  * confirm_by_dump(), a dump of the AF_INET sockets that take the block's
@@ -327,88 +330,80 @@ static int confirm_by_dump(struct cycle *c, int how)
     if (c->wait)
         err = diag_dump_on(&c->diagfd, c->type == SOCK_DGRAM ? PORTRES_UDP : PORTRES_TCP, AF_INET,
                            c->port, c->port + c->nports - 1, c->type == SOCK_DGRAM ? ~0u : 1u << 10,
-                           count_one, &count);
+                           count_cb, &count);
     memset(c->cookies, 0, c->nports * sizeof *c->cookies);
     return err;
 }
 
-/* reclaim.c take_destroyed(): 0, or 1 when messages were lost (ENOBUFS),
- * or -errno. */
-static int drain(struct cycle *c)
+/* reclaim.c take_destroyed(): the messages queued; an overrun (ENOBUFS:
+ * messages lost) makes the reclaim's ports LOSSY, another error is kept
+ * for the caller. */
+static void drain(void *ctx)
 {
+    struct cycle *c = ctx;
     int err = diag_destroyed(c->destroyfd, destroyed_cb, c);
-    return !err ? 0 : err == ENOBUFS ? 1 : -err;
+    if (err == ENOBUFS)
+        c->lossy = 1;
+    else if (err && !c->err)
+        c->err = err;
 }
 
-/* Every port of the block was handed out and none is known free:
- * reclaim() drains the listener (take_destroyed()) and, with wait, reads
- * fdinfo (find_released(), step g) and waits for a message that gives a
- * port back as wait_destroyed() does, then falls back to the dump.
- * Returns 0 or errno. */
+/* Every port of the block was handed out and none is known free: as
+ * reclaim() does, drain the listener; if that gave none back, read fdinfo
+ * (find_released(), step g) and, unless messages were lost, wait for a
+ * message that gives a port back with reclaim.c's own wait
+ * (diag_wait_destroyed()); else confirm by a dump.  Without wait (step e)
+ * every port counts as given back after the drain.  Returns 0 or errno. */
 static int reclaim(struct cycle *c)
 {
-    struct timespec t0, t;
-    long left = CLOSING_WAIT_MS;
-    int tries, err;
+    int err, how;
     c->freed = 0;
-    if ((err = drain(c)))
-        return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
+    c->lossy = 0;
+    drain(c);
+    if (c->err)
+        return c->err;
     if (c->freed) {
         c->how[HOW_DRAINED]++;
         return 0;
     }
-    if (!c->wait) /* the block's ports count as given back: one drain per sweep */
+    if (!c->wait)
         return confirm_by_dump(c, HOW_MISSED);
     if (c->wait == 2 && (err = read_fdinfo(c, 1)))
         return err;
-    for (tries = 0; tries < 2 && !c->freed; tries++) {
-        sched_yield();
-        if ((err = drain(c)))
-            return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
+    if (!c->lossy) {
+        how = diag_wait_destroyed(c->destroyfd, drain, c, &c->freed);
+        if (c->err)
+            return c->err;
+        if (c->freed) {
+            c->how[how == 1 ? HOW_YIELDED : HOW_POLLED]++;
+            return 0;
+        }
     }
-    if (c->freed) {
-        c->how[HOW_YIELDED]++;
-        return 0;
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (!c->freed && left > 0) {
-        struct pollfd p = {c->destroyfd, POLLIN, 0};
-        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
-            return errno;
-        if ((err = drain(c)))
-            return err < 0 ? -err : confirm_by_dump(c, HOW_OVERRUN);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        left =
-            CLOSING_WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
-    }
-    if (c->freed) {
-        c->how[HOW_POLLED]++;
-        return 0;
-    }
-    return confirm_by_dump(c, HOW_MISSED);
+    return confirm_by_dump(c, c->lossy ? HOW_OVERRUN : HOW_MISSED);
+}
+
+/* bind.c scan(): the first port from the cursor whose last socket's
+ * message is in.  Returns 1 (*K set) or 0 (none). */
+static int free_port(const struct cycle *c, unsigned *k)
+{
+    unsigned n;
+    for (n = 0; n < c->nports; n++)
+        if (!c->cookies[(c->cursor + n) % c->nports]) {
+            *k = (c->cursor + n) % c->nports;
+            return 1;
+        }
+    return 0;
 }
 
 /* The port index the next cycle binds: without a listener the next in
- * turn; with one, as bind.c scan() does, the first port from the cursor
- * whose last socket's message is in, after a reclaim when there is none.
- * Returns 0 or errno. */
+ * turn; with one, a free port as scan() takes it, after a reclaim when
+ * there is none (a reclaim leaves one free).  Returns 0 or errno. */
 static int next_port(struct cycle *c, unsigned *k)
 {
-    unsigned n, round;
     int err;
-    if (c->destroyfd < 0) {
-        *k = c->cursor;
-    } else {
-        for (round = 0;; round++) {
-            for (n = 0; n < c->nports && c->cookies[(c->cursor + n) % c->nports]; n++)
-                ;
-            if (n < c->nports)
-                break;
-            if (round || (err = reclaim(c))) /* (a reclaim leaves one free) */
-                return round ? EAGAIN : err;
-        }
-        *k = (c->cursor + n) % c->nports;
-    }
+    *k = c->cursor;
+    if (c->destroyfd >= 0 && !free_port(c, k) && ((err = reclaim(c)) || !free_port(c, k)))
+        return err ? err : EAGAIN;
     c->cursor = (*k + 1) % c->nports;
     return 0;
 }
@@ -529,12 +524,6 @@ static PyObject *floor_cycle(PyObject *self, PyObject *args)
 
 /* The project's own dump code (src/linux/sockdiag.c, compiled in by
  * bench/run.py): one socket per call, as a dump outside a block makes. */
-static void count_cb(const struct inet_diag_msg *m, void *ctx)
-{
-    (void)m;
-    (*(long *)ctx)++;
-}
-
 static int dump_family(int tcp, int family, unsigned lo, unsigned hi, long *count)
 {
     return diag_dump(tcp ? PORTRES_TCP : PORTRES_UDP, family, lo, hi, ~0u, count_cb, count);

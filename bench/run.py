@@ -348,7 +348,7 @@ def section_floor(helper):
     import portres
 
     rows = []
-    M = n(5000, 4)
+    M = n(5000, 40)   # --quick: enough for a block of 16 to reclaim
     reps = n(15, 2)
     elsewhere = n(16384, 64)
     types = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
@@ -968,6 +968,10 @@ def merge(runs):
             rows.append(dict(r, portres_ns=statistics.median(x["portres_ns"] for x in same),
                              ref_ns=statistics.median(x["ref_ns"] for x in same),
                              ratio=statistics.median(x["ratio"] for x in same), runs=len(same)))
+            if len(same) > 1:   # each run's own figures too (the spread between processes)
+                rows[-1]["each"] = [[x["portres_ns"], x["ref_ns"], x["ratio"]] for x in same]
+            if "messages" in r:   # floor: summed over the runs
+                rows[-1]["messages"] = {k: sum(x["messages"][k] for x in same) for k in r["messages"]}
         out["rows"] = rows
     if "crowded" in out:
         out["crowded"] = {span: {k: statistics.median(run["crowded"][span][k] for run in runs)
@@ -1018,12 +1022,27 @@ def render(results, info):
              f"Python {info['python']}, {'private netns' if info['netns'] else 'host netns'}, "
              f"load average {info['loadavg']:.2f} at start, {info['repeat']} run(s) per section"
              + (" (--quick: harness check only, figures meaningless)" if QUICK else ""), ""]
-    lines.append("| benchmark | portres | reference | ratio | reference is |")
-    lines.append("|---|---:|---:|---:|---|")
-    for name in SECTIONS:
-        for r in results.get(name, {}).get("rows", []):
-            lines.append(f"| {r['name']} | {fmt_ns(r['portres_ns'])} | {fmt_ns(r['ref_ns'])} | "
-                         f"{r['ratio']:.2f} | {r['ref']} |")
+    table = [r for name in SECTIONS if name != "floor"   # floor: a table of its own, below
+             for r in results.get(name, {}).get("rows", [])]
+    if table:
+        lines.append("| benchmark | portres | reference | ratio | reference is |")
+        lines.append("|---|---:|---:|---:|---|")
+    for r in table:
+        lines.append(f"| {r['name']} | {fmt_ns(r['portres_ns'])} | {fmt_ns(r['ref_ns'])} | "
+                     f"{r['ratio']:.2f} | {r['ref']} |")
+    floor = results.get("floor", {}).get("rows", [])
+    if floor:
+        lines += ["", "the reuse cycle in C, step by step (floor section; ratio to the plain C cycle "
+                  "of the same protocol, alternately):", "",
+                  "| load | block | step | TCP | ratio | UDP | ratio | what the step adds |",
+                  "|---|---:|---|---:|---:|---:|---:|---|"]
+        cells = {(r["load"], r["block"], r["step"], r["proto"]): r for r in floor}
+        for load, block, step in dict.fromkeys((r["load"], r["block"], r["step"]) for r in floor):
+            t, u = cells.get((load, block, step, "tcp")), cells.get((load, block, step, "udp"))
+            lines.append(f"| {load} | {block} | {step} | "
+                         + " | ".join(f"{fmt_ns(x['portres_ns'])} | {x['ratio']:.2f}" if x else "- | -"
+                                      for x in (t, u))
+                         + f" | {FLOOR_STEPS[step]} |")
     cr = results.get("crowded", {})
     if "crowded" in cr:
         lines += ["", "wildcard acquire(B) with 90% of the ephemeral range taken (median):", ""]

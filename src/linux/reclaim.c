@@ -73,12 +73,9 @@
 #include "linux.h"
 
 #include <fcntl.h>
-#include <poll.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
@@ -303,29 +300,18 @@ static int find_released(portres_block *b)
     return 0;
 }
 
+static void take_destroyed_cb(void *ctx)
+{
+    void **a = ctx;
+    take_destroyed(a[0], a[1]);
+}
+
 /* Wait, at most CLOSING_WAIT_MS, for a destroy message that gives a port
  * back. */
 static void wait_destroyed(portres_block *b, unsigned *freed)
 {
-    struct timespec t0, t;
-    long left = CLOSING_WAIT_MS;
-    int tries;
-    /* The message is usually a work item queued on this CPU: let it run
-     * before sleeping on the socket. */
-    for (tries = 0; tries < 2 && !*freed; tries++) {
-        sched_yield();
-        take_destroyed(b, freed);
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    while (!*freed && left > 0) {
-        struct pollfd p = {b->destroyfd, POLLIN, 0};
-        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
-            return;
-        take_destroyed(b, freed);
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        left =
-            CLOSING_WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
-    }
+    void *ctx[2] = {b, freed};
+    diag_wait_destroyed(b->destroyfd, take_destroyed_cb, ctx, freed);
 }
 
 /* Our placeholders of FAMILY that take port index I's traffic (TCP ones

@@ -1,6 +1,6 @@
 /*
- * linux/sockdiag.c - NETLINK_SOCK_DIAG dumps (declared in sockdiag.h; bench/
- * compiles this file too).
+ * linux/sockdiag.c - NETLINK_SOCK_DIAG dumps and the destroy listener
+ * (declared in sockdiag.h; bench/ compiles this file too).
  */
 #ifdef __linux__
 
@@ -12,7 +12,10 @@
 #include "sockdiag.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sched.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <linux/filter.h>
 #include <linux/netlink.h>
@@ -176,6 +179,32 @@ int diag_destroyed(int fd, diag_cb cb, void *ctx)
         if (got < BATCH)
             return 0;
     }
+}
+
+int diag_wait_destroyed(int fd, void (*take)(void *ctx), void *ctx, const unsigned *done)
+{
+    struct timespec t0, t;
+    long left = CLOSING_WAIT_MS;
+    int tries;
+    /* The message is usually a work item queued on this CPU: let it run
+     * before sleeping on the socket. */
+    for (tries = 0; tries < 2 && !*done; tries++) {
+        sched_yield();
+        take(ctx);
+    }
+    if (*done)
+        return 1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!*done && left > 0) {
+        struct pollfd p = {fd, POLLIN, 0};
+        if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+            return 0;
+        take(ctx);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        left =
+            CLOSING_WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+    }
+    return *done ? 2 : 0;
 }
 
 #endif /* __linux__ */

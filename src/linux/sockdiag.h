@@ -45,6 +45,13 @@ int diag_destroy_listener(int protocol, int with_ipv6, unsigned lo, unsigned hi)
  * queue overran and messages were lost. */
 int diag_destroyed(int fd, diag_cb cb, void *ctx);
 
+/* Wait, at most CLOSING_WAIT_MS, for destroy messages on FD (a destroy
+ * listener) until *DONE is not 0: TAKE(CTX) takes in what is queued (and
+ * sets *DONE when that gave a port back), after each of two
+ * sched_yield(), then after each poll().  Returns 1 (done after a
+ * sched_yield), 2 (after a poll) or 0 (timed out, or poll failed). */
+int diag_wait_destroyed(int fd, void (*take)(void *ctx), void *ctx, const unsigned *done);
+
 #pragma GCC visibility pop
 
 #endif /* PORTRES_LINUX_SOCKDIAG_H */

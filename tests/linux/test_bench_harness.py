@@ -33,8 +33,28 @@ def test_bench_quick_runs_every_section(tmp_path):
     assert "| benchmark | portres | reference | ratio |" in out.stdout
     with open(tmp_path / "bench.json") as f:
         results = json.load(f)["results"]
-    assert set(results) == {"socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import", "connect"}
-    for section in ("socket", "reuse", "acquire", "peers", "call", "import", "connect"):
+    assert set(results) == {
+        "socket",
+        "reuse",
+        "floor",
+        "acquire",
+        "peers",
+        "call",
+        "crowded",
+        "memory",
+        "import",
+        "connect",
+    }
+    for section in ("socket", "reuse", "floor", "acquire", "peers", "call", "import", "connect"):
+        assert results[section]["rows"], section
         for r in results[section]["rows"]:
             assert r["portres_ns"] > 0 and r["ref_ns"] > 0, r
+    # floor: every step a..g of the C cycle ran, TCP and UDP, and its table is printed
+    floor = {(r["proto"], r["block"], r["step"]) for r in results["floor"]["rows"] if r["load"] == "idle"}
+    assert floor >= {(p, 1, s) for p in ("tcp", "udp") for s in "abcdefg"}, floor
+    assert {(p, 16, s) for p in ("tcp", "udp") for s in "ef"} <= floor, floor
+    for r in results["floor"]["rows"]:  # from e on, reuses went through the destroy listener
+        assert (sum(r.get("messages", {}).values()) > 0) == (r["step"] >= "e"), r
+    assert "| load | block | step | TCP | ratio | UDP | ratio |" in out.stdout
+    assert "| idle | 1 | f |" in out.stdout and "| idle | 16 | e |" in out.stdout
     assert results["memory"]["memory"]["portres tcp"]["fds_per_port"] > 0
