@@ -543,6 +543,7 @@ def section_held(helper):
     (unbound) sockets held by the process, against the same call with none
     held, alternately in one process.  A lookup that walked a list of blocks
     or associations would grow with HELD (before: 17x and 68x at 8000)."""
+    import gc
     import resource
 
     import portres
@@ -587,6 +588,14 @@ def section_held(helper):
             s.close()
         return (ns() - t0) / K
 
+    def assoc_unbound():   # a stale association per socket: pruned from time to time
+        t0 = ns()
+        for _ in range(K):
+            s = socket.socket()
+            portres.associate(s, token)
+            s.close()
+        return (ns() - t0) / K
+
     def loaded(f):
         def run():
             hold()
@@ -596,10 +605,21 @@ def section_held(helper):
                 drop()
         return run
 
+    def no_gc(f):   # as timeit does: the 16k held objects would make Python's collector dearer
+        def run():
+            gc.collect()
+            gc.disable()
+            try:
+                return f()
+            finally:
+                gc.enable()
+        return run
+
     rows = []
     for name, f in (("acquire(1) + close()", acq),
-                    ("socket() + associate(s, token) + bind(s) + close()", assoc_bind)):
-        a, b = paired(loaded(f), f, reps, warmup=1)
+                    ("socket() + associate(s, token) + bind(s) + close()", assoc_bind),
+                    ("socket() + associate(s, token) + close(), never bound", assoc_unbound)):
+        a, b = paired(loaded(no_gc(f)), no_gc(f), reps, warmup=1)
         rows.append(row(f"{name}, {held_n} blocks + {held_n} associated sockets held", a, b,
                         "the same with none held", "same process, alternately", "per call"))
     own.close()

@@ -33,8 +33,19 @@ def test_bench_quick_runs_every_section(tmp_path):
     assert "| benchmark | portres | reference | ratio |" in out.stdout
     with open(tmp_path / "bench.json") as f:
         results = json.load(f)["results"]
-    assert set(results) == {"socket", "reuse", "acquire", "peers", "call", "crowded", "memory", "import", "connect"}
-    for section in ("socket", "reuse", "acquire", "peers", "call", "import", "connect"):
+    assert set(results) == {
+        "socket",
+        "reuse",
+        "acquire",
+        "peers",
+        "call",
+        "crowded",
+        "memory",
+        "import",
+        "connect",
+        "held",
+    }
+    for section in ("socket", "reuse", "acquire", "peers", "call", "import", "connect", "held"):
         for r in results[section]["rows"]:
             assert r["portres_ns"] > 0 and r["ref_ns"] > 0, r
     assert results["memory"]["memory"]["portres tcp"]["fds_per_port"] > 0
