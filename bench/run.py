@@ -47,7 +47,8 @@ ns = time.perf_counter_ns
 QUICK = False
 SECTIONS = ("socket", "reuse", "floor", "acquire", "peers", "call", "crowded", "memory",
             "import",  # import: issue 14
-            "connect")  # connect: issue 13
+            "connect",  # connect: issue 13
+            "held")
 
 
 # ----------------------------------------------------------------- helpers
@@ -611,6 +612,94 @@ def section_call(helper):
     return {"rows": rows}
 
 
+def section_held(helper):
+    """The process's own load: each call with HELD blocks and HELD associated
+    (unbound) sockets held by the process, against the same call with none
+    held, alternately in one process.  A lookup that walked a list of blocks
+    or associations would grow with HELD (before: 17x and 68x at 8000)."""
+    import gc
+    import resource
+
+    import portres
+
+    held_n = n(8000, 20)
+    K = n(3000, 10)
+    reps = n(9, 2)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * held_n + 1000
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
+    own = portres.acquire(16)
+    token = own.token
+    held = {"blocks": [], "socks": []}
+
+    def hold():
+        held["blocks"] = [portres.acquire(1) for _ in range(held_n)]
+        for r in held["blocks"]:
+            s = socket.socket()
+            portres.associate(s, r.token)
+            held["socks"].append(s)
+
+    def drop():
+        for s in held["socks"]:
+            s.close()
+        for r in held["blocks"]:
+            r.close()
+        held["blocks"], held["socks"] = [], []
+
+    def acq():
+        t0 = ns()
+        for _ in range(K):
+            portres.acquire(1).close()
+        return (ns() - t0) / K
+
+    def assoc_bind():
+        t0 = ns()
+        for _ in range(K):
+            s = socket.socket()
+            portres.associate(s, token)
+            portres.bind(s, ("127.0.0.1", 0))
+            s.close()
+        return (ns() - t0) / K
+
+    def assoc_unbound():   # a stale association per socket: pruned from time to time
+        t0 = ns()
+        for _ in range(K):
+            s = socket.socket()
+            portres.associate(s, token)
+            s.close()
+        return (ns() - t0) / K
+
+    def loaded(f):
+        def run():
+            hold()
+            try:
+                return f()
+            finally:
+                drop()
+        return run
+
+    def no_gc(f):   # as timeit does: the 16k held objects would make Python's collector dearer
+        def run():
+            gc.collect()
+            gc.disable()
+            try:
+                return f()
+            finally:
+                gc.enable()
+        return run
+
+    rows = []
+    for name, f in (("acquire(1) + close()", acq),
+                    ("socket() + associate(s, token) + bind(s) + close()", assoc_bind),
+                    ("socket() + associate(s, token) + close(), never bound", assoc_unbound)):
+        a, b = paired(loaded(no_gc(f)), no_gc(f), reps, warmup=1)
+        rows.append(row(f"{name}, {held_n} blocks + {held_n} associated sockets held", a, b,
+                        "the same with none held", "same process, alternately", "per call"))
+    own.close()
+    return {"rows": rows}
+
+
 # Wildcard acquire in a crowded range: 90% of the ephemeral range is taken
 # by plain bound TCP sockets.  The free 10% is a few windows of WINDOW ports
 # (one per 8192 ports of range, at least one) and, for the rest, isolated
@@ -936,6 +1025,7 @@ SECTION_FUNCS = {
     "crowded": section_crowded,
     "memory": section_memory,
     "connect": section_connect,  # issue 13
+    "held": section_held,
 }
 
 

@@ -300,6 +300,7 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
     for (i = 0; i < count; i++)
         b->fds[i] = -1;
     b->spare = -1;
+    b->marker_line = SIZE_MAX;
     reclaim_init(b);
     pthread_mutex_init(&b->lock, NULL);
     b->protocol = protocol;
@@ -312,6 +313,12 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
 
     list_unlisted(b); /* where fork() finds its descriptors from the first */
     err = start ? hold_range(b, start, conflict_port) : hold_wildcard(b, &first);
+    if (!err) {
+        b->start = first;
+        b->token = new_token();
+        if ((err = register_block(b)))
+            drop_placeholders(b);
+    }
     if (err) {
         unlist(b);
         if (protocol == PORTRES_UDP)
@@ -322,9 +329,6 @@ int portres_block_acquire(int protocol, unsigned start, unsigned count, portres_
         free(b);
         return err;
     }
-    b->start = first;
-    b->token = new_token();
-    register_block(b);
     *out = b;
     return 0;
 }

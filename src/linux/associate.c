@@ -51,14 +51,13 @@ int portres_associate(portres_socket s, uint64_t token)
     if (err)
         return err;
     pthread_mutex_lock(&registry_lock);
-    for (b = registry; b && b->token != token; b = b->next)
-        ;
+    b = find_block(token);
     if (!b) /* a persistent token is the package's to resolve (portres_associate_range) */
         err = portres_refuse(ENOENT);
     else if (type != sock_type_for(b->protocol))
         err = portres_refuse(EPROTOTYPE);
     else if (!(err = confine_autobind(s, b->start, b->count)))
-        err = record_association(dev, ino, token, 0, 0);
+        err = record_association(dev, ino, b, 0, 0);
     pthread_mutex_unlock(&registry_lock);
     return err;
 }
@@ -81,7 +80,7 @@ int portres_associate_range(portres_socket s, int protocol, unsigned start, unsi
     if ((err = confine_autobind(s, start, count)))
         return err;
     pthread_mutex_lock(&registry_lock);
-    err = record_association(dev, ino, 0, start, count); /* token 0: no runtime block */
+    err = record_association(dev, ino, NULL, start, count); /* no runtime block */
     pthread_mutex_unlock(&registry_lock);
     return err;
 }
@@ -137,8 +136,7 @@ int portres_release(portres_socket s, uint64_t token)
     if (err)
         return err;
     pthread_mutex_lock(&registry_lock);
-    for (b = registry; b && b->token != token; b = b->next)
-        ;
+    b = find_block(token);
     if (!b) {
         pthread_mutex_unlock(&registry_lock);
         return portres_refuse(ENOENT);
@@ -149,13 +147,12 @@ int portres_release(portres_socket s, uint64_t token)
 
 /* The association of the socket (DEV, INO) is spent once it is bound, from
  * a runtime block or a persistent one alike. */
-static void forget_association(dev_t dev, ino_t ino)
+static void association_spent(dev_t dev, ino_t ino)
 {
-    size_t i;
+    struct association *a;
     pthread_mutex_lock(&registry_lock);
-    i = find_association(dev, ino);
-    if (i < n_associations)
-        associations[i] = associations[--n_associations];
+    if ((a = find_association(dev, ino)))
+        forget_association(a);
     pthread_mutex_unlock(&registry_lock);
 }
 
@@ -165,27 +162,26 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
     socklen_t len = sizeof ss;
     dev_t dev = 0;
     ino_t ino = 0;
-    size_t i;
+    struct association *a;
     portres_block *b = NULL;
     int err = socket_identity(s, &dev, &ino);
     if (err)
         return err;
 
     pthread_mutex_lock(&registry_lock);
-    i = find_association(dev, ino);
-    if (i < n_associations && associations[i].range_count) {
-        unsigned start = associations[i].range_start, count = associations[i].range_count;
+    a = find_association(dev, ino);
+    if (a && a->range_count) {
+        unsigned start = a->range_start, count = a->range_count;
         pthread_mutex_unlock(&registry_lock);
         if ((err = range_still_reserved(start, count)))
             return err;
         err = bind_in_range(s, addr, (socklen_t)addrlen, start, count, port);
         if (!err)
-            forget_association(dev, ino);
+            association_spent(dev, ino);
         return err;
     }
-    if (i < n_associations)
-        for (b = registry; b && b->token != associations[i].token; b = b->next)
-            ;
+    if (a)
+        b = a->block;
     if (b) {
         if ((err = check_bindable(b, s, addr))) {
             pthread_mutex_unlock(&registry_lock);
@@ -193,7 +189,7 @@ int portres_bind(portres_socket s, const struct sockaddr *addr, int addrlen, uns
         }
         err = bind_in_block(b, s, addr, (socklen_t)addrlen, port, 1, 0);
         if (!err)
-            forget_association(dev, ino);
+            association_spent(dev, ino);
         return err;
     }
     pthread_mutex_unlock(&registry_lock);

@@ -108,7 +108,10 @@ enum { SIDE4 = 1, SIDE6 = 2 };
 
 struct portres_block {
     pthread_mutex_t lock;
-    struct portres_block *next; /* registry or unlisted list, under registry_lock */
+    struct portres_block *next, *prev; /* registry or unlisted list, under registry_lock */
+    int listed;                        /* which list: LISTED_* (registry.c) */
+    size_t marker_line;                /* its line in the runtime marker, or SIZE_MAX */
+    struct association *assoc;         /* its associations, under registry_lock */
     uint64_t token;
     unsigned start, count;
     int protocol;
@@ -131,11 +134,16 @@ struct portres_block {
     int spare;             /* acquire: an unbound socket the next probe reuses, or -1 */
 };
 
+/* The association of a socket that is not bound yet, by its inode: with a
+ * runtime block (BLOCK), or a persistent range (BLOCK NULL).  In a hash
+ * chain by (dev, ino), and in its block's list. */
 struct association {
     dev_t dev;
     ino_t ino;
-    uint64_t token;
+    portres_block *block;
     unsigned range_start, range_count; /* a persistent block; 0 for runtime */
+    struct association *hnext;         /* hash chain */
+    struct association *bnext, *bprev; /* the block's list */
 };
 
 /* The state flags of hand-out slot S of B (see SIDE4). */
@@ -158,19 +166,20 @@ static inline unsigned port_sides(const portres_block *b, unsigned i)
 /* ------------------------------------------------------------ registry.c */
 
 extern pthread_mutex_t registry_lock;
-extern portres_block *registry;          /* live blocks */
-extern portres_block *unlisted;          /* blocks being built or closed */
-extern struct association *associations; /* under registry_lock */
-extern size_t n_associations;
 extern int have_ipv6; /* set once by portres_backend_init */
 
+/* Every lookup below is O(1) in the number of blocks and associations the
+ * process holds (hash tables, lists with back links): an acquire, close,
+ * associate or bind costs the same with 10,000 blocks held as with none. */
 uint64_t new_token(void);
 void list_unlisted(portres_block *b);
 void unlist(portres_block *b);
-void register_block(portres_block *b);
-size_t find_association(dev_t dev, ino_t ino);
-int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
+int register_block(portres_block *b);
+portres_block *find_block(uint64_t token);                  /* registry_lock held; NULL if none */
+struct association *find_association(dev_t dev, ino_t ino); /* registry_lock held */
+int record_association(dev_t dev, ino_t ino, portres_block *block, unsigned range_start,
                        unsigned range_count);
+void forget_association(struct association *a); /* registry_lock held */
 void close_block_registry_held(portres_block *b);
 
 /* ------------------------------------------------------------------ sys.c */

@@ -19,7 +19,7 @@
 
 #include "marker.h"
 
-#include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -33,11 +33,10 @@
 static int mfd = -1;
 static dev_t mdev;
 static ino_t mino;
-static char *map;                    /* MAP_SHARED over the memfd, map_lines lines */
-static size_t map_lines;             /* lines the file and the mapping hold */
-static size_t used;                  /* lines ever written (the rest are zeros) */
-static const portres_block **owners; /* per line: its block, NULL when free */
-static size_t *free_lines;           /* freed lines, reused first */
+static char *map;          /* MAP_SHARED over the memfd, map_lines lines */
+static size_t map_lines;   /* lines the file and the mapping hold */
+static size_t used;        /* lines ever written (the rest are zeros) */
+static size_t *free_lines; /* freed lines, reused first */
 static size_t n_free, arr_cap;
 
 /* Room for line USED; 0, or -1 (nothing is changed). */
@@ -48,12 +47,7 @@ static int grow(void)
     void *p;
 
     if (lines > arr_cap) {
-        const portres_block **o = realloc(owners, lines * sizeof *o);
-        size_t *f;
-        if (!o)
-            return -1;
-        owners = o;
-        f = realloc(free_lines, lines * sizeof *f);
+        size_t *f = realloc(free_lines, lines * sizeof *f);
         if (!f)
             return -1;
         free_lines = f;
@@ -86,11 +80,26 @@ static int grow(void)
     return 0;
 }
 
-void marker_add(const portres_block *b)
+/* "tcp 41000     4": the protocol, then START and COUNT right-aligned in
+ * five columns each (the width of 65535), spaces after, "\n" last. */
+static void format_line(char *line, const portres_block *b)
 {
-    char line[MARKER_LINE + 1];
+    unsigned v[2] = {b->start, b->count}, k;
+    memset(line, ' ', MARKER_LINE - 1);
+    memcpy(line, b->protocol == PORTRES_UDP ? "udp" : "tcp", 3);
+    for (k = 0; k < 2; k++) { /* each number's last digit in column 8, then 14 */
+        unsigned x = v[k], col = 8 + 6 * k;
+        do {
+            line[col--] = (char)('0' + x % 10);
+            x /= 10;
+        } while (x);
+    }
+    line[MARKER_LINE - 1] = '\n';
+}
+
+void marker_add(portres_block *b)
+{
     size_t i;
-    int n;
 
     if (n_free) {
         i = free_lines[--n_free];
@@ -99,25 +108,18 @@ void marker_add(const portres_block *b)
             return; /* best effort: the reservation holds without its line */
         i = used++;
     }
-    n = snprintf(line, sizeof line, "%s %5u %5u", b->protocol == PORTRES_UDP ? "udp" : "tcp",
-                 b->start, b->count);
-    memset(line + n, ' ', MARKER_LINE - 1 - (size_t)n);
-    line[MARKER_LINE - 1] = '\n';
-    memcpy(map + i * MARKER_LINE, line, MARKER_LINE);
-    owners[i] = b;
+    format_line(map + i * MARKER_LINE, b);
+    b->marker_line = i;
 }
 
-void marker_remove(const portres_block *b)
+void marker_remove(portres_block *b)
 {
-    size_t i = used;
-    while (i--) { /* newest first: blocks are mostly closed in reverse */
-        if (owners[i] == b) {
-            memset(map + i * MARKER_LINE, ' ', MARKER_LINE - 1);
-            owners[i] = NULL;
-            free_lines[n_free++] = i;
-            return;
-        }
-    }
+    size_t i = b->marker_line;
+    if (i >= used)
+        return; /* it has no line (see marker_add) */
+    memset(map + i * MARKER_LINE, ' ', MARKER_LINE - 1);
+    free_lines[n_free++] = i;
+    b->marker_line = SIZE_MAX;
 }
 
 void marker_atfork_child(void)
@@ -127,7 +129,7 @@ void marker_atfork_child(void)
     if (map)
         munmap(map, map_lines * MARKER_LINE);
     map = NULL;
-    map_lines = used = n_free = 0;
+    map_lines = used = n_free = 0; /* the blocks, closed in the child, keep no line */
     close_fd(&mfd);
 }
 

@@ -11,11 +11,11 @@
 
 #pragma GCC visibility push(hidden)
 
-/* The block B was just registered: write its line (best effort: listing
- * is a view, the reservation holds without it). */
-void marker_add(const portres_block *b);
+/* The block B was just registered: write its line and note it in B (best
+ * effort: listing is a view, the reservation holds without it). */
+void marker_add(portres_block *b);
 /* The block B left the registry: clear its line. */
-void marker_remove(const portres_block *b);
+void marker_remove(portres_block *b);
 /* fork(), in the child: unmap and close the parent's marker (the child's
  * blocks are gone, and the MAP_SHARED page is the parent's to write). */
 void marker_atfork_child(void);

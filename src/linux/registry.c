@@ -19,11 +19,13 @@
 #include <sys/socket.h>
 
 pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
-portres_block *registry;
-portres_block *unlisted;
-struct association *associations;
-size_t n_associations;
-static size_t cap_associations;
+/* Two lists of blocks, both under registry_lock and doubly linked so a
+ * block leaves either in O(1): the registry (live blocks, found by token
+ * through by_token) and the unlisted list (being built or closed: fork()
+ * must find their descriptors, no token may). */
+enum { LISTED_NONE, LISTED_REGISTRY, LISTED_UNLISTED };
+static portres_block *registry;
+static portres_block *unlisted;
 
 int have_ipv6 = -1;
 
@@ -83,18 +85,101 @@ uint64_t new_token(void)
     return z;
 }
 
-/* Unlink B from the list at *HEAD, if it is there; registry_lock held. */
-static int unlink_from(portres_block **head, portres_block *b)
+/* Put B at the head of the list WHERE; registry_lock held. */
+static void list_push(portres_block *b, int where)
 {
-    portres_block **pp;
-    for (pp = head; *pp; pp = &(*pp)->next) {
-        if (*pp == b) {
-            *pp = b->next;
-            b->next = NULL;
-            return 1;
+    portres_block **head = where == LISTED_REGISTRY ? &registry : &unlisted;
+    b->prev = NULL;
+    b->next = *head;
+    if (*head)
+        (*head)->prev = b;
+    *head = b;
+    b->listed = where;
+}
+
+/* Take B off whichever list it is on; registry_lock held.  Returns the list
+ * it was on (LISTED_NONE: none). */
+static int list_remove(portres_block *b)
+{
+    int where = b->listed;
+    if (where == LISTED_NONE)
+        return where;
+    if (b->prev)
+        b->prev->next = b->next;
+    else
+        *(where == LISTED_REGISTRY ? &registry : &unlisted) = b->next;
+    if (b->next)
+        b->next->prev = b->prev;
+    b->next = b->prev = NULL;
+    b->listed = LISTED_NONE;
+    return where;
+}
+
+/* ------------------------------------------------------------- by token
+ *
+ * Live blocks by token: open addressing with linear probing, at most half
+ * full, deletion by backward shift (no tombstones).  Tokens are already
+ * uniformly mixed (new_token), so their low bits index it. */
+static portres_block **by_token;
+static size_t by_token_cap, by_token_n; /* capacity: 0 or a power of 2 */
+
+portres_block *find_block(uint64_t token)
+{
+    size_t mask = by_token_cap - 1, i;
+    if (!by_token_cap)
+        return NULL;
+    for (i = (size_t)token & mask; by_token[i]; i = (i + 1) & mask)
+        if (by_token[i]->token == token)
+            return by_token[i];
+    return NULL;
+}
+
+static void by_token_put(portres_block **table, size_t cap, portres_block *b)
+{
+    size_t i = (size_t)b->token & (cap - 1);
+    while (table[i])
+        i = (i + 1) & (cap - 1);
+    table[i] = b;
+}
+
+/* Room for one more; 0, or ENOMEM (nothing changed). */
+static int by_token_reserve(void)
+{
+    size_t cap, i;
+    portres_block **t;
+    if ((by_token_n + 1) * 2 <= by_token_cap)
+        return 0;
+    cap = by_token_cap ? by_token_cap * 2 : 64;
+    if (!(t = calloc(cap, sizeof *t)))
+        return portres_fail(ENOMEM, "calloc");
+    for (i = 0; i < by_token_cap; i++)
+        if (by_token[i])
+            by_token_put(t, cap, by_token[i]);
+    free(by_token);
+    by_token = t;
+    by_token_cap = cap;
+    return 0;
+}
+
+static void by_token_remove(const portres_block *b)
+{
+    size_t mask = by_token_cap - 1, i, j, home;
+    if (!by_token_cap)
+        return;
+    for (i = (size_t)b->token & mask; by_token[i] != b; i = (i + 1) & mask)
+        if (!by_token[i])
+            return; /* not there */
+    /* Backward shift: move up each later entry of the run whose home slot
+     * is not between the hole and it. */
+    for (j = (i + 1) & mask; by_token[j]; j = (j + 1) & mask) {
+        home = (size_t)by_token[j]->token & mask;
+        if (((j - home) & mask) >= ((j - i) & mask)) {
+            by_token[i] = by_token[j];
+            i = j;
         }
     }
-    return 0;
+    by_token[i] = NULL;
+    by_token_n--;
 }
 
 /* B is about to own descriptors but is not findable by token (being built):
@@ -102,58 +187,108 @@ static int unlink_from(portres_block **head, portres_block *b)
 void list_unlisted(portres_block *b)
 {
     pthread_mutex_lock(&registry_lock);
-    b->next = unlisted;
-    unlisted = b;
+    list_push(b, LISTED_UNLISTED);
     pthread_mutex_unlock(&registry_lock);
 }
 
-/* B owns no descriptor any more (a failed acquire): off the unlisted list. */
+/* B owns no descriptor any more (a failed acquire, a closed block): off
+ * the unlisted list. */
 void unlist(portres_block *b)
 {
     pthread_mutex_lock(&registry_lock);
-    unlink_from(&unlisted, b);
+    if (b->listed == LISTED_UNLISTED)
+        list_remove(b);
     pthread_mutex_unlock(&registry_lock);
 }
 
-/* B is built: from the unlisted list to the registry, under a unique token. */
-void register_block(portres_block *b)
+/* B is built: from the unlisted list to the registry, findable by its
+ * token.  0, or ENOMEM (B stays unlisted; the caller closes it). */
+int register_block(portres_block *b)
 {
-    portres_block *p;
+    int err;
     pthread_mutex_lock(&registry_lock);
-    unlink_from(&unlisted, b);
-    for (;;) { /* tokens are unique among live reservations */
-        for (p = registry; p && p->token != b->token; p = p->next)
-            ;
-        if (!p)
-            break;
-        b->token = new_token();
+    /* Tokens never repeat within a process (new_token), and a forked
+     * child, rekeyed, starts with no block: no check against the others. */
+    if (!(err = by_token_reserve())) {
+        list_remove(b);
+        list_push(b, LISTED_REGISTRY);
+        by_token_put(by_token, by_token_cap, b);
+        by_token_n++;
+        marker_add(b); /* plain stores once the marker exists (marker.c) */
     }
-    b->next = registry;
-    registry = b;
-    marker_add(b); /* plain stores once the marker exists (marker.c) */
     pthread_mutex_unlock(&registry_lock);
+    return err;
 }
 
-/* Find the association of the socket (DEV, INO); registry_lock held. */
-size_t find_association(dev_t dev, ino_t ino)
+/* --------------------------------------------------------- associations
+ *
+ * By (dev, ino) in a chained hash table that doubles at load 1; each is
+ * also on its runtime block's list, so closing a block drops its own
+ * associations without looking at anyone else's. */
+static struct association **assoc_table;
+static size_t assoc_cap, n_associations; /* capacity: 0 or a power of 2 */
+static size_t prune_mark = 64;
+
+static size_t assoc_hash(dev_t dev, ino_t ino)
 {
-    size_t i;
-    for (i = 0; i < n_associations; i++)
-        if (associations[i].dev == dev && associations[i].ino == ino)
-            break;
-    return i;
+    uint64_t z = (uint64_t)ino * 0x9e3779b97f4a7c15ULL ^ (uint64_t)dev;
+    z ^= z >> 29;
+    return (size_t)(z * 0xbf58476d1ce4e5b9ULL >> 17);
 }
 
-/* Remove the associations of TOKEN; registry_lock held. */
-static void drop_associations(uint64_t token)
+struct association *find_association(dev_t dev, ino_t ino)
 {
-    size_t i = 0;
-    while (i < n_associations) {
-        if (associations[i].token == token)
-            associations[i] = associations[--n_associations];
-        else
-            i++;
-    }
+    struct association *a;
+    if (!assoc_cap)
+        return NULL;
+    for (a = assoc_table[assoc_hash(dev, ino) & (assoc_cap - 1)]; a; a = a->hnext)
+        if (a->ino == ino && a->dev == dev)
+            return a;
+    return NULL;
+}
+
+/* A joins / leaves the list of the block it names (none: persistent). */
+static void block_list_add(struct association *a)
+{
+    a->bprev = NULL;
+    a->bnext = NULL;
+    if (!a->block)
+        return;
+    a->bnext = a->block->assoc;
+    if (a->bnext)
+        a->bnext->bprev = a;
+    a->block->assoc = a;
+}
+
+static void block_list_remove(struct association *a)
+{
+    if (!a->block)
+        return;
+    if (a->bprev)
+        a->bprev->bnext = a->bnext;
+    else
+        a->block->assoc = a->bnext;
+    if (a->bnext)
+        a->bnext->bprev = a->bprev;
+}
+
+/* Unlink A from its chain and its block's list, and free it. */
+void forget_association(struct association *a)
+{
+    struct association **pp = &assoc_table[assoc_hash(a->dev, a->ino) & (assoc_cap - 1)];
+    while (*pp != a)
+        pp = &(*pp)->hnext;
+    *pp = a->hnext;
+    block_list_remove(a);
+    n_associations--;
+    free(a);
+}
+
+/* Drop the associations of B (closed); registry_lock held. */
+static void drop_associations(portres_block *b)
+{
+    while (b->assoc)
+        forget_association(b->assoc);
 }
 
 /* Unlink B from the registry and close its placeholders.  Called with
@@ -164,14 +299,15 @@ static void drop_associations(uint64_t token)
  * a child made meanwhile closes what is left. */
 void close_block_registry_held(portres_block *b)
 {
-    int listed = unlink_from(&registry, b);
+    int listed = b->listed == LISTED_REGISTRY;
 
     if (listed) {
+        list_remove(b);
+        by_token_remove(b);
         marker_remove(b);
-        b->next = unlisted;
-        unlisted = b;
+        list_push(b, LISTED_UNLISTED);
     }
-    drop_associations(b->token);
+    drop_associations(b);
     pthread_mutex_lock(&b->lock);
     pthread_mutex_unlock(&registry_lock);
     if (!b->closed) {
@@ -247,9 +383,27 @@ static void drop_all(portres_block *list)
             reclaim_close(b);
             b->closed = 1;
         }
-        b->next = NULL;
+        b->next = b->prev = NULL;
+        b->listed = LISTED_NONE;
+        b->assoc = NULL; /* freed with the table below */
         pthread_mutex_unlock(&b->lock);
     }
+}
+
+/* In the child: every association goes with the blocks. */
+static void drop_all_associations(void)
+{
+    size_t i;
+    struct association *a, *next;
+    for (i = 0; i < assoc_cap; i++) {
+        for (a = assoc_table[i]; a; a = next) {
+            next = a->hnext;
+            free(a);
+        }
+        assoc_table[i] = NULL;
+    }
+    n_associations = 0;
+    prune_mark = 64;
 }
 
 static void atfork_child(void)
@@ -258,7 +412,10 @@ static void atfork_child(void)
     drop_all(unlisted);
     registry = NULL;
     unlisted = NULL;
-    n_associations = 0;
+    if (by_token_cap)
+        memset(by_token, 0, by_token_cap * sizeof *by_token);
+    by_token_n = 0;
+    drop_all_associations();
     key_tokens(); /* the child's tokens owe nothing to its parent's */
     marker_atfork_child();
     bpf_atfork_child();
@@ -285,10 +442,6 @@ void portres_block_free(portres_block *b)
     free(b);
 }
 
-/* Record (or replace) the association of the socket (DEV, INO);
- * registry_lock held. */
-static size_t prune_mark = 64;
-
 static int cmp_ino(const void *a, const void *b)
 {
     ino_t x = *(const ino_t *)a, y = *(const ino_t *)b;
@@ -296,14 +449,17 @@ static int cmp_ino(const void *a, const void *b)
 }
 
 /* Drop the associations of sockets that were closed without a bind: no
- * descriptor of this process refers to their inode any more.  Run when the
- * table has doubled since the last pass, so it costs O(1) amortised.
- * registry_lock held. */
+ * descriptor of this process refers to their inode any more.  A pass reads
+ * every descriptor of the process, so the next one waits for as many new
+ * associations as this one read descriptors and kept associations (at
+ * least 64): O(1) amortised per association, however many descriptors the
+ * process holds.  registry_lock held. */
 static void prune_associations(void)
 {
     DIR *d = opendir("/proc/self/fd");
     ino_t *live = NULL;
-    size_t n_live = 0, cap_live = 0, i = 0;
+    size_t n_live = 0, cap_live = 0, n_fds = 0, i, cost;
+    struct association *a, *next;
     struct dirent *e;
     if (!d)
         return;
@@ -311,6 +467,7 @@ static void prune_associations(void)
         char link[64];
         unsigned long long ino;
         ssize_t len = readlinkat(dirfd(d), e->d_name, link, sizeof link - 1);
+        n_fds++;
         if (len <= 0)
             continue;
         link[len] = '\0';
@@ -327,42 +484,75 @@ static void prune_associations(void)
         live[n_live++] = (ino_t)ino;
     }
     qsort(live, n_live, sizeof *live, cmp_ino);
-    while (i < n_associations) {
-        if (!n_live || !bsearch(&associations[i].ino, live, n_live, sizeof *live, cmp_ino))
-            associations[i] = associations[--n_associations];
-        else
-            i++;
+    for (i = 0; i < assoc_cap; i++) {
+        for (a = assoc_table[i]; a; a = next) {
+            next = a->hnext;
+            if (!n_live || !bsearch(&a->ino, live, n_live, sizeof *live, cmp_ino))
+                forget_association(a);
+        }
     }
 out:
     closedir(d);
     free(live);
+    cost = n_fds > n_associations ? n_fds : n_associations;
+    prune_mark = n_associations + (cost > 64 ? cost : 64);
 }
 
-int record_association(dev_t dev, ino_t ino, uint64_t token, unsigned range_start,
+/* Room for one more association; 0, or ENOMEM (nothing changed). */
+static int assoc_reserve(void)
+{
+    size_t cap, i;
+    struct association **t, *a, *next;
+    if (n_associations < assoc_cap)
+        return 0;
+    cap = assoc_cap ? assoc_cap * 2 : 64;
+    if (!(t = calloc(cap, sizeof *t)))
+        return portres_fail(ENOMEM, "calloc");
+    for (i = 0; i < assoc_cap; i++) {
+        for (a = assoc_table[i]; a; a = next) {
+            size_t h = assoc_hash(a->dev, a->ino) & (cap - 1);
+            next = a->hnext;
+            a->hnext = t[h];
+            t[h] = a;
+        }
+    }
+    free(assoc_table);
+    assoc_table = t;
+    assoc_cap = cap;
+    return 0;
+}
+
+/* Record (or replace) the association of the socket (DEV, INO) with BLOCK,
+ * or with the persistent range when BLOCK is NULL; registry_lock held. */
+int record_association(dev_t dev, ino_t ino, portres_block *block, unsigned range_start,
                        unsigned range_count)
 {
-    size_t i = find_association(dev, ino);
-    if (i == n_associations && n_associations >= prune_mark) {
+    struct association *a = find_association(dev, ino);
+    size_t h;
+    if (a) { /* replaced, perhaps by another block's: no memory needed */
+        block_list_remove(a);
+        a->block = block;
+        a->range_start = range_start;
+        a->range_count = range_count;
+        block_list_add(a);
+        return 0;
+    }
+    if (n_associations >= prune_mark)
         prune_associations();
-        prune_mark = n_associations * 2 > 64 ? n_associations * 2 : 64;
-        i = find_association(dev, ino);
-    }
-    if (i == n_associations) {
-        if (n_associations == cap_associations) {
-            size_t cap = cap_associations ? cap_associations * 2 : 16;
-            struct association *a = realloc(associations, cap * sizeof *a);
-            if (!a)
-                return portres_fail(ENOMEM, "realloc");
-            associations = a;
-            cap_associations = cap;
-        }
-        n_associations++;
-    }
-    associations[i].dev = dev;
-    associations[i].ino = ino;
-    associations[i].token = token;
-    associations[i].range_start = range_start;
-    associations[i].range_count = range_count;
+    if (assoc_reserve())
+        return ENOMEM;
+    if (!(a = calloc(1, sizeof *a)))
+        return portres_fail(ENOMEM, "calloc");
+    a->dev = dev;
+    a->ino = ino;
+    a->block = block;
+    a->range_start = range_start;
+    a->range_count = range_count;
+    h = assoc_hash(dev, ino) & (assoc_cap - 1);
+    a->hnext = assoc_table[h];
+    assoc_table[h] = a;
+    block_list_add(a);
+    n_associations++;
     return 0;
 }
 

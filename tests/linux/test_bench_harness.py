@@ -44,8 +44,9 @@ def test_bench_quick_runs_every_section(tmp_path):
         "memory",
         "import",
         "connect",
+        "held",
     }
-    for section in ("socket", "reuse", "floor", "acquire", "peers", "call", "import", "connect"):
+    for section in ("socket", "reuse", "floor", "acquire", "peers", "call", "import", "connect", "held"):
         assert results[section]["rows"], section
         for r in results[section]["rows"]:
             assert r["portres_ns"] > 0 and r["ref_ns"] > 0, r
