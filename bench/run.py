@@ -89,6 +89,19 @@ def paired(fa, fb, reps, warmup=2):
     return statistics.median(a), statistics.median(b)
 
 
+def rotated(fns, reps, warmup=2):
+    """paired() for more than two: each round runs every function once, in
+    an order rotated by one from the round before; their medians."""
+    out = [[] for _ in fns]
+    for i in range(warmup + reps):
+        for k in range(len(fns)):
+            j = (i + k) % len(fns)
+            x = fns[j]()
+            if i >= warmup:
+                out[j].append(x)
+    return [statistics.median(x) for x in out]
+
+
 def row(name, portres_ns, ref_ns, ref, how="", unit="per op"):
     return {"name": name, "portres_ns": portres_ns, "ref_ns": ref_ns, "ref": ref,
             "how": how, "unit": unit, "ratio": portres_ns / ref_ns if ref_ns else None}
@@ -345,7 +358,11 @@ def section_floor(helper):
     floor of the issue 11 target: step f for a block of 1 (it waits for
     each message), step e for a block of 16 (its messages are in by the
     time a port comes round again).  With at least 16k sockets in other
-    network namespaces too, for the floor steps."""
+    network namespaces too, for the floor steps.  Each row also times the
+    plain Python cycle (section reuse's reference) in turn with the two:
+    python_bound is what a Python reuse cycle would cost against it if
+    portres's Python layer cost what socket.socket()'s does and the
+    kernel's work were this step's, nothing more."""
     import portres
 
     rows = []
@@ -378,11 +395,24 @@ def section_floor(helper):
                     def plain(typ=typ):
                         return helper.floor_cycle(M, typ, 0, 1, "a")[0] / M
 
-                    a, b = paired(stepped, plain, reps)
+                    def py_plain(typ=typ):   # section reuse's reference: the issue's 1.5x is of this
+                        sock, inet, addr = socket.socket, socket.AF_INET, ("127.0.0.1", 0)
+                        t0 = ns()
+                        for _ in range(M):
+                            s = sock(inet, typ)
+                            s.bind(addr)
+                            s.close()
+                        return (ns() - t0) / M
+
+                    a, b, p = rotated((stepped, plain, py_plain), reps)
                     r = row(f"floor {step}, {proto}, block of {block}, {where}", a, b,
                             "C: socket() + bind(127.0.0.1:0) + close()", FLOOR_STEPS[step],
                             unit="per cycle")
-                    r.update(step=step, proto=proto, block=block, load=load)
+                    # The least a Python reuse cycle could cost against section reuse's
+                    # reference: the plain Python cycle plus this step's kernel work (its
+                    # time above the plain C cycle), all three timed in turn here.
+                    r.update(step=step, proto=proto, block=block, load=load, py_plain_ns=p,
+                             python_bound=(p + a - b) / p)
                     if sum(how):   # how the reuses found their message (warm-up rounds included)
                         r["messages"] = dict(zip(("drained", "after_yield", "after_poll", "missed", "overrun"),
                                                  how))
@@ -1062,6 +1092,11 @@ def merge(runs):
                 rows[-1]["each"] = [[x["portres_ns"], x["ref_ns"], x["ratio"]] for x in same]
             if "messages" in r:   # floor: summed over the runs
                 rows[-1]["messages"] = {k: sum(x["messages"][k] for x in same) for k in r["messages"]}
+            for k in ("py_plain_ns", "python_bound"):   # floor
+                if k in r:
+                    rows[-1][k] = statistics.median(x[k] for x in same)
+                    if len(same) > 1:
+                        rows[-1]["each_" + k] = [x[k] for x in same]
         out["rows"] = rows
     if "crowded" in out:
         out["crowded"] = {span: {k: statistics.median(run["crowded"][span][k] for run in runs)
@@ -1123,15 +1158,16 @@ def render(results, info):
     floor = results.get("floor", {}).get("rows", [])
     if floor:
         lines += ["", "the reuse cycle in C, step by step (floor section; ratio to the plain C cycle "
-                  "of the same protocol, alternately):", "",
-                  "| load | block | step | TCP | ratio | UDP | ratio | what the step adds |",
-                  "|---|---:|---|---:|---:|---:|---:|---|"]
+                  "of the same protocol; bound: the plain Python cycle + the step's kernel work, "
+                  "against the plain Python cycle; all in turn in one process):", "",
+                  "| load | block | step | TCP | ratio | bound | UDP | ratio | bound | what the step adds |",
+                  "|---|---:|---|---:|---:|---:|---:|---:|---:|---|"]
         cells = {(r["load"], r["block"], r["step"], r["proto"]): r for r in floor}
         for load, block, step in dict.fromkeys((r["load"], r["block"], r["step"]) for r in floor):
             t, u = cells.get((load, block, step, "tcp")), cells.get((load, block, step, "udp"))
             lines.append(f"| {load} | {block} | {step} | "
-                         + " | ".join(f"{fmt_ns(x['portres_ns'])} | {x['ratio']:.2f}" if x else "- | -"
-                                      for x in (t, u))
+                         + " | ".join(f"{fmt_ns(x['portres_ns'])} | {x['ratio']:.2f} | {x['python_bound']:.2f}"
+                                      if x else "- | - | -" for x in (t, u))
                          + f" | {FLOOR_STEPS[step]} |")
     cr = results.get("crowded", {})
     if "crowded" in cr:

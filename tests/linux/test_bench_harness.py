@@ -56,6 +56,7 @@ def test_bench_quick_runs_every_section(tmp_path):
     assert {(p, 16, s) for p in ("tcp", "udp") for s in "ef"} <= floor, floor
     for r in results["floor"]["rows"]:  # from e on, reuses went through the destroy listener
         assert (sum(r.get("messages", {}).values()) > 0) == (r["step"] >= "e"), r
-    assert "| load | block | step | TCP | ratio | UDP | ratio |" in out.stdout
+        assert r["py_plain_ns"] > 0 and isinstance(r["python_bound"], float), r
+    assert "| load | block | step | TCP | ratio | bound | UDP | ratio | bound |" in out.stdout
     assert "| idle | 1 | f |" in out.stdout and "| idle | 16 | e |" in out.stdout
     assert results["memory"]["memory"]["portres tcp"]["fds_per_port"] > 0
