@@ -719,7 +719,33 @@ def section_held(helper):
                 gc.enable()
         return run
 
+    def plain_cycle():   # another program's socket, in the same namespace
+        t0 = ns()
+        for _ in range(K):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.close()
+        return (ns() - t0) / K
+
+    def listening(blocks):
+        def run():
+            res = [portres.acquire(1) for _ in range(blocks)]
+            for r in res:   # a reclaim joins the block's destroy listener
+                r.socket().close()
+                r.socket().close()
+            try:
+                return no_gc(plain_cycle)()
+            finally:
+                for r in res:
+                    r.close()
+        return run
+
     rows = []
+    for blocks in (1, n(1000, 3)):
+        a, b = paired(listening(blocks), no_gc(plain_cycle), reps, warmup=1)
+        rows.append(row(f"plain TCP socket() + bind(0) + close(), while {blocks} block(s) listen for "
+                        "destroy messages", a, b, "the same with no block", "same process, alternately",
+                        "per cycle"))
     for name, f in (("acquire(1) + close()", acq),
                     ("socket() + associate(s, token) + bind(s) + close()", assoc_bind),
                     ("socket() + associate(s, token) + close(), never bound", assoc_unbound)):

@@ -33,3 +33,18 @@ def persistent_ports_kept_from_autobind() -> Dict[str, List[int]]:
     got = json.loads(os.read(r, 4096))
     os.wait()
     return {"auto": got}
+
+
+def large_block_raises_the_soft_fd_limit() -> Dict[str, int]:
+    """acquire(2000) with a soft RLIMIT_NOFILE of 1024 raises the soft limit
+    (the hard one allowing)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        with portres.acquire(2000) as res:
+            count = res.count
+        return {"count": count, "soft_after": resource.getrlimit(resource.RLIMIT_NOFILE)[0]}
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
