@@ -356,9 +356,10 @@ def section_floor(helper):
     drop filter); the C loop does what res.socket() + close() make the
     kernel do, without the Python layer and the block's bookkeeping.  The
     floor of the issue 11 target: step f for a block of 1 (it waits for
-    each message), step e for a block of 16 (its messages are in by the
-    time a port comes round again).  With at least 16k sockets in other
-    network namespaces too, for the floor steps.  Each row also times the
+    each message); for a block of 16, step e if its messages were in by
+    the time it runs out, f when they are not (the JSON's "messages" say
+    how often).  With at least 16k sockets in other network namespaces
+    too, for the floor steps.  Each row also times the
     plain Python cycle (section reuse's reference) in turn with the two:
     python_bound is what a Python reuse cycle would cost against it if
     portres's Python layer cost what socket.socket()'s does and the
