@@ -447,4 +447,5 @@ async def wait_trio_event(event: int) -> None:
     """Wait in a trio task until the operation's event handle is signalled."""
     import trio  # type: ignore[import-untyped,unused-ignore]
 
-    await trio.lowlevel.WaitForSingleObject(event)
+    # trio defines it on Windows only; mypy on Linux sees a trio without it
+    await trio.lowlevel.WaitForSingleObject(event)  # type: ignore[attr-defined,unused-ignore]
