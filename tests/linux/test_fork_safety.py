@@ -7,6 +7,7 @@ the child still lives."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import multiprocessing
@@ -20,7 +21,7 @@ import warnings
 import pytest
 
 import portres
-from tests.support import LINUX, needs_root, other_uid_binds
+from tests.support import KINDS, LINUX, needs_root, other_uid_binds
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
 
@@ -201,44 +202,45 @@ def _probe_ports(res, held: list) -> list:
 CHILDREN = {"os.fork": _ForkedChild, "multiprocessing": _MPChild}
 
 
+@contextlib.contextmanager
+def _forked_during_acquire(kind: str, protocol: str):
+    """(reservation, child, the child's inet sockets) of a KIND child forked
+    while acquire() ran; the child is told to exit at the end if it lives."""
+    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
+    try:
+        yield res, child, child.sockets()
+    finally:
+        if child.alive():
+            child.finish()
+
+
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 @pytest.mark.parametrize("kind", sorted(CHILDREN))
 def test_child_forked_during_acquire_holds_no_placeholder(kind, protocol):
-    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
-    try:
-        held = child.sockets()
+    with _forked_during_acquire(kind, protocol) as (res, child, held):
         with res:
             assert len(res.ports) == BLOCK
         assert held == [], (
             f"the {kind} child holds {len(held)} socket(s) of the block being built, "
             f"e.g. (fd, family, type, port) {held[:5]}"
         )
-    finally:
-        if child.alive():
-            child.finish()
 
 
 @needs_root
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 @pytest.mark.parametrize("kind", sorted(CHILDREN))
 def test_ports_free_for_others_after_close_while_child_forked_during_acquire_lives(kind, protocol):
-    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
-    try:
-        held = child.sockets()
+    with _forked_during_acquire(kind, protocol) as (res, child, held):
         ports = _probe_ports(res, held)
         res.close()
         assert child.alive()
-        sock_type = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
-        binds = other_uid_binds(ports, sock_type)
+        binds = other_uid_binds(ports, KINDS[protocol])
         refused = {k: v for k, v in binds.items() if v != "ok"}
         assert refused == {}, (
             f"after close(), another uid cannot bind {len(refused)} form(s) while the "
             f"{kind} child lives, e.g. {sorted(refused.items())[:5]}"
         )
         assert child.alive()
-    finally:
-        if child.alive():
-            child.finish()
 
 
 def test_child_forked_while_threads_acquire_and_close_holds_nothing():
