@@ -292,7 +292,7 @@ def test_child_forked_while_threads_acquire_and_close_holds_nothing():
 # ---------------------------------------------- fork during second-side binds
 
 SO_GET_FILTER = 26  # include/uapi/asm-generic/socket.h (= SO_ATTACH_FILTER)
-PROC_NET = {
+PROC_NET: "dict[tuple[int, int], str]" = {
     (socket.SOCK_STREAM, socket.AF_INET): "/proc/net/tcp",
     (socket.SOCK_STREAM, socket.AF_INET6): "/proc/net/tcp6",
     (socket.SOCK_DGRAM, socket.AF_INET): "/proc/net/udp",

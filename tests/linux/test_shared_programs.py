@@ -122,7 +122,7 @@ def _refuse_f_setsig() -> None:
     # A false comparison jumps to the last instruction: allow.
     insns = [(ld, 0, 0, 4), (jeq, 0, 5, arch), (ld, 0, 0, 0), (jeq, 0, 3, nr_fcntl)]
     insns += [(ld, 0, 0, 24), (jeq, 0, 1, F_SETSIG), (ret, 0, 0, refuse), (ret, 0, 0, allow)]
-    program = (SockFilter * len(insns))(*insns)
+    program = (SockFilter * len(insns))(*(SockFilter(*insn) for insn in insns))
     fprog = SockFprog(len(insns), program)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_void_p, ctypes.c_ulong, ctypes.c_ulong]
@@ -142,9 +142,9 @@ def _attack_without_the_tag(attack: str) -> dict:
 
     _refuse_f_setsig()
     r, w = os.pipe()
+    refused = None
     try:
         fcntl.fcntl(r, F_SETSIG, 5)
-        refused = 0
     except OSError as exc:
         refused = exc.errno
     out: dict = {"f_setsig_refused": refused == errno.EINVAL}
