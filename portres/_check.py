@@ -10,12 +10,12 @@ portres._windows)."""
 
 from __future__ import annotations
 
-import errno
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import _persistent
 from . import _validate as _v
+from ._errors import errno_name
 from ._platform import backend
 
 
@@ -58,7 +58,7 @@ def _bind_result(family: int, sock_type: int, host: str, port: int, v6only: Opti
         return "ok"
     except OSError as exc:
         code = getattr(exc, "winerror", None) or exc.errno
-        return f"{errno.errorcode.get(exc.errno or 0, code)} ({exc.strerror})"
+        return f"{errno_name(exc.errno or 0) or code} ({exc.strerror})"
     finally:
         s.close()
 

@@ -21,6 +21,17 @@ from ._platform import backend
 _REFUSING = ("portres.", "Reservation.")
 
 
+def errno_name(code: int) -> Optional[str]:
+    """The symbolic name of errno CODE, or None.  Where EOPNOTSUPP and
+    ENOTSUP are one number (Linux: 95), Python's errno.errorcode says
+    ENOTSUP, the name for files; every errno portres names is of a socket
+    operation (a bind, or its refusal of a socket it cannot bind or
+    associate), for which the kernel's name is EOPNOTSUPP."""
+    if code == _errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return _errno.errorcode.get(code)
+
+
 def refused(exc: OSError) -> bool:
     """Whether EXC is portres's own refusal rather than a failed system call."""
     name = exc.filename
@@ -42,7 +53,7 @@ def explain(exc: OSError, what: str, detail: Optional[str] = None,
     parts = [f"{what} refused by portres" if rule else f"{what} failed"]
     if detail:
         parts.append(f": {detail}")
-    shown = system or (_errno.errorcode.get(exc.errno or 0) if rule else None) or exc.strerror
+    shown = system or (errno_name(exc.errno or 0) if rule else None) or exc.strerror
     parts.append(f" ({shown})" if shown else "")
     hint = backend.HINTS.get(code) if code is not None else None
     if hint and not detail:

@@ -10,32 +10,15 @@ import time
 import pytest
 
 import portres
-from tests.support import LINUX, needs_root, other_uid_binds
+from tests.support import KINDS, LINUX, needs_ipv6, needs_root, other_uid_binds
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour (docs/platforms.md rows 33-34)")
-
-
-def _has_ipv6():
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
 
 
 def _v6only(kind):
     s = socket.socket(socket.AF_INET6, kind)
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return s
-
-
-KINDS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
 
 # ------------------------------------------------------------ port=N

@@ -3,11 +3,15 @@ parent holds, and not those of a block another thread is still building
 (issue 11, defect 2).  A child made while acquire() runs in another thread
 (os.fork() and a multiprocessing worker) holds no socket of that block, and
 once the parent closes the reservation another uid binds its ports while
-the child still lives."""
+the child still lives.  Likewise for a child forked while other threads
+bind the second side of ports (the IPv6 side beside an AF_INET socket),
+which moves UDP placeholders."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import functools
 import json
 import multiprocessing
 import os
@@ -20,7 +24,7 @@ import warnings
 import pytest
 
 import portres
-from tests.support import LINUX, needs_root, other_uid_binds
+from tests.support import BIND_FORMS, KINDS, LINUX, needs_ipv6, needs_root, other_uid_binds, try_bind
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
 
@@ -114,10 +118,12 @@ def _fork_during_acquire(protocol: str, start_child):
 
 
 class _ForkedChild:
-    """os.fork(): the child reports its inet sockets, then waits to be told
-    to exit, so the parent can probe the ports while it lives."""
+    """os.fork(): the child reports REPORT(BASELINE) (JSON; by default its
+    inet sockets), then waits to be told to exit, so the parent can probe
+    the ports while it lives."""
 
-    def __init__(self, baseline: frozenset) -> None:
+    def __init__(self, baseline, report=None) -> None:
+        report = report or _inet_sockets
         r, w = os.pipe()
         go_r, go_w = os.pipe()
         pid = os.fork()
@@ -126,7 +132,7 @@ class _ForkedChild:
             try:
                 os.close(r)
                 os.close(go_w)
-                os.write(w, json.dumps(_inet_sockets(baseline)).encode() + b"\n")
+                os.write(w, json.dumps(report(baseline)).encode() + b"\n")
                 os.close(w)
                 os.read(go_r, 1)
                 code = 0
@@ -136,7 +142,8 @@ class _ForkedChild:
         os.close(go_r)
         self.pid, self._r, self._go = pid, r, go_w
 
-    def sockets(self) -> list:
+    def sockets(self):
+        """What the child reported."""
         data = b""
         while not data.endswith(b"\n"):
             chunk = os.read(self._r, 65536)
@@ -201,44 +208,45 @@ def _probe_ports(res, held: list) -> list:
 CHILDREN = {"os.fork": _ForkedChild, "multiprocessing": _MPChild}
 
 
+@contextlib.contextmanager
+def _forked_during_acquire(kind: str, protocol: str):
+    """(reservation, child, the child's inet sockets) of a KIND child forked
+    while acquire() ran; the child is told to exit at the end if it lives."""
+    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
+    try:
+        yield res, child, child.sockets()
+    finally:
+        if child.alive():
+            child.finish()
+
+
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 @pytest.mark.parametrize("kind", sorted(CHILDREN))
 def test_child_forked_during_acquire_holds_no_placeholder(kind, protocol):
-    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
-    try:
-        held = child.sockets()
+    with _forked_during_acquire(kind, protocol) as (res, child, held):
         with res:
             assert len(res.ports) == BLOCK
         assert held == [], (
             f"the {kind} child holds {len(held)} socket(s) of the block being built, "
             f"e.g. (fd, family, type, port) {held[:5]}"
         )
-    finally:
-        if child.alive():
-            child.finish()
 
 
 @needs_root
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 @pytest.mark.parametrize("kind", sorted(CHILDREN))
 def test_ports_free_for_others_after_close_while_child_forked_during_acquire_lives(kind, protocol):
-    res, child = _fork_during_acquire(protocol, CHILDREN[kind])
-    try:
-        held = child.sockets()
+    with _forked_during_acquire(kind, protocol) as (res, child, held):
         ports = _probe_ports(res, held)
         res.close()
         assert child.alive()
-        sock_type = socket.SOCK_STREAM if protocol == "tcp" else socket.SOCK_DGRAM
-        binds = other_uid_binds(ports, sock_type)
+        binds = other_uid_binds(ports, KINDS[protocol])
         refused = {k: v for k, v in binds.items() if v != "ok"}
         assert refused == {}, (
             f"after close(), another uid cannot bind {len(refused)} form(s) while the "
             f"{kind} child lives, e.g. {sorted(refused.items())[:5]}"
         )
         assert child.alive()
-    finally:
-        if child.alive():
-            child.finish()
 
 
 def test_child_forked_while_threads_acquire_and_close_holds_nothing():
@@ -279,6 +287,209 @@ def test_child_forked_while_threads_acquire_and_close_holds_nothing():
     assert errors == []
     assert forks > 10, f"only {forks} forks in 5 s"
     assert leaks == [], f"{len(leaks)} of {forks} children inherited sockets: {leaks[:3]}"
+
+
+# ---------------------------------------------- fork during second-side binds
+
+SO_GET_FILTER = 26  # include/uapi/asm-generic/socket.h (= SO_ATTACH_FILTER)
+PROC_NET: "dict[tuple[int, int], str]" = {
+    (socket.SOCK_STREAM, socket.AF_INET): "/proc/net/tcp",
+    (socket.SOCK_STREAM, socket.AF_INET6): "/proc/net/tcp6",
+    (socket.SOCK_DGRAM, socket.AF_INET): "/proc/net/udp",
+    (socket.SOCK_DGRAM, socket.AF_INET6): "/proc/net/udp6",
+}
+
+
+def _fd_links() -> dict:
+    links = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            links[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except OSError:
+            continue
+    return links
+
+
+def _is_placeholder(s: socket.socket) -> bool:
+    """A bound socket of a block that portres holds the port with, told from
+    the ones the test gets (AF_INET; AF_INET6 V6ONLY, no filter): dual-stack
+    AF_INET6, or (UDP) a socket filter attached, "return 0" (EACCES: an
+    eBPF one, which the kernel does not dump)."""
+    if s.family == socket.AF_INET6 and not s.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY):
+        return True
+    try:
+        return len(s.getsockopt(socket.SOL_SOCKET, SO_GET_FILTER, 1024)) > 0
+    except OSError as exc:
+        return exc.errno == errno.EACCES
+
+
+def _what_the_child_holds(block_ports: dict, baseline: dict) -> dict:
+    """In a forked child: the placeholders of the parent's blocks (sockets of
+    BLOCK_PORTS[type] that _is_placeholder()) and their tracking descriptors
+    (epoll instances, destroy listeners, /proc fdinfo files, the runtime
+    marker) that it holds, beyond BASELINE (fd -> link, from before the
+    blocks).  Closes its copies of the sockets the parent handed out, so that
+    a child left alive holds no port of the blocks unless portres leaked
+    one."""
+    placeholders, tracking = [], []
+    for fd, link in _fd_links().items():
+        if baseline.get(fd) == link and not link.startswith("/memfd:portres"):
+            continue
+        if link == "anon_inode:[eventpoll]" or "/fdinfo/" in link or link.startswith("/memfd:portres"):
+            tracking.append([fd, link])
+            continue
+        if not link.startswith("socket:"):
+            continue
+        s = socket.socket(fileno=os.dup(fd))
+        with s:
+            if s.family == socket.AF_NETLINK:
+                # A block's destroy listener has joined groups.  One without
+                # is a dump socket: a block's (kept for confirming dumps), or
+                # one portres opens for a moment outside any block, e.g. to
+                # explain a full TCP block (port_sockets) in another thread,
+                # inherited like any descriptor open at fork(): not told apart.
+                if s.getsockname()[1]:
+                    tracking.append([fd, link])
+                continue
+            if s.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            port = s.getsockname()[1]
+            if port in block_ports[int(s.type)] and _is_placeholder(s):
+                placeholders.append([fd, int(s.family), int(s.type), port])
+                continue
+        os.close(fd)  # a hand-out's copy (or a socket still being bound): not portres's
+    return {"placeholders": placeholders, "tracking": tracking}
+
+
+def _inodes_on(sock_type: int, family: int, port: int) -> set:
+    """The inodes of the kernel's sockets of that kind bound on PORT (TCP:
+    listeners, established, ...; a TCP socket that is only bound is not listed)."""
+    with open(PROC_NET[(sock_type, family)]) as f:
+        next(f)
+        return {int(row[9]) for row in map(str.split, f) if int(row[1].rsplit(":", 1)[1], 16) == port}
+
+
+class _SecondSides(threading.Thread):
+    """Binds the two sides of ports of RES again and again: AF_INET on a
+    free port p, then AF_INET6 port=p (its V6ONLY side), a few ports live at
+    once.  After each hand-out, the kernel must have no other socket the
+    thread was ever handed on that side of the port (handed out twice)."""
+
+    def __init__(self, res: "portres.Reservation", stop: threading.Event) -> None:
+        super().__init__(daemon=True)
+        self.res, self.stop = res, stop
+        self.kind = KINDS[res.protocol]
+        self.handed: dict = {socket.AF_INET: set(), socket.AF_INET6: set()}
+        self.second_sides = 0
+        self.twice: list = []
+        self.error: "BaseException | None" = None
+
+    def _taken(self, s: socket.socket) -> None:
+        if self.kind == socket.SOCK_STREAM:
+            s.listen()  # listed in /proc/net/tcp*
+        port, ino = s.getsockname()[1], os.fstat(s.fileno()).st_ino
+        self.handed[s.family].add(ino)
+        others = (_inodes_on(self.kind, s.family, port) & self.handed[s.family]) - {ino}
+        if others:
+            self.twice.append([port, int(s.family), sorted(others)])
+
+    def run(self) -> None:
+        live: list = []
+        try:
+            while not self.stop.is_set():
+                if len(live) > 2:
+                    for s in live.pop(0):
+                        s.close()
+                try:
+                    s4 = self.res.socket(socket.AF_INET)
+                except OSError as exc:  # every port still held (children's copies): again
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    for s in live.pop(0) if live else ():
+                        s.close()
+                    continue
+                pair = [s4]
+                live.append(pair)
+                self._taken(s4)
+                try:
+                    s6 = self.res.socket(socket.AF_INET6, port=s4.getsockname()[1])
+                except OSError as exc:  # its IPv6 side still held by a child's copy
+                    if exc.errno != errno.EADDRINUSE:
+                        raise
+                    continue
+                pair.append(s6)
+                assert s6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+                self._taken(s6)
+                self.second_sides += 1
+        except BaseException as exc:  # reported by the test
+            self.error = exc
+        finally:
+            for pair in live:
+                for s in pair:
+                    s.close()
+
+
+KEEP_ALIVE = 4  # the last children live on while the freed ports are probed
+BATCH = 4  # children forked before their reports are read: more forks per second
+
+
+@needs_ipv6
+def test_child_forked_during_second_side_binds_holds_nothing_of_the_blocks():
+    """One thread per protocol binds second sides (a V6ONLY socket beside an
+    AF_INET one, which moves UDP placeholders: placeholder_behind()) while
+    the main thread forks.  No child holds a placeholder or a tracking
+    descriptor; no side of a port is handed out twice; once the blocks are
+    closed, a plain bind of each of their ports succeeds while the last
+    children live."""
+    baseline = _fd_links()
+    stop = threading.Event()
+    blocks = [portres.acquire(8, protocol=p) for p in ("tcp", "udp")]
+    threads = [_SecondSides(res, stop) for res in blocks]
+    block_ports = {KINDS[res.protocol]: set(res.ports) for res in blocks}
+    children: list = []
+    bad: list = []
+    forks = 0
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 5
+        report = functools.partial(_what_the_child_holds, block_ports)
+        while time.monotonic() < deadline and all(t.is_alive() for t in threads):
+            batch = [_ForkedChild(baseline, report) for _ in range(BATCH)]  # forked back to back
+            forks += BATCH
+            for child in batch:
+                held = child.sockets()
+                if held["placeholders"] or held["tracking"]:
+                    bad.append(held)
+            children += batch
+            while len(children) > KEEP_ALIVE:
+                children.pop(0).finish()
+        stop.set()
+        for t in threads:
+            t.join()
+        for res in blocks:
+            res.close()
+        assert all(child.alive() for child in children)
+        refused = {}
+        for res in blocks:
+            for port in res.ports:
+                for form in BIND_FORMS:
+                    result = try_bind(port, KINDS[res.protocol], form, "plain")
+                    if result != "ok":
+                        refused[f"{res.protocol} {port}/{form}"] = result
+    finally:
+        stop.set()
+        for res in blocks:
+            res.close()
+        for child in children:
+            child.finish()
+    for t in threads:
+        assert t.error is None, f"{t.res.protocol}: {t.error!r}"
+    assert forks > 10, f"only {forks} forks in 5 s"
+    assert min(t.second_sides for t in threads) > 10, [t.second_sides for t in threads]
+    assert [t.twice for t in threads] == [[], []], "a side of a port handed out twice (port, family, inodes)"
+    assert bad == [], f"{len(bad)} of {forks} children held placeholders or tracking descriptors: {bad[:3]}"
+    assert refused == {}, f"after close(), binds refused while the last children live: {refused}"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -142,7 +142,8 @@ def test_raw_icmp_socket_is_not_called_bound(res):
     assert info.value.errno == errno.EOPNOTSUPP and info.value.filename == "Reservation.bind"
     assert (
         f"binding the socket from the reservation refused by portres: not a TCP or UDP socket "
-        f"(socket type {int(socket.SOCK_RAW)}); only stream and datagram sockets take a port" in msg
+        f"(socket type {int(socket.SOCK_RAW)}); only stream and datagram sockets take a port of a "
+        f"reservation (EOPNOTSUPP)" in msg
     )
     assert "already bound" not in msg
 
@@ -215,6 +216,17 @@ def test_a_unix_socket_is_refused_naming_its_family_without_a_guess(res):
         f"AF_INET and AF_INET6 sockets take a port of a reservation" in msg
     )
     assert " or the provider" not in msg
+
+
+def test_regression_errno_95_is_named_eopnotsupp_as_the_kernel_names_it_for_sockets(res):
+    # before: "... take a port of a reservation (ENOTSUP)": Python's errno.errorcode
+    # names 95 ENOTSUP (the files' name); a socket operation's is EOPNOTSUPP
+    with socket.socket(socket.AF_UNIX) as u, pytest.raises(OSError) as info:
+        portres.associate(u, res.token)
+    msg = str(info.value)
+    assert info.value.errno == errno.EOPNOTSUPP and info.value.filename == "portres.associate"
+    assert "sockets take a port of a reservation (EOPNOTSUPP)" in msg, msg
+    assert "ENOTSUP)" not in msg
 
 
 def test_a_closed_block_is_refused_naming_the_operation_and_the_cause():

@@ -11,7 +11,7 @@ import struct
 import pytest
 
 import portres
-from tests.support import LINUX
+from tests.support import LINUX, loopback_usable
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour (docs/platforms.md row 21)")
 
@@ -34,13 +34,12 @@ needs_range = pytest.mark.skipif(
 FAMILIES = {"ipv4": (socket.AF_INET, "127.0.0.1"), "ipv6": (socket.AF_INET6, "::1")}
 
 
-def _family_usable(family, host):
-    try:
-        with socket.socket(family) as s:
-            s.bind((host, 0))
-        return True
-    except OSError:
-        return False
+def _loopback(fam):
+    """(family, loopback host) of FAM, or skip where this machine has none."""
+    family, host = FAMILIES[fam]
+    if not loopback_usable(family, host):
+        pytest.skip(f"no {fam} loopback")
+    return family, host
 
 
 def _assert_in_block_or_loud(res, sock, call, loud):
@@ -67,9 +66,7 @@ def _server(family, host, kind):
 @needs_range
 @pytest.mark.parametrize("fam", list(FAMILIES))
 def test_plain_connect_of_an_associated_socket_never_leaves_the_block(fam):
-    family, host = FAMILIES[fam]
-    if not _family_usable(family, host):
-        pytest.skip(f"no {fam} loopback")
+    family, host = _loopback(fam)
     with portres.acquire(4) as res, _server(family, host, socket.SOCK_STREAM) as srv:
         for _ in range(20):  # the kernel's choice is random: try it often
             with socket.socket(family) as s:
@@ -81,9 +78,7 @@ def test_plain_connect_of_an_associated_socket_never_leaves_the_block(fam):
 @needs_range
 @pytest.mark.parametrize("fam", list(FAMILIES))
 def test_plain_udp_sendto_of_an_associated_socket_never_leaves_the_block(fam):
-    family, host = FAMILIES[fam]
-    if not _family_usable(family, host):
-        pytest.skip(f"no {fam} loopback")
+    family, host = _loopback(fam)
     with portres.acquire(4, protocol="udp") as res, _server(family, host, socket.SOCK_DGRAM) as srv:
         srv.settimeout(0.5)
         sent = 0
@@ -104,9 +99,7 @@ def test_plain_udp_sendto_of_an_associated_socket_never_leaves_the_block(fam):
 @pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
 @pytest.mark.parametrize("fam", list(FAMILIES))
 def test_plain_bind_to_port_zero_of_an_associated_socket_never_leaves_the_block(fam, kind):
-    family, host = FAMILIES[fam]
-    if not _family_usable(family, host):
-        pytest.skip(f"no {fam} loopback")
+    family, host = _loopback(fam)
     protocol = "tcp" if kind == socket.SOCK_STREAM else "udp"
     with portres.acquire(4, protocol=protocol) as res:
         for bind_host in ("", host):

@@ -10,22 +10,9 @@ import socket
 import pytest
 
 import portres
-from tests.support import LINUX
+from tests.support import KINDS, LINUX, needs_ipv6
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="the runtime marker and the block's tracking are Linux's")
-
-
-def _has_ipv6():
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6(), reason="no IPv6 loopback on this machine")
-KINDS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
 
 
 def _in_use(res):
@@ -35,18 +22,17 @@ def _in_use(res):
 
 
 def _v6only(res):
+    """A V6ONLY socket bound from RES, and its port."""
     s = socket.socket(socket.AF_INET6, KINDS[res.protocol])
     s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    res.bind(s, "::")
-    return s
+    return s, res.bind(s, "::")
 
 
 @needs_ipv6
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_a_port_that_served_a_v6only_socket_reads_free_once_it_closed(protocol):
     with portres.acquire(2, protocol=protocol) as res:
-        s = _v6only(res)
-        port = s.getsockname()[1]
+        s, port = _v6only(res)
         assert _in_use(res) == (port,)
         s.close()
         assert _in_use(res) == ()
@@ -59,8 +45,7 @@ def test_a_port_that_served_a_v6only_socket_reads_free_once_it_closed(protocol):
 @pytest.mark.parametrize("protocol", ["tcp", "udp"])
 def test_a_shared_port_reads_handed_out_while_either_side_is(protocol):
     with portres.acquire(2, protocol=protocol) as res:
-        s6 = _v6only(res)
-        port = s6.getsockname()[1]
+        s6, port = _v6only(res)
         s4 = res.socket(socket.AF_INET, port=port)
         assert _in_use(res) == (port,)
         s4.close()

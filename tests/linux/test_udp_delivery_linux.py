@@ -10,7 +10,7 @@ import time
 import pytest
 
 import portres
-from tests.support import LINUX, ROOT, needs_root, other_uid_binds
+from tests.support import LINUX, ROOT, needs_ipv6, needs_root, other_uid_binds
 from tests.support.udp_lib import FORMS, bind_form, count_received
 
 
@@ -275,18 +275,6 @@ def _shared_params():
                 marks = [needs_device] if d4 or d6 else []
                 out.append(pytest.param(n4, n6, first, marks=marks, id=f"{n4}+{n6}-{first}-first"))
     return out
-
-
-def _has_ipv6_loopback():
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-needs_ipv6 = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
 
 
 @linux_forms

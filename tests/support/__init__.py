@@ -27,6 +27,26 @@ OTHER_UID = 65534  # nobody
 needs_root = pytest.mark.skipif(not ROOT, reason="switching to another uid needs root")
 linux_only = pytest.mark.skipif(not LINUX, reason="Linux backend behaviour")
 
+# A reservation's protocol -> the socket type of its ports.
+KINDS = {"tcp": socket.SOCK_STREAM, "udp": socket.SOCK_DGRAM}
+
+
+def loopback_usable(family: int, host: str) -> bool:
+    """Whether a socket of FAMILY can bind HOST (a loopback address) here."""
+    try:
+        with socket.socket(family) as s:
+            s.bind((host, 0))
+        return True
+    except OSError:
+        return False
+
+
+def has_ipv6() -> bool:
+    return socket.has_ipv6 and loopback_usable(socket.AF_INET6, "::1")
+
+
+needs_ipv6 = pytest.mark.skipif(not has_ipv6(), reason="no IPv6 loopback on this machine")
+
 # (family, host, IPV6_V6ONLY or None)
 BIND_FORMS = {
     "v4-any": (socket.AF_INET, "0.0.0.0", None),
