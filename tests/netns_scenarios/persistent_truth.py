@@ -306,9 +306,9 @@ def mixed_associations() -> Dict[str, Any]:
     rnd = random.Random(5)
     blocks = [portres.acquire(2) for _ in range(40)]
     socks = []
-    for i in range(400):
+    for _ in range(400):
         s = socket.socket()
-        last = None
+        last: Any = None  # "persistent", or the index of a runtime block
         for _ in range(rnd.randrange(1, 4)):
             if rnd.random() < 0.4:
                 _portres.associate_range(s.fileno(), 0, 51000, 4)
