@@ -141,7 +141,7 @@ int portres_release(portres_socket s, uint64_t token)
         pthread_mutex_unlock(&registry_lock);
         return portres_refuse(ENOENT);
     }
-    close_block_registry_held(b);
+    close_block_registry_held(b, 0); /* found by token: B is its owner's to free */
     return 0;
 }
 

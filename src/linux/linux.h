@@ -180,7 +180,8 @@ struct association *find_association(dev_t dev, ino_t ino); /* registry_lock hel
 int record_association(dev_t dev, ino_t ino, portres_block *block, unsigned range_start,
                        unsigned range_count);
 void forget_association(struct association *a); /* registry_lock held */
-void close_block_registry_held(portres_block *b);
+/* registry_lock held, released on return; OWNED: the caller holds B (see registry.c) */
+void close_block_registry_held(portres_block *b, int owned);
 
 /* ------------------------------------------------------------------ sys.c */
 

@@ -296,8 +296,15 @@ static void drop_associations(portres_block *b)
  * block.  Once unlinked, no thread can find B by token; a thread already
  * inside B holds its lock, which is waited for here.  While its descriptors
  * are being closed B is on the unlisted list, where fork() still finds it:
- * a child made meanwhile closes what is left. */
-void close_block_registry_held(portres_block *b)
+ * a child made meanwhile closes what is left.
+ *
+ * OWNED: the caller holds B (its PortReservation), so B outlives this call
+ * and B is taken off the unlisted list at the end.  A caller that found B
+ * by token (portres_release) does not hold it: once B's lock is released,
+ * its owner may free B at any moment, so B is left on the unlisted list,
+ * closed, and its owner's own close (always run before the free) takes it
+ * off there, under registry_lock and B's lock. */
+void close_block_registry_held(portres_block *b, int owned)
 {
     int listed = b->listed == LISTED_REGISTRY;
 
@@ -309,6 +316,8 @@ void close_block_registry_held(portres_block *b)
     }
     drop_associations(b);
     pthread_mutex_lock(&b->lock);
+    if (b->closed && b->listed == LISTED_UNLISTED)
+        list_remove(b); /* closed by another thread, which left it listed */
     pthread_mutex_unlock(&registry_lock);
     if (!b->closed) {
         close_fds(b->fds, b->count);
@@ -320,7 +329,7 @@ void close_block_registry_held(portres_block *b)
             udp_block_unref();
     }
     pthread_mutex_unlock(&b->lock);
-    if (listed)
+    if (listed && owned)
         unlist(b);
 }
 
@@ -425,7 +434,7 @@ static void atfork_child(void)
 int portres_block_close(portres_block *b)
 {
     pthread_mutex_lock(&registry_lock);
-    close_block_registry_held(b);
+    close_block_registry_held(b, 1);
     return 0;
 }
 

@@ -494,3 +494,161 @@ def test_child_forked_during_second_side_binds_holds_nothing_of_the_blocks():
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([__file__, "-v"]))
+
+
+def _registry_in_child(parent_tokens: list) -> str:
+    """In a forked child: the parent's tokens are not found, the marker is
+    empty, and the tables work from empty (the token table past one growth,
+    associations, the marker lines).  "" or what went wrong."""
+    from portres import _runtime_linux
+
+    def marker() -> list:
+        for name in os.listdir("/proc/self/fd"):
+            try:
+                if os.readlink(f"/proc/self/fd/{name}") == "/memfd:portres (deleted)":
+                    with open(f"/proc/self/fd/{name}", "rb") as f:
+                        data = f.read()
+                    return sorted(x.decode() for x in data.rstrip(b"\0").split(b"\n") if x.strip())
+            except OSError:
+                pass
+        return []
+
+    for token in parent_tokens:
+        with socket.socket() as s:
+            try:
+                portres._portres.associate_port_reservation(s.fileno(), token)
+                return f"the parent's token {token:#x} is found in the child"
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    return repr(exc)
+    if marker():
+        return f"the child's marker lists {marker()}"
+    blocks = [portres.acquire(2) for _ in range(70)]  # the token table grows past 64
+    for res in blocks:
+        with socket.socket() as s:
+            portres.associate(s, res.token)
+            port = portres.bind(s, ("127.0.0.1", 0))
+            if port not in res.ports:
+                return f"bound {port}, outside {res.ports}"
+    want = sorted(_runtime_linux.line(r.protocol, r.start, r.count).decode().rstrip("\n") for r in blocks)
+    if marker() != want:
+        return "the child's marker does not list its blocks"
+    for res in blocks:
+        res.close()
+    return f"the child's marker keeps {marker()}" if marker() else ""
+
+
+def test_child_forked_while_threads_use_the_registry_starts_it_empty():
+    """A hammer on the registry's tables (src/linux/registry.c): threads
+    acquire, associate (and re-associate), bind, close, release by token and
+    leave associated sockets unbound for the prune, while the main thread
+    forks; each child finds none of the parent's blocks and uses the tables
+    from empty.  A child that touched a freed or half-changed entry crashes.
+
+    Under the AddressSanitizer build (.ci/sanitize.sh preloads its runtime)
+    the threads are between calls at each fork: clang 14's allocator has no
+    fork handler, so a child forked while a thread is inside malloc hangs in
+    its own first malloc (seen here; glibc's malloc has the handler)."""
+    import random
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(max(soft, 4096), hard), hard))
+    stop = threading.Event()
+    errors: list = []
+    shared: list = []
+    lock = threading.Lock()
+    sanitized = "asan" in os.environ.get("LD_PRELOAD", "")
+    busy = [threading.Lock() for _ in range(4)]  # held by worker k during a call (sanitized)
+
+    def pick(pop: bool = False):
+        with lock:
+            if not shared:
+                return None
+            k = random.randrange(len(shared))
+            return shared.pop(k) if pop else shared[k]
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        with socket.socket() as any_socket:
+            while not stop.is_set():
+                try:
+                    if sanitized:
+                        busy[seed].acquire()
+                    k = rnd.random()
+                    if k < 0.25 or not shared:
+                        res = portres.acquire(rnd.choice((1, 2, 8)))
+                        with lock:
+                            shared.append(res)
+                    elif k < 0.5 and (res := pick()) is not None:
+                        socks = [socket.socket() for _ in range(rnd.randrange(1, 6))]
+                        try:
+                            for s in socks:
+                                portres.associate(s, res.token)
+                            portres.bind(socks[0], ("127.0.0.1", 0))
+                        finally:
+                            for s in socks:  # the rest unbound: pruned later
+                                s.close()
+                    elif k < 0.65 and (res := pick(pop=True)) is not None:
+                        portres.release(any_socket, res.token)  # by token, then freed
+                        del res
+                    elif k < 0.8 and (res := pick(pop=True)) is not None:
+                        res.close()
+                    elif (res := pick()) is not None:
+                        with socket.socket() as s:
+                            portres.associate(s, res.token)
+                            other = pick() or res
+                            portres.associate(s, other.token)  # moves to other's list
+                            if rnd.random() < 0.5:
+                                other.close()  # its associations go with it
+                            portres.bind(s, ("127.0.0.1", 0))
+                except OSError as exc:
+                    if exc.errno not in (errno.EADDRINUSE, errno.ENOENT, errno.EBADF):
+                        errors.append(repr(exc))
+                        return
+                finally:
+                    if sanitized:
+                        busy[seed].release()
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(len(busy))]
+    for t in threads:
+        t.start()
+    bad = []
+    forks = 0
+    try:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline and not errors:
+            with lock:
+                tokens = [r.token for r in shared[:20]]
+            r, w = os.pipe()
+            if sanitized:
+                for b in busy:
+                    b.acquire()
+            pid = os.fork()
+            if sanitized and pid:
+                for b in busy:
+                    b.release()
+            if pid == 0:  # child: report, never return into pytest
+                code = 3
+                try:
+                    os.close(r)
+                    os.write(w, _registry_in_child(tokens).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(w)
+            with os.fdopen(r, "rb") as f:
+                said = f.read().decode()
+            _, status = os.waitpid(pid, 0)
+            forks += 1
+            if status or said:
+                bad.append((os.waitstatus_to_exitcode(status), said))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+        for res in shared:
+            res.close()
+    assert errors == []
+    assert forks > 10, f"only {forks} forks in 4 s"
+    assert bad == [], f"{len(bad)} of {forks} children: {bad[:3]}"

@@ -259,3 +259,12 @@ def test_the_c_layer_takes_a_block_and_keeps_no_persistent_token(env):
     assert out["wrong_type"][:2] == ["OSError", 91], out["wrong_type"]  # EPROTOTYPE
     assert [b[0] for b in out["bad_block"]] == ["ValueError"] * 3, out["bad_block"]
     assert out["bound_already"][:2] == ["OSError", 106], out["bound_already"]  # EISCONN
+
+
+def test_runtime_and_persistent_associations_replace_each_other(env):
+    """A socket's association moves between runtime blocks and a persistent
+    one (registry.c: the runtime ones are on their block's list, the
+    persistent one on none); closing a runtime block drops only its own."""
+    out = run_in_netns("persistent_truth.mixed_associations", env=env)
+    assert out["wrong"] == [], out["wrong"][:5]
+    assert out["persistent"] >= 4 and out["runtime"] >= 40 and out["plain"] >= 20, out

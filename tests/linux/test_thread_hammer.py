@@ -257,3 +257,61 @@ def test_threads_share_one_overlapped_operation():
             op = results = None  # the last operation's eventfd goes with it
     assert errors == []
     assert open_fds() == before, "descriptors leaked"
+
+
+# A thread releases a block by token (portres.release) while its owner's
+# last reference goes (the PortReservation freed).  The releasing thread does
+# not hold the block: once it lets go of the block's lock the owner may free
+# it.  Run in a child whose glibc poisons freed memory (and keeps no
+# per-thread cache that would skip that), and which forks after every round:
+# a block freed while still on the unlisted list, or touched once freed,
+# derails the list fork() walks, and the child crashes.  Under the
+# AddressSanitizer build (.ci/sanitize.sh) the child reports the use itself.
+_RELEASE_WHILE_FREED = r"""
+import os, socket, sys, threading
+import portres
+sys.setswitchinterval(1e-5)  # the GIL changes hands within the release call
+found = missed = 0
+s = socket.socket()
+for _ in range(int(sys.argv[1])):
+    res = portres.acquire(64)  # 64 placeholders: a release takes a while
+    token, started = res.token, []
+    def release():
+        global found, missed
+        started.append(1)
+        try:
+            portres.release(s, token)
+            found += 1
+        except FileNotFoundError:  # the owner's free closed it first
+            missed += 1
+    t = threading.Thread(target=release)
+    t.start()
+    while not started:
+        pass
+    del res  # the last reference: portres_block_free, the GIL released
+    t.join()
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+print(found, missed)
+"""
+
+
+@pytest.mark.skipif(not LINUX, reason="glibc's malloc tunables, fork()")
+def test_release_by_token_while_the_owner_frees_the_block():
+    import platform
+    import subprocess
+
+    from tests.support import child_env
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("poisoning freed memory needs glibc's malloc tunables")
+    env = child_env({"GLIBC_TUNABLES": "glibc.malloc.tcache_count=0:glibc.malloc.perturb=165"})
+    proc = subprocess.run(
+        [sys.executable, "-c", _RELEASE_WHILE_FREED, "300"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert proc.returncode == 0, f"child died ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    found, missed = map(int, proc.stdout.split())
+    assert found + missed == 300
+    assert found > 0, "no release found its block: the race was never run"

@@ -293,3 +293,57 @@ def c_layer_range() -> Dict[str, Any]:
     b.bind(("127.0.0.1", 0))
     r["bound_already"] = outcome(_portres.associate_range, b.fileno(), 0, 51000, 4)
     return r
+
+
+def mixed_associations() -> Dict[str, Any]:
+    """Sockets associated with runtime blocks and the persistent block
+    51000-51003 in turn (each association replacing the one before), then
+    some runtime blocks closed: each socket binds where its last association
+    says, and a closed block takes only its own associations with it."""
+    import random
+
+    sysctl(RESERVED, "51000-51003")
+    rnd = random.Random(5)
+    blocks = [portres.acquire(2) for _ in range(40)]
+    socks = []
+    for _ in range(400):
+        s = socket.socket()
+        last: Any = None  # "persistent", or the index of a runtime block
+        for _ in range(rnd.randrange(1, 4)):
+            if rnd.random() < 0.4:
+                _portres.associate_range(s.fileno(), 0, 51000, 4)
+                last = "persistent"
+            else:
+                last = rnd.randrange(len(blocks))
+                portres.associate(s, blocks[last].token)
+        socks.append((s, last))
+    closed = set(rnd.sample(range(len(blocks)), 15))
+    for k in closed:
+        blocks[k].close()
+    for _ in range(200):  # churn the token table and the block lists meanwhile
+        portres.acquire(1).close()
+    r: Dict[str, Any] = {"persistent": 0, "runtime": 0, "wrong": [], "plain": 0}
+    for s, last in socks:
+        try:  # never full: each socket is closed once bound, freeing its port
+            port = portres.bind(s, ("127.0.0.1", 0))
+        except OSError as e:
+            s.close()
+            r["wrong"].append([repr(last), repr(e)])
+            continue
+        if last == "persistent":
+            r["persistent"] += 1
+            if not 51000 <= port <= 51003:
+                r["wrong"].append(["persistent", port])
+        elif last in closed:
+            r["plain"] += 1
+            if 51000 <= port <= 51003 or any(port in b.ports for k, b in enumerate(blocks) if k not in closed):
+                r["wrong"].append(["closed block", port])
+        else:
+            r["runtime"] += 1
+            if port not in blocks[last].ports:
+                r["wrong"].append([last, port, blocks[last].ports])
+        s.close()
+    for k, b in enumerate(blocks):
+        if k not in closed:
+            b.close()
+    return r
