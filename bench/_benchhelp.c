@@ -58,7 +58,7 @@
  *       sockets whose local port is in [lo, hi], every state, filtered in
  *       the kernel, by the backend's own code (src/linux/sockdiag.c,
  *       compiled in); timed inside C.
- *   udp_floor(n) -> ns
+ *   udp_floor(n, getname=False) -> ns
  *       the C floor of a UDP acquire(1): n x (socket(AF_INET6, SOCK_DGRAM),
  *       IPV6_V6ONLY=0, bind([::]:0), SO_REUSEPORT, a drop filter, close()),
  *       by the loop floor_cycle() uses.  The filter is
@@ -246,6 +246,7 @@ struct cycle {
     int ep;                /* an epoll instance: an item added before the bind, or -1 */
     int filter;            /* a drop filter after the bind: prog >= 0 by reference, else cBPF */
     int prog;
+    int getname;       /* getsockname() after it all: the port a bind to 0 got */
     int destroyfd;     /* the block's destroy listener, or -1 */
     int wait;          /* 1: wait for a reused port's message as wait_destroyed() does */
     int infofd;        /* /proc/self/fdinfo/<ep>: read before that wait (2), or -1 */
@@ -417,6 +418,8 @@ static int run_cycles(struct cycle *c, int n, long long *ns)
     long long t0 = now_ns();
     for (i = 0; i < n && !err; i++) {
         struct epoll_event ev;
+        struct sockaddr_storage name;
+        socklen_t namelen = sizeof name;
         uint64_t cookie = 0;
         socklen_t len = sizeof cookie;
         unsigned k = 0;
@@ -440,7 +443,8 @@ static int run_cycles(struct cycle *c, int n, long long *ns)
             || (c->filter
                 && (c->prog >= 0
                         ? setsockopt(fd, SOL_SOCKET, SO_ATTACH_BPF, &c->prog, sizeof c->prog)
-                        : setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &cprog, sizeof cprog))))
+                        : setsockopt(fd, SOL_SOCKET, SO_ATTACH_FILTER, &cprog, sizeof cprog)))
+            || (c->getname && getsockname(fd, (struct sockaddr *)&name, &namelen)))
             err = errno;
         else if (c->destroyfd >= 0)
             c->cookies[k] = cookie;
@@ -574,14 +578,15 @@ static int load_drop(void)
 
 static PyObject *udp_floor(PyObject *self, PyObject *args)
 {
-    int n, err;
+    int n, getname = 0, err;
     long long ns = 0;
     struct cycle c;
     struct sockaddr_in6 *a = (struct sockaddr_in6 *)&c.addr;
     (void)self;
-    if (!PyArg_ParseTuple(args, "i", &n))
+    if (!PyArg_ParseTuple(args, "i|p", &n, &getname))
         return NULL;
     memset(&c, 0, sizeof c);
+    c.getname = getname;
     c.family = a->sin6_family = AF_INET6;
     c.type = SOCK_DGRAM;
     c.addrlen = sizeof *a;
@@ -674,7 +679,9 @@ static PyObject *probe_acquire(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef methods[] = {
-    {"udp_floor", udp_floor, METH_VARARGS, "The C floor of a UDP acquire(1), n times."},
+    {"udp_floor", udp_floor, METH_VARARGS,
+     "The C floor of a UDP acquire(1), n times (getname: and the getsockname() that learns its "
+     "port)."},
     {"probe_acquire", probe_acquire, METH_VARARGS, "A C loop probing a range with binds."},
     {"floor_cycle", floor_cycle, METH_VARARGS, "The reuse cycle in C, step by step."},
     {"diag_dump", time_diag_dump, METH_VARARGS, "Time the sock_diag map of a port range."},

@@ -530,6 +530,16 @@ def section_acquire(helper):
                     "C: socket + bind(0) + SO_REUSEPORT + drop filter + close",
                     "whole call, no other UDP block open; the C floor attaches the same "
                     "filter (eBPF loaded once, or cBPF)", unit="per call"))
+
+    def udp_floor_named():
+        return helper.udp_floor(1, True)
+
+    # The same floor, and the getsockname() any acquire of "a free port" makes
+    # to learn which port the kernel chose (the first floor does not).
+    a, b = paired(udp_one, udp_floor_named, n(61, 2))
+    rows.append(row('acquire(1, protocol="udp") + close(), against the floor + getsockname()', a, b,
+                    "C: socket + bind(0) + SO_REUSEPORT + drop filter + getsockname + close",
+                    "as above, with the call that learns the port", unit="per call"))
     return {"rows": rows}
 
 

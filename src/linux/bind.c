@@ -239,10 +239,17 @@ static int bind_in_block_locked(portres_block *b, int fd, struct sockaddr *sa, s
     } else {
         int rerr = 0;
         err = scan(b, &r, 0);
-        if (err == EADDRINUSE) {
+        /* A reclaim stops at the first slots it can give back (the
+         * messages already in), which may be sides of no use to R (the
+         * IPv6 side of a port whose IPv4 side is out): go on while each
+         * gives something back, so the ports still closing are waited for
+         * or confirmed.  Each pass gives back at least one slot, so this
+         * ends. */
+        while (err == EADDRINUSE) {
             rerr = reclaim(b, &freed);
-            if (freed)
-                err = scan(b, &r, 0);
+            if (!freed)
+                break;
+            err = scan(b, &r, 0);
         }
         if (err == EADDRINUSE && (r.flex || r.need != (SIDE4 | SIDE6)))
             err = scan(b, &r, 1);

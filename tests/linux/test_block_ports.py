@@ -216,3 +216,56 @@ def test_an_ipv6_socket_on_an_ipv6_address_takes_the_ipv6_side_only(protocol):
         with pytest.raises(OSError) as info:  # its IPv6 side is taken
             res.socket(socket.AF_INET6)
         assert info.value.errno == errno.EADDRINUSE
+
+
+@needs_ipv6
+@pytest.mark.parametrize("how", ["Reservation.bind", "res.socket(AF_INET)"])
+def test_a_reclaim_that_frees_a_side_of_no_use_goes_on_to_the_closing_port(how):
+    """A reclaim gives back what the block's destroy listener already has
+    and stops there; the request must not stop with it.  Port A: a live
+    AF_INET socket and a V6ONLY one, closed (its message comes at once).
+    Port B: a dual-stack socket, connected and closed first, its FIN stuck
+    behind data a peer does not read (FIN_WAIT1: no destroy message for
+    minutes; a dump shows it takes no new traffic).  A request that needs B (a
+    dual-stack socket: both sides; or an AF_INET one, which the wholly
+    free port comes first for) gets B.  Before: the reclaim freed A's IPv6
+    side, which neither request can use, and the block said "no free port"."""
+    with portres.acquire(2) as res, socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        first = [res.socket(), res.socket()]
+        for x in first:
+            x.close()
+        res.socket().close()  # a reclaim: the block's destroy listener has joined
+        a4 = res.socket(socket.AF_INET)
+        port_a = a4.getsockname()[1]
+        a6 = res.socket(socket.AF_INET6, port=port_a)
+        assert a6.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY) == 1
+        b = res.socket(socket.AF_INET6)
+        port_b = b.getsockname()[1]
+        assert port_b != port_a
+        b.connect(("::ffff:127.0.0.1", listener.getsockname()[1]))
+        peer, _ = listener.accept()
+        try:
+            # The peer reads nothing: once its window is shut, b's FIN waits
+            # behind unsent data (FIN_WAIT1, orphaned, freed minutes later).
+            b.setblocking(False)
+            try:
+                while True:
+                    b.send(b"x" * 65536)
+            except BlockingIOError:
+                pass
+            b.close()
+            a6.close()
+            time.sleep(0.2)  # A's IPv6 side: its message is in by now
+            if how == "Reservation.bind":
+                s = socket.socket(socket.AF_INET6)  # dual-stack: needs both sides of a port
+                got = res.bind(s)
+            else:
+                s = res.socket(socket.AF_INET)
+                got = s.getsockname()[1]
+            with s:
+                assert got == port_b
+        finally:
+            peer.close()
+            a4.close()
