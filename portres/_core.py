@@ -78,6 +78,12 @@ def _bind_error(exc: OSError, what: str, res: "Optional[Reservation]", port: int
                   f"to uid {sock_uid}, and a port is shared only between sockets of one uid "
                   f"(the process changed its uid after acquire()); pass owner={sock_uid} to "
                   f"portres.acquire() before dropping privileges, or acquire after the drop")
+    elif is_code(exc, "EADDRINUSE") and res is None and not port and exc.filename == "bind":
+        # the kernel's own bind(port 0): the socket is associated with no live block
+        detail = ("the system found no free port for it: every port of the socket's local port "
+                  "range is taken (the ephemeral range, or the range IP_LOCAL_PORT_RANGE confines "
+                  "it to; an association with a reservation that is closed since leaves that "
+                  "range on the socket)")
     elif is_code(exc, "EADDRINUSE"):
         detail = (f"port {port} of {blk} is already bound by another socket from the block "
                   f"(each side of a port, IPv4 and IPv6, is handed to one socket at a time; a "

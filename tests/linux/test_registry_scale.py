@@ -23,8 +23,23 @@ if LINUX:
     from portres import _runtime_linux
 
 
+def _private_netns() -> None:
+    """In the forked child, as root: a network namespace of its own, so that
+    no other program's sockets on the host take the ports it counts on."""
+    import ctypes
+    import os
+
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(0x40000000) != 0:  # CLONE_NEWNET
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNET)")
+
+
 def _raise_nofile(need: int) -> None:
     import resource
+
+    _private_netns()
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
@@ -173,3 +188,41 @@ def test_pruning_stale_associations_keeps_the_live_ones():
     assert len(out["ports"]) == 5
     assert all(start <= p < start + count for p in out["ports"])
     assert len(set(out["ports"])) == 5
+
+
+def _bind_after_the_block_closed() -> dict:
+    """A socket associated with a block that then closes: its association
+    goes, and a bind to port 0 is the system's.  The association's
+    IP_LOCAL_PORT_RANGE stays on the socket (portres cannot reach a socket
+    it only knows by inode), so with that range taken the system refuses,
+    and the message must say so, not blame a reserved block."""
+    _raise_nofile(256)
+    res = portres.acquire(2)
+    s = socket.socket()
+    portres.associate(s, res.token)
+    ports = list(res.ports)
+    res.close()
+    holders = []
+    for p in ports:
+        h = socket.socket()
+        h.bind(("127.0.0.1", p))
+        holders.append(h)
+    try:
+        portres.bind(s, ("127.0.0.1", 0))
+        out = {"error": None}
+    except OSError as exc:
+        out = {"error": str(exc), "errno": exc.errno}
+    for h in holders + [s]:
+        h.close()
+    return out
+
+
+def test_a_bind_refused_by_the_system_after_the_block_closed_says_so():
+    out = in_child(_bind_after_the_block_closed)
+    import errno
+
+    if out["error"] is None:
+        pytest.skip("this kernel has no IP_LOCAL_PORT_RANGE (before 6.3): the bind took another port")
+    assert out["errno"] == errno.EADDRINUSE
+    assert "the system found no free port" in out["error"], out["error"]
+    assert "reserved block" not in out["error"], out["error"]
