@@ -207,9 +207,9 @@ def _bind_after_the_block_closed() -> dict:
         h = socket.socket()
         h.bind(("127.0.0.1", p))
         holders.append(h)
+    out: dict = {"error": None}
     try:
         portres.bind(s, ("127.0.0.1", 0))
-        out = {"error": None}
     except OSError as exc:
         out = {"error": str(exc), "errno": exc.errno}
     for h in holders + [s]:
