@@ -63,13 +63,22 @@ def test_a_socket_passed_on_keeps_its_port_handed_out():
     with portres.acquire(1) as res:
         s = res.socket()
         r, w = os.pipe()
+        ready_r, ready_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child keeps s until told to go
             os.close(w)
+            os.close(ready_r)
+            os.write(ready_w, b"1")  # it has run: its fork handler closed its copies of the block
             os.read(r, 1)
             os._exit(0)
         os.close(r)
+        os.close(ready_w)
         try:
+            # Until the child first runs it still holds copies of the
+            # placeholder and the marker (Linux has no close-on-fork), and a
+            # reader then sees the block in two processes: wait for it.
+            assert os.read(ready_r, 1) == b"1"
+            os.close(ready_r)
             s.close()
             assert _in_use(res) == (res.start,)
         finally:
