@@ -24,7 +24,16 @@ import warnings
 import pytest
 
 import portres
-from tests.support import BIND_FORMS, KINDS, LINUX, needs_ipv6, needs_root, other_uid_binds, try_bind
+from tests.support import (
+    BIND_FORMS,
+    KINDS,
+    LINUX,
+    marker_lines,
+    needs_ipv6,
+    needs_root,
+    other_uid_binds,
+    try_bind,
+)
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="fork() and /proc/self/fd: Linux placeholders")
 
@@ -502,16 +511,7 @@ def _registry_in_child(parent_tokens: list) -> str:
     associations, the marker lines).  "" or what went wrong."""
     from portres import _runtime_linux
 
-    def marker() -> list:
-        for name in os.listdir("/proc/self/fd"):
-            try:
-                if os.readlink(f"/proc/self/fd/{name}") == "/memfd:portres (deleted)":
-                    with open(f"/proc/self/fd/{name}", "rb") as f:
-                        data = f.read()
-                    return sorted(x.decode() for x in data.rstrip(b"\0").split(b"\n") if x.strip())
-            except OSError:
-                pass
-        return []
+    marker = marker_lines
 
     for token in parent_tokens:
         with socket.socket() as s:

@@ -14,7 +14,7 @@ import socket
 
 import pytest
 
-from tests.support import LINUX, in_child
+from tests.support import LINUX, in_child, marker_lines
 
 pytestmark = pytest.mark.skipif(not LINUX, reason="the C registry tested here is the Linux backend's")
 
@@ -44,20 +44,6 @@ def _raise_nofile(need: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < need:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(need, hard), hard))
-
-
-def _marker_lines() -> list:
-    import os
-
-    for name in os.listdir("/proc/self/fd"):
-        try:
-            if os.readlink(f"/proc/self/fd/{name}") == "/memfd:portres (deleted)":
-                with open(f"/proc/self/fd/{name}", "rb") as f:
-                    data = f.read()
-                return sorted(x.decode() for x in data.rstrip(b"\0").split(b"\n") if x.strip())
-        except OSError:
-            pass
-    return []
 
 
 def _associate_fails(token: int) -> bool:
@@ -99,11 +85,11 @@ def _churn(seed: int, rounds: int) -> dict:
             want = sorted(
                 _runtime_linux.line(r.protocol, r.start, r.count).decode().rstrip("\n") for r in live.values()
             )
-            if _marker_lines() != want:
-                problems.append(f"round {i}: the marker lists {len(_marker_lines())} lines, {len(want)} live")
+            if marker_lines() != want:
+                problems.append(f"round {i}: the marker lists {len(marker_lines())} lines, {len(want)} live")
     for res in live.values():
         res.close()
-    return {"problems": problems[:10], "live": len(live), "closed": len(closed), "left": _marker_lines()}
+    return {"problems": problems[:10], "live": len(live), "closed": len(closed), "left": marker_lines()}
 
 
 def test_tokens_and_marker_lines_survive_churn():

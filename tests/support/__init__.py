@@ -241,3 +241,17 @@ def persistent_env(tmp_path: Any, boot_dir: bool = True) -> Dict[str, str]:
         env["PORTRES_BOOT_DIR"] = str(tmp_path / "etc")
     env["PORTRES_SYSCTL_D_FILE"] = str(tmp_path / "sysctl.d" / "99-portres.conf")
     return env
+
+
+def marker_lines() -> list:
+    """The lines of this process's runtime marker (src/linux/marker.c), sorted,
+    without the blank (freed) ones; [] when it has none."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == "/memfd:portres (deleted)":
+                with open(f"/proc/self/fd/{name}", "rb") as f:
+                    data = f.read()
+                return sorted(x.decode() for x in data.rstrip(b"\0").split(b"\n") if x.strip())
+        except OSError:
+            pass
+    return []
